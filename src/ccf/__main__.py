@@ -1,0 +1,3 @@
+from ccf.cli import main
+
+main()

@@ -1,0 +1,272 @@
+"""Typed configuration: YAML files under ``conf/``, composed and overridden.
+
+Settings apply in this order: ``conf/ccf.yaml`` -> extra files given with
+``--config`` -> ``CCF__SECTION__KEY`` environment variables -> ``key=value``
+on the command line. Values on the command line are read as YAML, so
+``symbols=[btcusdt,ethusdt]`` and ``replay.speed=10`` both work. The merged
+mapping is validated once at start into frozen pydantic models: an unknown
+key or a bad value stops the program with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+ENV_PREFIX = "CCF__"
+_STREAM_RE = re.compile(
+    r"^(depth(@100ms|@1000ms)?|depth(5|10|20)(@100ms|@1000ms)?|trade|bookTicker"
+    r"|kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M))$"
+)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def shared_dir() -> Path:
+    """Where the shared recordings live: ``$CCF_SHARED``, default ``../shared``."""
+    env = os.environ.get("CCF_SHARED")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "shared"
+
+
+class StorageConfig(_Section):
+    backend: Literal["sqlite"] = "sqlite"
+    path: Path | None = Field(None, description="SQLite file; default <data_dir>/ccf.sqlite")
+    batch_rows: int = Field(5000, gt=0, description="rows per write transaction at most")
+    flush_interval_s: float = Field(0.25, gt=0, description="longest a record waits in memory")
+
+
+class BinanceConfig(_Section):
+    ws_url: str = "wss://stream.binance.com:9443"
+    rest_url: str = "https://api.binance.com"
+
+
+class BackoffConfig(_Section):
+    base_s: float = Field(0.5, gt=0)
+    cap_s: float = Field(30.0, gt=0)
+
+
+class CollectConfig(_Section):
+    streams: tuple[str, ...] = ("depth@100ms", "trade", "bookTicker")
+    book_depth: int = Field(20, gt=0, le=5000, description="levels per side in book records")
+    book_cadence: Literal["update", "100ms", "1s"] = "update"
+    snapshot_limit: int = Field(1000, gt=0, le=5000)
+    max_streams_per_connection: int = Field(1024, gt=0, le=1024)
+    max_connection_age_s: float = Field(
+        23.5 * 3600, gt=0, description="reconnect before Binance's 24 h cut"
+    )
+    silence_timeout_s: float = Field(30.0, gt=0, description="reconnect after this long without a frame")
+    reconnect: BackoffConfig = BackoffConfig()
+    rest_weight_limit: int = Field(6000, gt=0, description="REQUEST_WEIGHT per minute")
+    rest_timeout_s: float = Field(10.0, gt=0)
+    print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
+
+    @field_validator("streams")
+    @classmethod
+    def _known_streams(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in v if not _STREAM_RE.match(s)]
+        if bad:
+            raise ValueError(
+                f"unknown stream kind(s) {bad}; use e.g. depth@100ms, depth20@100ms, trade, "
+                "bookTicker, kline_1m (without the symbol)"
+            )
+        if not v:
+            raise ValueError("at least one stream is needed")
+        return v
+
+
+class FaultConfig(_Section):
+    """Faults the replay exchange injects (all off by default)."""
+
+    drop_after_frames: int = Field(0, ge=0, description="close each connection after N frames")
+    skip_update_every: int = Field(0, ge=0, description="drop one diff-depth frame every N")
+    malformed_every: int = Field(0, ge=0, description="send a malformed frame every N frames")
+    rest_429: int = Field(0, ge=0, description="answer the next N REST calls with 429")
+    rest_418: int = Field(0, ge=0, description="answer the next N REST calls with 418")
+    retry_after_s: int = Field(1, ge=0)
+    stall_after_frames: int = Field(0, ge=0, description="stop sending after N frames...")
+    stall_s: float = Field(0.0, ge=0, description="...for this long")
+    stale_snapshots: int = Field(0, ge=0, description="serve the next N depth snapshots stale")
+    shutdown_after_frames: int = Field(0, ge=0, description="send serverShutdown after N frames")
+
+
+class ReplayConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(9443, ge=0, le=65535, description="0 picks a free port")
+    files: tuple[Path, ...] = Field(
+        (), description="recordings to serve; default: the spot_*.jsonl.gz under $CCF_SHARED"
+    )
+    klines: tuple[Path, ...] = Field((), description="one-minute candle CSVs to serve as klines")
+    speed: float = Field(1.0, ge=0, description="1 = real time, 10 = ten times faster, 0 = flat out")
+    loop: bool = True
+    start: Literal["first_subscribe", "immediately"] = "first_subscribe"
+    ping_interval_s: float = Field(20.0, gt=0)
+    pong_timeout_s: float = Field(60.0, gt=0)
+    max_connection_age_s: float = Field(24 * 3600, gt=0)
+    max_streams_per_connection: int = Field(1024, gt=0)
+    max_incoming_per_s: int = Field(5, gt=0)
+    weight_limit_per_minute: int = Field(6000, gt=0)
+    faults: FaultConfig = FaultConfig()
+
+    def recording_files(self) -> tuple[Path, ...]:
+        if self.files:
+            return self.files
+        return tuple(sorted((shared_dir() / "data" / "binance").glob("spot_*.jsonl.gz")))
+
+
+class RecordConfig(_Section):
+    dir: Path | None = Field(None, description="default <data_dir>/recordings")
+
+
+class Settings(_Section):
+    data_dir: Path = Path("data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    exchange: Literal["binance"] = "binance"
+    source: Literal["replay", "binance"] = "replay"
+    symbols: tuple[str, ...] = ("btcusdt", "ethusdt")
+    storage: StorageConfig = StorageConfig()
+    binance: BinanceConfig = BinanceConfig()
+    collect: CollectConfig = CollectConfig()
+    replay: ReplayConfig = ReplayConfig()
+    record: RecordConfig = RecordConfig()
+
+    @field_validator("symbols")
+    @classmethod
+    def _lower_symbols(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("at least one symbol is needed, e.g. symbols=[btcusdt]")
+        bad = [s for s in v if not re.fullmatch(r"[A-Za-z0-9]{2,20}", s)]
+        if bad:
+            raise ValueError(f"not a Binance symbol: {bad}; write them like btcusdt")
+        return tuple(s.lower() for s in v)
+
+    @model_validator(mode="after")
+    def _streams_fit(self) -> Settings:
+        return self
+
+    @property
+    def db_path(self) -> Path:
+        return self.storage.path or self.data_dir / "ccf.sqlite"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.record.dir or self.data_dir / "recordings"
+
+    def ws_url(self) -> str:
+        if self.source == "replay":
+            return f"ws://{self.replay.host}:{self.replay.port}"
+        return self.binance.ws_url
+
+    def rest_url(self) -> str:
+        if self.source == "replay":
+            return f"http://{self.replay.host}:{self.replay.port}"
+        return self.binance.rest_url
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        child = node.get(k)
+        if not isinstance(child, dict):
+            child = {}
+            node[k] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"config file not found: {path}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.sub=value`` -> (``key.sub``, YAML-parsed value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. replay.speed=10")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError(f"override {text!r}: {key!r} is not a dotted key like collect.book_depth")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {key}: value {raw!r} is not valid YAML: {e}") from e
+    return key, value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> list[tuple[str, Any]]:
+    out = []
+    for name, raw in environ.items():
+        if name.startswith(ENV_PREFIX):
+            key = ".".join(p.lower() for p in name[len(ENV_PREFIX) :].split("__"))
+            out.append(parse_override(f"{key}={raw}"))
+    return out
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (check the spelling; see conf/ccf.yaml for the keys)")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"  {key}: {e['msg']}{shown}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(
+    overrides: Iterable[str] = (),
+    files: Iterable[Path] = (),
+    *,
+    base: Path | None = CONF_DIR / "ccf.yaml",
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Compose and validate the configuration; raises :class:`ConfigError`."""
+    tree: dict[str, Any] = {}
+    if base is not None and base.exists():
+        tree = _read_yaml(base)
+    for f in files:
+        tree = _merge(tree, _read_yaml(Path(f)))
+    for key, value in _env_overrides(os.environ if environ is None else environ):
+        _set_dotted(tree, key, value)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from None

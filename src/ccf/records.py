@@ -1,0 +1,132 @@
+"""The records every part exchanges.
+
+Records are NamedTuples: immutable, typed, cheap to build on the hot path
+(a frozen dataclass costs several times more per record) and already rows
+for the stores. Each record carries the exchange, the symbol (lower case, as in Binance stream
+names), the exchange's event time ``ts_event`` and our receive time
+``ts_recv``, both int64 nanoseconds UTC. Event time drives features and
+training; receive time drives latency metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+NS_PER_MS = 1_000_000
+
+GapReason = Literal[
+    "disconnect", "sequence_gap", "resync", "restart", "late_start", "crossed_book", "stale_snapshot"
+]
+
+
+def book_columns(depth: int) -> list[str]:
+    """Column names of a top-``depth`` book, in the original system's names.
+
+    >>> book_columns(1)
+    ['a_p_0', 'a_q_0', 'b_p_0', 'b_q_0']
+    """
+    cols: list[str] = []
+    for side in ("a", "b"):
+        for i in range(depth):
+            cols += [f"{side}_p_{i}", f"{side}_q_{i}"]
+    # Interleaved per side: a_p_0, a_q_0, a_p_1, ... matches the original layout.
+    return cols
+
+
+class Book(NamedTuple):
+    """Top-N levels of the local order book after applying ``update_id``.
+
+    ``levels`` is flat in :func:`book_columns` order (a_p_0, a_q_0, ...,
+    b_p_0, b_q_0, ...); a missing level is NaN. ``source`` tells how the book
+    was obtained: ``diff`` (snapshot + diff procedure) or ``depthN`` (the
+    exchange's partial-depth stream).
+    """
+
+    exchange: str
+    symbol: str
+    source: str
+    update_id: int
+    ts_event: int
+    ts_recv: int
+    levels: tuple[float, ...]
+
+
+
+class Trade(NamedTuple):
+    exchange: str
+    symbol: str
+    trade_id: int
+    price: float
+    qty: float
+    side: Literal["buy", "sell"]  # taker side
+    ts_event: int  # trade time (T)
+    ts_recv: int
+
+
+class Quote(NamedTuple):
+    """Best bid and ask from the ``bookTicker`` stream.
+
+    Spot bookTicker carries no event time: ``ts_event`` is our receive time,
+    and ``update_id`` shares the diff-depth sequence.
+    """
+
+    exchange: str
+    symbol: str
+    update_id: int
+    bid_price: float
+    bid_qty: float
+    ask_price: float
+    ask_qty: float
+    ts_event: int
+    ts_recv: int
+
+
+class Candle(NamedTuple):
+    exchange: str
+    symbol: str
+    interval: str
+    open_time: int  # ns
+    close_time: int  # ns
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    trades: int
+    taker_buy_volume: float
+    taker_buy_quote_volume: float
+    closed: bool
+    ts_event: int
+    ts_recv: int
+
+
+class Gap(NamedTuple):
+    """What was missed, from when to when, and why.
+
+    ``end_ts`` is None while the gap is open (the stream has not recovered
+    yet); the same gap is written again with ``end_ts`` once it closes, keyed
+    by (exchange, symbol, stream, start_ts).
+    """
+
+    exchange: str
+    symbol: str
+    stream: str  # "book", "trade", "quote", "candle", ...
+    start_ts: int
+    end_ts: int | None
+    reason: GapReason
+    detail: str
+    ts_recv: int
+
+
+class DeadLetter(NamedTuple):
+    """A frame we could not use, kept verbatim with the reason."""
+
+    exchange: str
+    symbol: str  # "" when the frame names none
+    reason: str
+    frame: str
+    ts_recv: int
+
+
+Record = Book | Trade | Quote | Candle | Gap | DeadLetter

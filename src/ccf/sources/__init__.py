@@ -1,0 +1,1 @@
+"""DATA: exchange collectors, the replay exchange and the recorder."""

@@ -1,0 +1,1 @@
+"""Binance spot: wire schemas, local order book, REST and websocket clients."""

@@ -1,0 +1,408 @@
+"""Binance frames in, CCF records out: parsing and the local order books.
+
+``BinanceFeed.handle`` is synchronous and does no I/O, so the same code runs
+under the live websocket, the replay exchange, the benchmark and the tests.
+It asks for I/O through two callbacks: ``request_snapshot(symbol)`` when a
+book must be (re)synchronised from REST, answered later with
+``on_snapshot``; and ``on_server_shutdown()`` when the exchange announces
+one. Books follow Binance's official procedure ("How to manage a local order
+book correctly"): buffer diffs, take a REST snapshot whose ``lastUpdateId``
+is not older than the first buffered ``U``, drop diffs with
+``u <= lastUpdateId``, then require ``U <= last + 1`` for every diff. Any
+break writes a gap record, resyncs that symbol only, and no book record is
+emitted until the book is whole again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Literal
+
+import msgspec
+
+from ccf.records import NS_PER_MS, Book, Candle, DeadLetter, Gap, GapReason, Quote, Record, Trade
+from ccf.sources.binance import schemas as wire
+from ccf.sources.binance.book import OrderBook
+
+log = logging.getLogger(__name__)
+
+EXCHANGE = "binance"
+CADENCE_NS = {"update": 0, "100ms": 100 * NS_PER_MS, "1s": 1000 * NS_PER_MS}
+MAX_BUFFERED_DIFFS = 20_000  # a snapshot that never comes must not eat the memory
+MAX_DEAD_LETTER_CHARS = 65_536
+_STREAM_PREFIX = '{"stream":"'
+_PREFIX_LEN = len(_STREAM_PREFIX)
+SnapshotOutcome = Literal["synced", "stale", "ignored"]
+Handler = Callable[["SymbolState", Any, int, list[Record]], None]
+DecodeErrors = (msgspec.ValidationError, msgspec.DecodeError)
+
+_decode_envelope = msgspec.json.Decoder(wire.Envelope).decode
+_decode_control = msgspec.json.Decoder(wire.ControlReply).decode
+_decode_event = msgspec.json.Decoder(wire.EventOnly).decode
+_decode_snapshot = msgspec.json.Decoder(wire.DepthSnapshot, strict=False).decode
+_PAYLOADS: dict[str, type] = {
+    "book": wire.DepthDiff, "partial": wire.PartialDepth, "trade": wire.TradeMsg,
+    "quote": wire.BookTickerMsg, "candle": wire.KlineMsg,
+}
+_decode_frame = {k: msgspec.json.Decoder(wire.Frame[t], strict=False).decode
+                 for k, t in _PAYLOADS.items()}
+_decode_payload = {k: msgspec.json.Decoder(t, strict=False).decode for k, t in _PAYLOADS.items()}
+
+
+def stream_kind(stream: str) -> str:
+    """The record/gap name of a subscribed stream kind: ``depth@100ms`` -> ``book``."""
+    if stream.startswith("depth"):
+        return "book" if stream in ("depth", "depth@100ms", "depth@1000ms") else "partial"
+    if stream.startswith("kline_"):
+        return "candle"
+    return {"trade": "trade", "bookTicker": "quote"}[stream]
+
+
+class SymbolState:
+    """Everything the feed tracks for one symbol."""
+
+    __slots__ = ("symbol", "book", "synced", "snapshot_pending", "buffer", "bucket", "unsent",
+                 "last_ts", "last_recv", "last_trade_id")
+
+    def __init__(self, symbol: str, depth: int) -> None:
+        self.symbol = symbol
+        self.book = OrderBook(depth)
+        self.synced = False
+        self.snapshot_pending = False
+        self.buffer: list[tuple[wire.DepthDiff, int]] = []
+        self.bucket = -1
+        self.unsent = False  # the book changed since its last record (cadence mode)
+        self.last_ts: dict[str, int] = {}  # kind -> last event time, ns
+        self.last_recv = 0
+        self.last_trade_id: int | None = None
+
+
+class BinanceFeed:
+    """Turns Binance combined-stream frames into records for a set of symbols."""
+
+    def __init__(
+        self,
+        symbols: tuple[str, ...],
+        streams: tuple[str, ...],
+        *,
+        book_depth: int = 20,
+        book_cadence: str = "update",
+        request_snapshot: Callable[[str], None] = lambda symbol: None,
+        on_server_shutdown: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.symbols = symbols
+        self.streams = streams
+        self.depth = book_depth
+        self._cadence = CADENCE_NS[book_cadence]
+        self._request_snapshot = request_snapshot
+        self._on_server_shutdown = on_server_shutdown
+        self.frames = 0
+        self.stats: Counter[str] = Counter()
+        self.state = {s: SymbolState(s, book_depth) for s in symbols}
+        self.open_gaps: dict[tuple[str, str], Gap] = {}
+        self._routes: dict[str, tuple[Callable[[str], Any], str, Handler, SymbolState]] = {}
+        for sym in symbols:
+            for st in streams:
+                kind = stream_kind(st)
+                self._routes[f"{sym}@{st}"] = (_decode_frame[kind], kind, self._handler(st, kind),
+                                               self.state[sym])
+
+    def stream_names(self) -> list[str]:
+        return list(self._routes)
+
+    # -- frames -----------------------------------------------------------------------------
+
+    def handle(self, frame: str, ts_recv: int, out: list[Record]) -> None:
+        """Parse one frame, update state, append the records it yields to ``out``."""
+        self.frames += 1
+        if not isinstance(frame, str):
+            frame = bytes(frame).decode("utf-8", "replace")
+        if frame.startswith(_STREAM_PREFIX):
+            # Binance writes "stream" first: read the name, decode frame and payload in one pass.
+            route = self._routes.get(frame[_PREFIX_LEN : frame.find('"', _PREFIX_LEN)])
+            if route is not None:
+                decode, _, handler, state = route
+                try:
+                    msg = decode(frame).data
+                except DecodeErrors:
+                    self._slow_path(frame, ts_recv, out)
+                    return
+                handler(state, msg, ts_recv, out)
+                return
+        self._slow_path(frame, ts_recv, out)
+
+    def _slow_path(self, frame: str, ts_recv: int, out: list[Record]) -> None:
+        """Any frame the fast path did not take: find out what it is, keep what is bad."""
+        try:
+            env = _decode_envelope(frame)
+        except msgspec.ValidationError:
+            self._not_a_stream_frame(frame, ts_recv, out)
+            return
+        except msgspec.DecodeError as e:
+            self._dead_letter("", f"malformed json: {e}", frame, ts_recv, out)
+            return
+        route = self._routes.get(env.stream)
+        if route is None:
+            if env.stream == "!serverShutdown":
+                self._server_shutdown()
+                return
+            self._dead_letter("", f"unexpected stream {env.stream!r}", frame, ts_recv, out)
+            return
+        _, kind, handler, state = route
+        try:
+            msg = _decode_payload[kind](env.data)
+        except DecodeErrors as e:
+            self._dead_letter(state.symbol, f"bad {env.stream} payload: {e}", frame, ts_recv, out)
+            return
+        handler(state, msg, ts_recv, out)
+
+    def _not_a_stream_frame(self, frame: str, ts_recv: int, out: list[Record]) -> None:
+        """Valid JSON without a stream: a control reply, a raw event, or junk."""
+        try:
+            reply = _decode_control(frame)
+        except DecodeErrors:
+            reply = None
+        if reply is not None and (reply.id is not None or reply.code is not None):
+            if reply.code is not None:
+                log.warning("part=collect exchange=binance control error code=%s msg=%s",
+                            reply.code, reply.msg)
+                self.stats["control_errors"] += 1
+            else:
+                self.stats["control_replies"] += 1
+            return
+        try:
+            event = _decode_event(frame)
+        except DecodeErrors:
+            event = None
+        if event is not None and event.e == "serverShutdown":
+            self._server_shutdown()
+            return
+        self._dead_letter("", "unexpected frame (no stream)", frame, ts_recv, out)
+
+    def _server_shutdown(self) -> None:
+        self.stats["server_shutdowns"] += 1
+        log.warning("part=collect exchange=binance serverShutdown announced: reconnecting")
+        self._on_server_shutdown()
+
+    def _dead_letter(self, symbol: str, reason: str, frame: str, ts_recv: int,
+                     out: list[Record]) -> None:
+        self.stats["dead_letters"] += 1
+        log.warning("part=collect exchange=binance symbol=%s dead letter: %s", symbol or "-", reason)
+        out.append(DeadLetter(EXCHANGE, symbol, reason, frame[:MAX_DEAD_LETTER_CHARS], ts_recv))
+
+    def _handler(self, stream: str, kind: str) -> Handler:
+        if kind == "partial":
+            source = stream.split("@", 1)[0]
+            return lambda st, msg, ts, out: self._on_partial(st, source, msg, ts, out)
+        return {"book": self._on_diff, "trade": self._on_trade, "quote": self._on_ticker,
+                "candle": self._on_kline}[kind]
+
+    # -- diff depth and the local book ------------------------------------------------------
+
+    def _on_diff(self, s: SymbolState, ev: wire.DepthDiff, ts_recv: int,
+                 out: list[Record]) -> None:
+        if s.synced:
+            self._apply_diff(s, ev, ts_recv, out)
+            return
+        s.buffer.append((ev, ts_recv))
+        if len(s.buffer) > MAX_BUFFERED_DIFFS:
+            del s.buffer[: len(s.buffer) // 2]
+            self.stats["buffer_overflows"] += 1
+        if not s.snapshot_pending:
+            s.snapshot_pending = True
+            self._request_snapshot(s.symbol)
+
+    def _apply_diff(self, s: SymbolState, ev: wire.DepthDiff, ts_recv: int,
+                    out: list[Record]) -> None:
+        book = s.book
+        if ev.u <= book.update_id:
+            self.stats["stale_diffs"] += 1
+            return
+        ts = ev.E * NS_PER_MS
+        if ev.U > book.update_id + 1:
+            self.lose_sync(s.symbol, "sequence_gap",
+                           f"diff U={ev.U} after update id {book.update_id}: "
+                           f"{ev.U - book.update_id - 1} update ids missing", ts, ts_recv, out)
+            s.buffer.append((ev, ts_recv))
+            return
+        if self._cadence and s.unsent and ts // self._cadence != s.bucket:
+            out.append(Book(EXCHANGE, s.symbol, "diff", book.update_id, s.last_ts["book"],
+                            s.last_recv, book.top()))
+            s.unsent = False
+        book.apply(ev.b, ev.a, ev.u)
+        if book.crossed():
+            self.stats["crossed_books"] += 1
+            self.lose_sync(s.symbol, "crossed_book",
+                           f"best bid {book.best_bid()} >= best ask {book.best_ask()} "
+                           f"at update id {ev.u}", ts, ts_recv, out)
+            return
+        if self.open_gaps and (s.symbol, "book") in self.open_gaps:
+            self.close_gap(s.symbol, "book", ts, ts_recv, out)
+        s.last_ts["book"] = ts
+        if self._cadence:
+            s.bucket = ts // self._cadence
+            s.unsent = True
+            s.last_recv = ts_recv
+        else:
+            out.append(Book(EXCHANGE, s.symbol, "diff", ev.u, ts, ts_recv, book.top()))
+
+    def on_snapshot(self, symbol: str, frame: str | bytes, ts_recv: int,
+                    out: list[Record]) -> SnapshotOutcome:
+        """Seed ``symbol``'s book from a REST ``/api/v3/depth`` answer.
+
+        Returns ``stale`` when the snapshot is older than the first buffered
+        diff (step 4 of the procedure): the caller must fetch another one.
+        """
+        s = self.state[symbol]
+        s.snapshot_pending = False
+        if s.synced:
+            return "ignored"
+        snap = _decode_snapshot(frame)
+        if s.buffer and snap.lastUpdateId < s.buffer[0][0].U:
+            self.stats["stale_snapshots"] += 1
+            log.info("part=collect exchange=binance symbol=%s snapshot lastUpdateId=%d older than "
+                     "first buffered U=%d: fetching again", symbol, snap.lastUpdateId,
+                     s.buffer[0][0].U)
+            s.snapshot_pending = True
+            return "stale"
+        s.book.reset(snap.bids, snap.asks, snap.lastUpdateId)
+        s.synced = True
+        s.unsent = False
+        s.bucket = -1
+        self.stats["snapshots"] += 1
+        buffered, s.buffer = s.buffer, []
+        log.info("part=collect exchange=binance symbol=%s book synced lastUpdateId=%d levels=%d "
+                 "buffered=%d", symbol, snap.lastUpdateId, len(s.book), len(buffered))
+        for ev, recv in buffered:
+            if s.synced:
+                self._apply_diff(s, ev, recv, out)
+            else:  # a hole inside the buffer: keep the rest for the next snapshot
+                s.buffer.append((ev, recv))
+        return "synced"
+
+    def lose_sync(self, symbol: str, reason: GapReason, detail: str, ts_event: int, ts_recv: int,
+                  out: list[Record], *, refetch: bool = True) -> None:
+        """Drop ``symbol``'s book, write a gap, and (unless told not to) ask for a snapshot."""
+        s = self.state[symbol]
+        s.synced = False
+        s.unsent = False
+        s.book = OrderBook(self.depth)
+        s.buffer = []
+        self.stats["resyncs"] += 1
+        self.open_gap(symbol, "book", reason, detail, s.last_ts.get("book", ts_event), ts_recv, out)
+        log.warning("part=collect exchange=binance symbol=%s book out of sync (%s): %s",
+                    symbol, reason, detail)
+        if refetch and not s.snapshot_pending:
+            s.snapshot_pending = True
+            self._request_snapshot(symbol)
+
+    # -- gaps -------------------------------------------------------------------------------
+
+    def open_gap(self, symbol: str, kind: str, reason: GapReason, detail: str, start_ts: int,
+                 ts_recv: int, out: list[Record]) -> None:
+        key = (symbol, kind)
+        if key in self.open_gaps:  # one outage, one gap: keep its first cause
+            return
+        gap = Gap(EXCHANGE, symbol, kind, start_ts, None, reason, detail, ts_recv)
+        self.open_gaps[key] = gap
+        self.stats["gaps"] += 1
+        out.append(gap)
+
+    def close_gap(self, symbol: str, kind: str, end_ts: int, ts_recv: int, out: list[Record],
+                  detail: str = "") -> None:
+        gap = self.open_gaps.pop((symbol, kind))
+        text = f"{gap.detail}; {detail}" if detail else gap.detail
+        out.append(gap._replace(end_ts=max(end_ts, gap.start_ts), detail=text, ts_recv=ts_recv))
+        log.info("part=collect exchange=binance symbol=%s stream=%s gap closed after %.3f s",
+                 symbol, kind, (end_ts - gap.start_ts) / 1e9)
+
+    def on_disconnect(self, symbols: tuple[str, ...], ts_recv: int, out: list[Record],
+                      reason: GapReason = "disconnect", detail: str = "connection lost") -> None:
+        """Open a gap on every stream of ``symbols``; books wait for the next connection."""
+        self.flush(out)
+        kinds = {stream_kind(st) for st in self.streams}
+        for sym in symbols:
+            s = self.state[sym]
+            for kind in kinds:
+                if kind == "book":
+                    self.lose_sync(sym, reason, detail, ts_recv, ts_recv, out, refetch=False)
+                    s.snapshot_pending = False
+                else:
+                    self.open_gap(sym, kind, reason, detail, s.last_ts.get(kind, ts_recv),
+                                  ts_recv, out)
+
+    def resume_from(self, symbol: str, kind: str, last_ts: int, ts_recv: int, out: list[Record],
+                    last_trade_id: int | None = None) -> None:
+        """After a restart: open a gap from what the store last holds for ``symbol``/``kind``."""
+        s = self.state[symbol]
+        s.last_ts[kind] = last_ts
+        if kind == "trade" and last_trade_id is not None:
+            s.last_trade_id = last_trade_id
+        self.open_gap(symbol, kind, "restart", "collector restarted", last_ts, ts_recv, out)
+
+    def flush(self, out: list[Record]) -> None:
+        """Emit books that changed since their last record (cadence mode)."""
+        for s in self.state.values():
+            if s.unsent and s.synced:
+                out.append(Book(EXCHANGE, s.symbol, "diff", s.book.update_id, s.last_ts["book"],
+                                s.last_recv, s.book.top()))
+                s.unsent = False
+
+    # -- other streams ----------------------------------------------------------------------
+
+    def _on_partial(self, s: SymbolState, source: str, m: wire.PartialDepth, ts_recv: int,
+                    out: list[Record]) -> None:
+        book = OrderBook(self.depth)
+        book.reset(m.bids, m.asks, m.lastUpdateId)
+        # Spot partial depth has no event time: our receive time stands in.
+        self._resume(s, "partial", ts_recv, ts_recv, out)
+        out.append(Book(EXCHANGE, s.symbol, source, m.lastUpdateId, ts_recv, ts_recv, book.top()))
+
+    def _on_trade(self, s: SymbolState, m: wire.TradeMsg, ts_recv: int,
+                  out: list[Record]) -> None:
+        ts = m.T * NS_PER_MS
+        last = s.last_trade_id
+        if last is not None and m.t != last + 1:
+            if m.t <= last:
+                self.stats["duplicate_trades"] += 1
+                return
+            self._trade_gap(s, last, m.t, ts, ts_recv, out)
+        elif self.open_gaps and (s.symbol, "trade") in self.open_gaps:
+            self.close_gap(s.symbol, "trade", ts, ts_recv, out, "no trade ids missing")
+        s.last_trade_id = m.t
+        s.last_ts["trade"] = ts
+        out.append(Trade(EXCHANGE, s.symbol, m.t, m.p, m.q, "sell" if m.m else "buy", ts, ts_recv))
+
+    def _trade_gap(self, s: SymbolState, last: int, tid: int, ts: int, ts_recv: int,
+                   out: list[Record]) -> None:
+        missing = f"trade ids {last + 1}..{tid - 1} missing ({tid - last - 1})"
+        if (s.symbol, "trade") in self.open_gaps:
+            self.close_gap(s.symbol, "trade", ts, ts_recv, out, missing)
+            return
+        self.stats["gaps"] += 1
+        out.append(Gap(EXCHANGE, s.symbol, "trade", s.last_ts.get("trade", ts), ts,
+                       "sequence_gap", missing, ts_recv))
+        log.warning("part=collect exchange=binance symbol=%s %s", s.symbol, missing)
+
+    def _on_ticker(self, s: SymbolState, m: wire.BookTickerMsg, ts_recv: int,
+                   out: list[Record]) -> None:
+        if self.open_gaps:
+            self._resume(s, "quote", ts_recv, ts_recv, out)
+        s.last_ts["quote"] = ts_recv
+        out.append(Quote(EXCHANGE, s.symbol, m.u, m.b, m.B, m.a, m.A, ts_recv, ts_recv))
+
+    def _on_kline(self, s: SymbolState, m: wire.KlineMsg, ts_recv: int,
+                  out: list[Record]) -> None:
+        k = m.k
+        ts = m.E * NS_PER_MS
+        self._resume(s, "candle", ts, ts_recv, out)
+        out.append(Candle(EXCHANGE, s.symbol, k.i, k.t * NS_PER_MS, k.T * NS_PER_MS, k.o, k.h,
+                          k.l, k.c, k.v, k.q, k.n, k.V, k.Q, k.x, ts, ts_recv))
+
+    def _resume(self, s: SymbolState, kind: str, ts: int, ts_recv: int,
+                out: list[Record]) -> None:
+        if (s.symbol, kind) in self.open_gaps:
+            self.close_gap(s.symbol, kind, ts, ts_recv, out)
+        s.last_ts[kind] = ts

@@ -1,0 +1,117 @@
+"""Binance spot wire messages, field names verbatim.
+
+Decoded with msgspec in non-strict mode, so the exchange's decimal strings
+("61837.63000000") become floats inside the C decoder instead of a Python
+``float()`` call per value. Conversion to CCF records happens in ``feed``.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+import msgspec
+
+Level = tuple[float, float]
+T = TypeVar("T")
+
+
+class Envelope(msgspec.Struct):
+    """A combined-stream frame: ``{"stream": "btcusdt@trade", "data": {...}}``."""
+
+    stream: str
+    data: msgspec.Raw
+
+
+class Frame(msgspec.Struct, Generic[T]):
+    """A combined-stream frame whose payload type is known from its stream name,
+    decoded in one pass (the hot path)."""
+
+    stream: str
+    data: T
+
+
+class DepthDiff(msgspec.Struct):
+    """``<symbol>@depth[@100ms]``:
+    ``{"e":"depthUpdate","E":1723161255208,"s":"BTCUSDT","U":50093239189,"u":50093239202,
+    "b":[["61737.63000000","0.00000000"]],"a":[...]}``"""
+
+    E: int
+    U: int
+    u: int
+    b: list[Level]
+    a: list[Level]
+
+
+class PartialDepth(msgspec.Struct):
+    """``<symbol>@depth20@100ms``: ``{"lastUpdateId":160,"bids":[...],"asks":[...]}``; no
+    symbol and no event time, the stream name gives the symbol."""
+
+    lastUpdateId: int
+    bids: list[Level]
+    asks: list[Level]
+
+
+DepthSnapshot = PartialDepth  # REST /api/v3/depth has the same shape
+
+
+class TradeMsg(msgspec.Struct):
+    """``<symbol>@trade``: ``{"e":"trade","E":..,"s":"BTCUSDT","t":3735683259,
+    "p":"61837.63000000","q":"0.02000000","T":1723161255342,"m":true,"M":true}``;
+    ``m`` true means the buyer was the maker, so the taker sold."""
+
+    E: int
+    t: int
+    p: float
+    q: float
+    T: int
+    m: bool
+
+
+class BookTickerMsg(msgspec.Struct):
+    """``<symbol>@bookTicker``: ``{"u":400900217,"s":"BNBUSDT","b":"25.35","B":"31.21",
+    "a":"25.36","A":"40.66"}``; no event time on spot."""
+
+    u: int
+    b: float
+    B: float
+    a: float
+    A: float
+
+
+class KlineBody(msgspec.Struct):
+    t: int
+    T: int
+    i: str
+    o: float
+    c: float
+    h: float
+    l: float  # noqa: E741 - Binance's name
+    v: float
+    n: int
+    x: bool
+    q: float
+    V: float
+    Q: float
+
+
+class KlineMsg(msgspec.Struct):
+    """``<symbol>@kline_1m``: ``{"e":"kline","E":..,"s":..,"k":{"t":..,"T":..,"i":"1m",...}}``."""
+
+    E: int
+    k: KlineBody
+
+
+class EventOnly(msgspec.Struct):
+    """Any payload with an event type, e.g. ``{"e":"serverShutdown","E":1770123456789}``."""
+
+    e: str = ""
+    E: int = 0
+
+
+class ControlReply(msgspec.Struct):
+    """Answer to SUBSCRIBE and friends: ``{"result":null,"id":1}`` or an error."""
+
+    id: int | str | None = None
+    result: msgspec.Raw | None = None
+    code: int | None = None
+    msg: str | None = None

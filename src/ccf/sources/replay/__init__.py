@@ -1,0 +1,1 @@
+"""A local exchange that serves recordings over the Binance protocol."""
