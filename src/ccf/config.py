@@ -113,6 +113,7 @@ class ReplayConfig(_Section):
     klines: tuple[Path, ...] = Field((), description="one-minute candle CSVs to serve as klines")
     speed: float = Field(1.0, ge=0, description="1 = real time, 10 = ten times faster, 0 = flat out")
     loop: bool = True
+    max_passes: int = Field(0, ge=0, description="with loop: stop after this many passes; 0 = forever")
     start: Literal["first_subscribe", "immediately"] = "first_subscribe"
     ping_interval_s: float = Field(20.0, gt=0)
     pong_timeout_s: float = Field(60.0, gt=0)
@@ -120,6 +121,8 @@ class ReplayConfig(_Section):
     max_streams_per_connection: int = Field(1024, gt=0)
     max_incoming_per_s: int = Field(5, gt=0)
     weight_limit_per_minute: int = Field(6000, gt=0)
+    ban_after_429s: int = Field(2, ge=0, description="429s in a row tolerated before a 418 ban")
+    ban_s: float = Field(120.0, gt=0, description="length of a 418 ban (Binance starts at 2 min)")
     faults: FaultConfig = FaultConfig()
 
     def recording_files(self) -> tuple[Path, ...]:
@@ -244,7 +247,8 @@ def _format_error(err: ValidationError) -> str:
         else:
             got = e.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"  {key}: {e['msg']}{shown}")
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {msg}{shown}")
     return "invalid configuration:\n" + "\n".join(lines)
 
 

@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine:
+#   make run    set up, then run the pipeline on the offline replay of real data
+#   make test   set up, then run the test suite
+# Set-up is a virtual environment in .venv with torch pinned (constraints.txt)
+# and the package installed editable with its extras; it reruns when
+# pyproject.toml or constraints.txt change.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.ccf-installed
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup run test bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev,ml]'
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/ccf run $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/bench_collector.py
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

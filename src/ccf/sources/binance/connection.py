@@ -1,0 +1,123 @@
+"""One websocket connection to Binance's combined streams, kept alive.
+
+Owns connecting, subscribing, reconnecting (capped exponential backoff with
+full jitter), the silence watchdog, the planned reconnect before Binance's
+24-hour cut, and ``serverShutdown``. It does not parse: every text frame goes
+to ``on_frame(frame, ts_recv_ns)`` as received. aiohttp answers the
+exchange's pings with pongs that echo the payload (``autoping``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import aiohttp
+import orjson
+
+from ccf.config import CollectConfig
+from ccf.sources.backoff import backoff_s
+
+log = logging.getLogger(__name__)
+
+STREAMS_IN_URL = 50  # the rest go in SUBSCRIBE messages: keeps the URL short
+STREAMS_PER_SUBSCRIBE = 200
+CONTROL_MESSAGES_PER_S = 4  # Binance allows 5 incoming messages per second per connection
+
+
+class StreamConnection:
+    def __init__(
+        self,
+        name: str,
+        session: aiohttp.ClientSession,
+        ws_url: str,
+        streams: Sequence[str],
+        cfg: CollectConfig,
+        *,
+        on_frame: Callable[[StreamConnection, str, int], None],
+        on_down: Callable[[StreamConnection, str, bool], None],
+    ) -> None:
+        self.name = name
+        self.streams = list(streams)
+        self._session = session
+        self._url = ws_url.rstrip("/") + "/stream?streams=" + "/".join(streams[:STREAMS_IN_URL])
+        self._cfg = cfg
+        self._on_frame = on_frame
+        self._on_down = on_down
+        self.live = False  # frames have arrived since the last (re)connect
+        self.reconnect_requested: str | None = None
+        self.connects = 0
+        self.disconnects = 0
+        self.connected_since: float | None = None
+
+    def request_reconnect(self, why: str) -> None:
+        """Ask the receive loop to drop this connection and open a new one."""
+        self.reconnect_requested = why
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while not stop.is_set():
+            why = await self._connect_once(stop)
+            self._on_down(self, why, self.live)
+            self.live = False
+            self.connected_since = None
+            if stop.is_set():
+                return
+            self.disconnects += 1
+            delay = backoff_s(attempt, base=self._cfg.reconnect.base_s, cap=self._cfg.reconnect.cap_s)
+            log.warning("part=collect conn=%s disconnected (%s): reconnecting in %.2f s",
+                        self.name, why, delay)
+            attempt = 0 if why.startswith("planned") else attempt + 1
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _connect_once(self, stop: asyncio.Event) -> str:
+        """Connect, pump frames until something ends the connection; return why."""
+        cfg = self._cfg
+        self.reconnect_requested = None
+        try:
+            async with self._session.ws_connect(self._url, autoping=True, heartbeat=None,
+                                                max_msg_size=0, compress=0) as ws:
+                self.connects += 1
+                opened = time.monotonic()
+                self.connected_since = time.time()
+                log.info("part=collect conn=%s connected streams=%d", self.name, len(self.streams))
+                await self._subscribe_rest(ws)
+                while True:
+                    age_left = cfg.max_connection_age_s - (time.monotonic() - opened)
+                    if age_left <= 0:
+                        return "planned reconnect before the exchange's 24 h cut"
+                    try:
+                        msg = await ws.receive(timeout=min(cfg.silence_timeout_s, age_left))
+                    except asyncio.TimeoutError:
+                        if time.monotonic() - opened >= cfg.max_connection_age_s:
+                            return "planned reconnect before the exchange's 24 h cut"
+                        return f"no frame for {cfg.silence_timeout_s:g} s"
+                    if stop.is_set():
+                        return "stopping"
+                    if msg.type is aiohttp.WSMsgType.TEXT:
+                        self.live = True
+                        self._on_frame(self, msg.data, time.time_ns())
+                        if self.reconnect_requested:
+                            return f"planned reconnect: {self.reconnect_requested}"
+                    elif msg.type is aiohttp.WSMsgType.BINARY:
+                        self._on_frame(self, msg.data.decode("utf-8", "replace"), time.time_ns())
+                    elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
+                                      aiohttp.WSMsgType.CLOSED):
+                        return f"closed by the exchange (code {ws.close_code})"
+                    elif msg.type is aiohttp.WSMsgType.ERROR:
+                        return f"websocket error: {ws.exception()!r}"
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            return f"connection failed: {e!r}"
+
+    async def _subscribe_rest(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        rest = self.streams[STREAMS_IN_URL:]
+        for i in range(0, len(rest), STREAMS_PER_SUBSCRIBE):
+            params = rest[i : i + STREAMS_PER_SUBSCRIBE]
+            await ws.send_bytes(orjson.dumps({"method": "SUBSCRIBE", "params": params,
+                                              "id": i // STREAMS_PER_SUBSCRIBE + 1}))
+            await asyncio.sleep(1 / CONTROL_MESSAGES_PER_S)

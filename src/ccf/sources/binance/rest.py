@@ -1,0 +1,109 @@
+"""Binance REST market data with the exchange's rate limits honoured.
+
+Every answer carries ``X-MBX-USED-WEIGHT-1M``; the client keeps the last
+value and, before a call that would exceed the limit, waits for the next
+minute instead of collecting a 429. A 429 or 418 waits ``Retry-After``
+seconds (Binance bans an IP that keeps calling after a 429) and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+DEPTH_WEIGHTS = ((100, 5), (500, 25), (1000, 50), (5000, 250))
+
+
+def depth_weight(limit: int) -> int:
+    for upto, weight in DEPTH_WEIGHTS:
+        if limit <= upto:
+            return weight
+    raise ValueError(f"depth limit {limit} is over Binance's maximum of 5000")
+
+
+class RestError(RuntimeError):
+    """A REST answer that retrying will not fix (bad symbol, bad parameter)."""
+
+
+class RateLimited(RuntimeError):
+    def __init__(self, status: int, retry_after_s: float) -> None:
+        super().__init__(f"HTTP {status}: rate limited, retry after {retry_after_s:.0f} s")
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class BinanceRest:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, *,
+                 weight_limit: int = 6000, timeout_s: float = 10.0, max_tries: int = 8) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._limit = weight_limit
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._max_tries = max_tries
+        self.used_weight = 0
+        self._weight_minute = 0
+        self.stats: dict[str, int] = {"calls": 0, "rate_limited": 0, "banned": 0, "errors": 0,
+                                      "weight_waits": 0}
+
+    async def depth(self, symbol: str, limit: int = 1000) -> tuple[bytes, int]:
+        """``/api/v3/depth``: the raw body and its receive time (ns)."""
+        return await self.get("/api/v3/depth", {"symbol": symbol.upper(), "limit": limit},
+                              depth_weight(limit))
+
+    async def get(self, path: str, params: dict[str, Any], weight: int) -> tuple[bytes, int]:
+        """GET with weight accounting and retries; returns (body, receive time ns)."""
+        for attempt in range(self._max_tries):
+            await self._wait_for_weight(weight)
+            try:
+                return await self._get_once(path, params)
+            except RateLimited as e:
+                self.stats["banned" if e.status == 418 else "rate_limited"] += 1
+                log.warning("part=collect exchange=binance path=%s %s (try %d)", path, e,
+                            attempt + 1)
+                await asyncio.sleep(e.retry_after_s)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+                self.stats["errors"] += 1
+                delay = min(30.0, 0.5 * 2**attempt)
+                log.warning("part=collect exchange=binance path=%s request failed: %r; retry in "
+                            "%.1f s", path, e, delay)
+                await asyncio.sleep(delay)
+        raise RestError(f"GET {path} {params} failed {self._max_tries} times; giving up")
+
+    async def _get_once(self, path: str, params: dict[str, Any]) -> tuple[bytes, int]:
+        self.stats["calls"] += 1
+        async with self._session.get(self._base + path, params=params,
+                                     timeout=self._timeout) as resp:
+            body = await resp.read()
+            ts_recv = time.time_ns()
+            used = resp.headers.get("X-MBX-USED-WEIGHT-1M")
+            if used is not None and used.isdigit():
+                self.used_weight = int(used)
+                self._weight_minute = int(time.time() // 60)
+            if resp.status in (418, 429):
+                raise RateLimited(resp.status, float(resp.headers.get("Retry-After", "1") or 1))
+            if resp.status >= 500:
+                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
+                                                  message=body[:200].decode("utf-8", "replace"))
+            if resp.status != 200:
+                raise RestError(f"GET {path} {params}: HTTP {resp.status}: "
+                                f"{body[:200].decode('utf-8', 'replace')}")
+            return body, ts_recv
+
+    async def _wait_for_weight(self, weight: int) -> None:
+        minute = int(time.time() // 60)
+        if minute != self._weight_minute:
+            self.used_weight, self._weight_minute = 0, minute
+        if self.used_weight + weight > self._limit:
+            wait = 60 - time.time() % 60 + 0.05
+            self.stats["weight_waits"] += 1
+            log.warning("part=collect exchange=binance used weight %d + %d would pass the limit "
+                        "%d: waiting %.1f s for the next minute", self.used_weight, weight,
+                        self._limit, wait)
+            await asyncio.sleep(wait)
+            self.used_weight = 0

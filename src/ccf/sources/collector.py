@@ -1,0 +1,247 @@
+"""``ccf collect``: Binance market data into the raw store.
+
+One asyncio loop owns everything: a :class:`StreamConnection` per group of
+at most ``max_streams_per_connection`` streams, a few snapshot workers
+answering the feed's resync requests over REST, a drain task handing records
+to the store's writer thread, and a progress task. Stopping (Ctrl-C,
+SIGTERM) closes the connections, emits pending books, and waits for the
+writer to commit everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import statistics
+import time
+from collections import Counter
+from typing import Any
+
+import aiohttp
+
+from ccf.config import Settings
+from ccf.records import Book, Candle, DeadLetter, Gap, Quote, Record, Trade
+from ccf.sources.binance.connection import StreamConnection
+from ccf.sources.binance.feed import BinanceFeed, stream_kind
+from ccf.sources.binance.rest import BinanceRest, RestError
+from ccf.sources.recorder import Recorder
+from ccf.storage import SqliteStore, StoreWriter
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_WORKERS = 2
+DRAIN_ROWS = 20_000
+_KIND_NAMES = {Book: "book", Trade: "trade", Quote: "quote", Candle: "candle", Gap: "gap",
+               DeadLetter: "dead_letter"}
+
+
+def plan_connections(symbols: tuple[str, ...], streams: tuple[str, ...],
+                     max_per_connection: int) -> list[tuple[tuple[str, ...], list[str]]]:
+    """Group symbols so each connection carries whole symbols and at most the limit."""
+    per_symbol = len(streams)
+    if per_symbol > max_per_connection:
+        raise ValueError(f"{per_symbol} streams per symbol exceed {max_per_connection} per connection")
+    group = max(1, max_per_connection // per_symbol)
+    plan = []
+    for i in range(0, len(symbols), group):
+        syms = symbols[i : i + group]
+        plan.append((syms, [f"{s}@{st}" for s in syms for st in streams]))
+    return plan
+
+
+class Collector:
+    def __init__(self, settings: Settings, *, record: bool = False) -> None:
+        self.settings = settings
+        cfg = settings.collect
+        self.feed = BinanceFeed(settings.symbols, cfg.streams, book_depth=cfg.book_depth,
+                                book_cadence=cfg.book_cadence,
+                                request_snapshot=self._request_snapshot,
+                                on_server_shutdown=self._server_shutdown)
+        self.recorder = Recorder(settings.recordings_dir, settings.exchange) if record else None
+        self.connections: list[StreamConnection] = []
+        self._conn_of: dict[str, StreamConnection] = {}
+        self._current: StreamConnection | None = None
+        self._out: list[Record] = []
+        self._snapshots: asyncio.Queue[str] = asyncio.Queue()
+        self._epoch: Counter[str] = Counter()  # bumps on disconnect: late snapshots are dropped
+        self.counts: Counter[tuple[str, str]] = Counter()  # (symbol, kind) -> records
+        self._latency_ms: list[float] = []
+        self.writer: StoreWriter | None = None
+        self.rest: BinanceRest | None = None
+        self.started_at = time.time_ns()
+
+    # -- callbacks from the feed and the connections ----------------------------------------
+
+    def _request_snapshot(self, symbol: str) -> None:
+        self._snapshots.put_nowait(symbol)
+
+    def _server_shutdown(self) -> None:
+        if self._current is not None:
+            self._current.request_reconnect("the exchange announced serverShutdown")
+
+    def _on_frame(self, conn: StreamConnection, frame: str, ts_recv: int) -> None:
+        if self.recorder is not None:
+            self.recorder.frame(ts_recv, frame)
+        self._current = conn
+        self.feed.handle(frame, ts_recv, self._out)
+        if len(self._out) >= DRAIN_ROWS:
+            self._drain()
+
+    def _on_down(self, conn: StreamConnection, why: str, was_live: bool) -> None:
+        symbols = tuple(s for s in self.settings.symbols if self._conn_of[s] is conn)
+        for s in symbols:
+            self._epoch[s] += 1
+        if was_live:
+            self.feed.on_disconnect(symbols, time.time_ns(), self._out, detail=why)
+            self._drain()
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    async def _snapshot_worker(self, rest: BinanceRest) -> None:
+        limit = self.settings.collect.snapshot_limit
+        while True:
+            symbol = await self._snapshots.get()
+            epoch = self._epoch[symbol]
+            try:
+                body, ts_recv = await rest.depth(symbol, limit)
+            except RestError as e:
+                log.error("part=collect exchange=binance symbol=%s snapshot failed: %s; "
+                          "retrying in 5 s", symbol, e)
+                await asyncio.sleep(5)
+                self._snapshots.put_nowait(symbol)
+                continue
+            if epoch != self._epoch[symbol]:
+                continue  # the connection dropped meanwhile; the next diff asks again
+            if self.recorder is not None:
+                self.recorder.snapshot(symbol, ts_recv, body.decode())
+            outcome = self.feed.on_snapshot(symbol, body, ts_recv, self._out)
+            if outcome == "stale":
+                await asyncio.sleep(0.25)
+                self._snapshots.put_nowait(symbol)
+
+    async def _drain_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.storage.flush_interval_s / 2)
+            self._drain()
+            if self.recorder is not None:
+                self.recorder.flush()
+
+    def _drain(self) -> None:
+        batch, self._out = self._out, []
+        if not batch or self.writer is None:
+            return
+        counts = self.counts
+        for r in batch:
+            counts[(r.symbol, _KIND_NAMES[type(r)])] += 1
+        for r in batch[-200:]:
+            if type(r) is Trade:
+                self._latency_ms.append((r.ts_recv - r.ts_event) / 1e6)
+        self.writer.submit(batch)
+
+    async def _progress_loop(self, store: SqliteStore) -> None:
+        every = self.settings.collect.print_every_s
+        last: Counter[tuple[str, str]] = Counter()
+        while True:
+            await asyncio.sleep(every or 5.0)
+            detail = self.status()
+            store.heartbeat("collect", os.getpid(), self.started_at, time.time_ns(), "running",
+                            json.dumps(detail))
+            if every:
+                for sym in self.settings.symbols:
+                    parts = [f"{k}={self.counts[(sym, k)] - last[(sym, k)]}"
+                             for k in ("book", "trade", "quote", "candle")
+                             if self.counts[(sym, k)]]
+                    log.info("part=collect symbol=%s last %.0fs: %s open_gaps=%d dead_letters=%d",
+                             sym, every, " ".join(parts) or "nothing yet",
+                             sum(1 for (s, _) in self.feed.open_gaps if s == sym),
+                             self.counts[(sym, "dead_letter")])
+                last = self.counts.copy()
+
+    def status(self) -> dict[str, Any]:
+        lat = self._latency_ms[-2000:]
+        self._latency_ms = lat
+        return {
+            "frames": self.feed.frames,
+            "feed": dict(self.feed.stats),
+            "rest": dict(self.rest.stats) if self.rest else {},
+            "rows_written": self.writer.rows_written if self.writer else 0,
+            "connections": [{"name": c.name, "streams": len(c.streams), "connects": c.connects,
+                             "disconnects": c.disconnects, "live": c.live}
+                            for c in self.connections],
+            "open_gaps": [f"{s}:{k}" for (s, k) in self.feed.open_gaps],
+            "trade_latency_ms_p50": statistics.median(lat) if lat else None,
+        }
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _resume_from_store(self, store: SqliteStore) -> None:
+        """After a restart: a gap from what the store last holds to what comes next."""
+        now = time.time_ns()
+        kinds = {stream_kind(st) for st in self.settings.collect.streams}
+        for summary in store.summaries():
+            kind = "book" if summary.kind == "book" else summary.kind
+            if (summary.symbol in self.feed.state and kind in kinds and summary.last_ts
+                    and summary.exchange == self.settings.exchange):
+                last_id = None
+                if kind == "trade":
+                    last_id = store.query("SELECT max(trade_id) FROM trade WHERE exchange=? "
+                                          "AND symbol=?", (summary.exchange, summary.symbol))[0][0]
+                self.feed.resume_from(summary.symbol, kind, summary.last_ts, now, self._out,
+                                      last_trade_id=last_id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        cfg = s.collect
+        store = SqliteStore(s.db_path, book_depth=cfg.book_depth)
+        self._resume_from_store(store)
+        self.writer = StoreWriter(lambda: SqliteStore(s.db_path, book_depth=cfg.book_depth),
+                                  batch_rows=s.storage.batch_rows,
+                                  flush_interval_s=s.storage.flush_interval_s)
+        log.info("part=collect exchange=%s source=%s ws=%s rest=%s symbols=%s streams=%s store=%s",
+                 s.exchange, s.source, s.ws_url(), s.rest_url(), ",".join(s.symbols),
+                 ",".join(cfg.streams), s.db_path)
+        try:
+            async with aiohttp.ClientSession() as session:
+                self.rest = BinanceRest(session, s.rest_url(), weight_limit=cfg.rest_weight_limit,
+                                        timeout_s=cfg.rest_timeout_s)
+                for n, (syms, streams) in enumerate(
+                        plan_connections(s.symbols, cfg.streams, cfg.max_streams_per_connection)):
+                    conn = StreamConnection(f"ws{n}", session, s.ws_url(), streams, cfg,
+                                            on_frame=self._on_frame, on_down=self._on_down)
+                    self.connections.append(conn)
+                    for sym in syms:
+                        self._conn_of[sym] = conn
+                await self._run_tasks(stop, store)
+        finally:
+            self.feed.flush(self._out)
+            self._drain()
+            self.writer.close()
+            store.heartbeat("collect", os.getpid(), self.started_at, time.time_ns(), "stopped",
+                            json.dumps(self.status()))
+            store.close()
+            if self.recorder is not None:
+                self.recorder.close()
+            log.info("part=collect stopped: frames=%d rows_written=%d", self.feed.frames,
+                     self.writer.rows_written)
+
+    async def _run_tasks(self, stop: asyncio.Event, store: SqliteStore) -> None:
+        assert self.rest is not None
+        helpers = [asyncio.create_task(self._snapshot_worker(self.rest), name=f"snapshot{i}")
+                   for i in range(SNAPSHOT_WORKERS)]
+        helpers.append(asyncio.create_task(self._drain_loop(), name="drain"))
+        helpers.append(asyncio.create_task(self._progress_loop(store), name="progress"))
+        conns = [asyncio.create_task(c.run(stop), name=c.name) for c in self.connections]
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait([*conns, *helpers, stopper],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and not task.cancelled() and task.exception():
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            stop.set()
+            for task in [*conns, *helpers, stopper]:
+                task.cancel()
+            await asyncio.gather(*conns, *helpers, stopper, return_exceptions=True)

@@ -1,0 +1,214 @@
+"""Embedded raw store: SQLite in WAL mode.
+
+WAL lets one writer process and any number of reader processes (``ccf
+status``, the feature engine, the dashboard) use the same file at once.
+Tables are keyed by exchange, symbol and event id, and written with
+``INSERT OR IGNORE`` (events never change) or ``INSERT OR REPLACE`` (gaps and
+candles, which are rewritten when they close), so every write is idempotent.
+Event ids grow with event time per symbol, so the keys of the busy tables
+(book, trade, quote) already serve time-ordered reads; only the small tables
+get a separate time index (one more index halves the insert rate).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+from ccf.records import Book, Candle, DeadLetter, Gap, Quote, Record, Trade, book_columns
+from ccf.storage.base import StreamSummary
+
+log = logging.getLogger(__name__)
+
+_TABLES = {
+    Trade: ("trade", "INSERT OR IGNORE"),
+    Quote: ("quote", "INSERT OR IGNORE"),
+    Candle: ("candle", "INSERT OR REPLACE"),
+    Gap: ("gap", "INSERT OR REPLACE"),
+    DeadLetter: ("dead_letter", "INSERT"),
+}
+_SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT", bool: "INTEGER"}
+_KEYS = {
+    "trade": "exchange, symbol, trade_id",
+    "quote": "exchange, symbol, update_id",
+    "candle": "exchange, symbol, interval, open_time",
+    "gap": "exchange, symbol, stream, start_ts",
+    "book": "exchange, symbol, source, update_id",
+}
+_TIME_COLUMN = {"trade": "ts_event", "quote": "ts_event", "candle": "open_time",
+                "gap": "start_ts", "book": "ts_event", "dead_letter": "ts_recv"}
+EVENT_KINDS = ("book", "trade", "quote", "candle")
+
+
+def _column_type(hint: Any) -> str:
+    """SQLite type of a record field: int and bool INTEGER, float REAL, the rest TEXT."""
+    for t in (hint, *get_args(hint)):  # int | None counts as int
+        if t in (int, bool):
+            return "INTEGER"
+        if t is float:
+            return "REAL"
+    return "TEXT"
+
+
+def _table_ddl(table: str, record: type) -> str:
+    hints = get_type_hints(record)
+    cols = ", ".join(f"{name} {_column_type(hints[name])}" for name in record._fields)
+    if table == "dead_letter":
+        return f"CREATE TABLE IF NOT EXISTS dead_letter (id INTEGER PRIMARY KEY, {cols})"
+    return (f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({_KEYS[table]})) "
+            "WITHOUT ROWID")
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection with the pragmas every CCF process uses."""
+    if readonly:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+                              check_same_thread=False)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a crashed process loses nothing it committed; only a power
+        # cut can drop the last transactions, and the file never corrupts.
+        con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("PRAGMA busy_timeout=30000")
+    return con
+
+
+class SqliteStore:
+    """The embedded :class:`~ccf.storage.base.RawStore`."""
+
+    def __init__(self, path: Path, *, book_depth: int = 20, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly and not self.path.exists():
+            raise FileNotFoundError(
+                f"no store at {self.path}: run `ccf collect` first, or set data_dir/storage.path")
+        self._con = connect(self.path, readonly=readonly)
+        self._book_sql: dict[int, str] = {}
+        if not readonly:
+            self._create(book_depth)
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def _create(self, book_depth: int) -> None:
+        con = self._con
+        for record, (table, _) in _TABLES.items():
+            con.execute(_table_ddl(table, record))
+        meta = ", ".join(f"{c} REAL" for c in book_columns(book_depth))
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS book (exchange TEXT, symbol TEXT, source TEXT, "
+            f"update_id INTEGER, ts_event INTEGER, ts_recv INTEGER, {meta}, "
+            f"PRIMARY KEY ({_KEYS['book']})) WITHOUT ROWID")
+        self._widen_book(book_depth)
+        for table in ("candle", "gap", "dead_letter"):
+            col = _TIME_COLUMN[table]
+            con.execute(f"CREATE INDEX IF NOT EXISTS {table}_time ON {table} (symbol, {col})")
+        con.execute("CREATE TABLE IF NOT EXISTS part_status (part TEXT PRIMARY KEY, pid INTEGER, "
+                    "started_at INTEGER, heartbeat_at INTEGER, state TEXT, detail TEXT)")
+
+    def _widen_book(self, depth: int) -> None:
+        """A deeper book than the table holds adds columns; a shallower one leaves NULLs."""
+        have = {row[1] for row in self._con.execute("PRAGMA table_info(book)")}
+        for col in book_columns(depth):
+            if col not in have:
+                self._con.execute(f"ALTER TABLE book ADD COLUMN {col} REAL")
+
+    def _insert_book_sql(self, depth: int) -> str:
+        sql = self._book_sql.get(depth)
+        if sql is None:
+            cols = ["exchange", "symbol", "source", "update_id", "ts_event", "ts_recv",
+                    *book_columns(depth)]
+            sql = (f"INSERT OR IGNORE INTO book ({', '.join(cols)}) "
+                   f"VALUES ({', '.join('?' * len(cols))})")
+            self._book_sql[depth] = sql
+        return sql
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def write(self, records: Sequence[Record]) -> int:
+        """Store a batch in one transaction, grouped by table."""
+        if not records:
+            return 0
+        groups: dict[type, list[Record]] = {}
+        for r in records:
+            groups.setdefault(type(r), []).append(r)
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            for kind, rows in groups.items():
+                if kind is Book:
+                    self._write_books(rows)  # type: ignore[arg-type]
+                elif kind is DeadLetter:
+                    con.executemany(
+                        "INSERT INTO dead_letter (exchange, symbol, reason, frame, ts_recv) "
+                        "VALUES (?, ?, ?, ?, ?)", rows)
+                else:
+                    table, verb = _TABLES[kind]
+                    marks = ", ".join("?" * len(kind._fields))  # type: ignore[attr-defined]
+                    con.executemany(f"{verb} INTO {table} VALUES ({marks})", rows)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return len(records)
+
+    def _write_books(self, books: list[Book]) -> None:
+        by_depth: dict[int, list[tuple[Any, ...]]] = {}
+        for b in books:
+            by_depth.setdefault(len(b.levels) // 4, []).append((*b[:6], *b.levels))
+        for depth, rows in by_depth.items():
+            if depth not in self._book_sql:
+                self._widen_book(depth)
+            self._con.executemany(self._insert_book_sql(depth), rows)
+
+    def heartbeat(self, part: str, pid: int, started_at: int, now: int, state: str,
+                  detail: str) -> None:
+        self._con.execute("INSERT OR REPLACE INTO part_status VALUES (?, ?, ?, ?, ?, ?)",
+                          (part, pid, started_at, now, state, detail))
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._con.execute(sql, params).fetchall()
+
+    def iter_rows(self, table: str, symbol: str | None = None) -> Iterator[tuple[Any, ...]]:
+        if table not in _TIME_COLUMN:
+            raise ValueError(f"unknown table {table!r}; known: {sorted(_TIME_COLUMN)}")
+        where, params = ("WHERE symbol = ?", (symbol,)) if symbol else ("", ())
+        yield from self._con.execute(
+            f"SELECT * FROM {table} {where} ORDER BY symbol, {_TIME_COLUMN[table]}", params)
+
+    def summaries(self) -> list[StreamSummary]:
+        gaps: dict[tuple[str, str, str], tuple[int, int]] = {}
+        for exch, sym, stream, n, n_open in self._con.execute(
+                "SELECT exchange, symbol, stream, count(*), sum(end_ts IS NULL) FROM gap "
+                "GROUP BY exchange, symbol, stream"):
+            gaps[(stream, exch, sym)] = (n, n_open or 0)
+        out = []
+        for kind in EVENT_KINDS:
+            t = _TIME_COLUMN[kind]
+            for exch, sym, n, first, last, last_recv in self._con.execute(
+                    f"SELECT exchange, symbol, count(*), min({t}), max({t}), max(ts_recv) "
+                    f"FROM {kind} GROUP BY exchange, symbol"):
+                n_gaps, n_open = gaps.get((kind, exch, sym), (0, 0))
+                out.append(StreamSummary(kind, exch, sym, n, first, last, last_recv, n_open, n_gaps))
+        return out
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        return {sym or "-": n for sym, n in self._con.execute(
+            "SELECT symbol, count(*) FROM dead_letter GROUP BY symbol")}
+
+    def parts(self) -> list[tuple[Any, ...]]:
+        return self.query("SELECT part, pid, started_at, heartbeat_at, state, detail "
+                          "FROM part_status ORDER BY part")
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def open_store(path: Path, *, book_depth: int = 20, readonly: bool = False) -> SqliteStore:
+    return SqliteStore(path, book_depth=book_depth, readonly=readonly)
