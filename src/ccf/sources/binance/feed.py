@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 import msgspec
 
@@ -37,6 +37,9 @@ _PREFIX_LEN = len(_STREAM_PREFIX)
 SnapshotOutcome = Literal["synced", "stale", "ignored"]
 Handler = Callable[["SymbolState", Any, int, list[Record]], None]
 DecodeErrors = (msgspec.ValidationError, msgspec.DecodeError)
+# Builds a record NamedTuple from a ready tuple without its keyword-handling __new__
+# (~3x cheaper); only for records of the right length, with fields in order.
+_new = tuple.__new__
 
 _decode_envelope = msgspec.json.Decoder(wire.Envelope).decode
 _decode_control = msgspec.json.Decoder(wire.ControlReply).decode
@@ -49,6 +52,11 @@ _PAYLOADS: dict[str, type] = {
 _decode_frame = {k: msgspec.json.Decoder(wire.Frame[t], strict=False).decode
                  for k, t in _PAYLOADS.items()}
 _decode_payload = {k: msgspec.json.Decoder(t, strict=False).decode for k, t in _PAYLOADS.items()}
+
+
+def _decode_nothing(frame: str) -> Any:
+    """The hot-path decoder of a feed with no streams: every frame takes the slow path."""
+    raise msgspec.ValidationError("no stream subscribed")
 
 
 def stream_kind(stream: str) -> str:
@@ -108,6 +116,13 @@ class BinanceFeed:
                 kind = stream_kind(st)
                 self._routes[f"{sym}@{st}"] = (_decode_frame[kind], kind, self._handler(st, kind),
                                                self.state[sym])
+        # The hot path: one decoder reads the stream name as a union tag and the payload
+        # in the same pass; the frame's struct type then names its handler and symbol.
+        frame_types = {wire.stream_frame(name, _PAYLOADS[kind]): (handler, state)
+                       for name, (_, kind, handler, state) in self._routes.items()}
+        self._by_type = frame_types
+        self._decode = (msgspec.json.Decoder(Union[tuple(frame_types)], strict=False).decode
+                        if frame_types else _decode_nothing)
 
     def stream_names(self) -> list[str]:
         return list(self._routes)
@@ -117,21 +132,15 @@ class BinanceFeed:
     def handle(self, frame: str, ts_recv: int, out: list[Record]) -> None:
         """Parse one frame, update state, append the records it yields to ``out``."""
         self.frames += 1
-        if not isinstance(frame, str):
+        if type(frame) is not str:
             frame = bytes(frame).decode("utf-8", "replace")
-        if frame.startswith(_STREAM_PREFIX):
-            # Binance writes "stream" first: read the name, decode frame and payload in one pass.
-            route = self._routes.get(frame[_PREFIX_LEN : frame.find('"', _PREFIX_LEN)])
-            if route is not None:
-                decode, _, handler, state = route
-                try:
-                    msg = decode(frame).data
-                except DecodeErrors:
-                    self._slow_path(frame, ts_recv, out)
-                    return
-                handler(state, msg, ts_recv, out)
-                return
-        self._slow_path(frame, ts_recv, out)
+        try:
+            msg = self._decode(frame)
+        except DecodeErrors:  # not a subscribed stream's well-formed frame: find out what
+            self._slow_path(frame, ts_recv, out)
+            return
+        handler, state = self._by_type[msg.__class__]
+        handler(state, msg.data, ts_recv, out)
 
     def _slow_path(self, frame: str, ts_recv: int, out: list[Record]) -> None:
         """Any frame the fast path did not take: find out what it is, keep what is bad."""
@@ -246,7 +255,7 @@ class BinanceFeed:
             s.unsent = True
             s.last_recv = ts_recv
         else:
-            out.append(Book(EXCHANGE, s.symbol, "diff", ev.u, ts, ts_recv, book.top()))
+            out.append(_new(Book, (EXCHANGE, s.symbol, "diff", ev.u, ts, ts_recv, book.top())))
 
     def on_snapshot(self, symbol: str, frame: str | bytes, ts_recv: int,
                     out: list[Record]) -> SnapshotOutcome:
@@ -373,7 +382,8 @@ class BinanceFeed:
             self.close_gap(s.symbol, "trade", ts, ts_recv, out, "no trade ids missing")
         s.last_trade_id = m.t
         s.last_ts["trade"] = ts
-        out.append(Trade(EXCHANGE, s.symbol, m.t, m.p, m.q, "sell" if m.m else "buy", ts, ts_recv))
+        out.append(_new(Trade, (EXCHANGE, s.symbol, m.t, m.p, m.q, "sell" if m.m else "buy", ts,
+                                ts_recv)))
 
     def _trade_gap(self, s: SymbolState, last: int, tid: int, ts: int, ts_recv: int,
                    out: list[Record]) -> None:
@@ -391,7 +401,7 @@ class BinanceFeed:
         if self.open_gaps:
             self._resume(s, "quote", ts_recv, ts_recv, out)
         s.last_ts["quote"] = ts_recv
-        out.append(Quote(EXCHANGE, s.symbol, m.u, m.b, m.B, m.a, m.A, ts_recv, ts_recv))
+        out.append(_new(Quote, (EXCHANGE, s.symbol, m.u, m.b, m.B, m.a, m.A, ts_recv, ts_recv)))
 
     def _on_kline(self, s: SymbolState, m: wire.KlineMsg, ts_recv: int,
                   out: list[Record]) -> None:

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import math
 import re
+import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 _YIELD_EVERY = 256  # frames between event-loop yields at speed 0
 _SHUTDOWN_GRACE_S = 0.5  # serverShutdown notice -> close
 _CLOSE_TIMEOUT_S = 2.0  # how long a close waits for the client's close frame
+_HIGH_WATER = 1 << 20  # bytes buffered for one client before the player waits for it
+_DRAIN_POLL_S = 0.002
 _RAW, _AGG = 0, -1  # stream renderers; a positive number is a partial-depth level count
 _ID_RE = re.compile(r"[A-Za-z0-9_-]{1,36}")
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
@@ -69,6 +72,15 @@ def _stream_routes(sym: str) -> dict[str, list[tuple[str, bytes, int]]]:
         kind: [(n, f'{{"stream":"{n}","data":'.encode(), r) for n, r in lst]
         for kind, lst in names.items()
     }
+
+
+def _frame_header(n: int) -> bytes:
+    """RFC 6455 header of an unmasked, final text frame of ``n`` bytes (server to client)."""
+    if n < 126:
+        return bytes((0x81, n))
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n)
+    return struct.pack("!BBQ", 0x81, 127, n)
 
 
 def depth_weight(limit: int) -> int:
@@ -123,6 +135,7 @@ class _Conn:
     pings: deque[bytes] = field(default_factory=lambda: deque(maxlen=8))
     last_pong: float = 0.0
     incoming: deque[float] = field(default_factory=deque)
+    out: list[bytes] = field(default_factory=list)  # framed, not yet written
     closing: bool = False
 
 
@@ -246,6 +259,7 @@ class ReplayExchange:
         self._conns: dict[int, _Conn] = {}
         self._ids = count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._dirty: list[_Conn] = []  # connections with queued frames
         self._go = asyncio.Event()
         self._exchange_info = _load_exchange_info(
             list(timeline.symbols), cfg.weight_limit_per_minute
@@ -302,7 +316,7 @@ class ReplayExchange:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
         if self.cfg.start == "immediately":
@@ -341,7 +355,7 @@ class ReplayExchange:
         if not self.started or not self.cfg.speed:
             return self._clock_ts
         now = self._clock_ts + int((time.monotonic() - self._clock_wall) * self.cfg.speed * 1e9)
-        return now if self._cap_ts is None else min(now, self._cap_ts)
+        return now if self._cap_ts is None else max(self._clock_ts, min(now, self._cap_ts))
 
     def state(self) -> dict[str, Any]:
         return {
@@ -390,11 +404,8 @@ class ReplayExchange:
         anchor_ts: int | None = None
         anchor_wall = 0.0
         current_pass = 0
-        log.info(
-            "part=exchange replay started speed=%s frames_per_pass=%d",
-            speed,
-            len(self.timeline.items),
-        )
+        n_items = len(self.timeline.items)
+        log.info("part=exchange replay started speed=%s frames_per_pass=%d", speed, n_items)
         for k, item in self.timeline.passes(self.cfg.loop, self.cfg.max_passes):
             ts = item.ts_ns + k * period
             if k != current_pass:
@@ -405,15 +416,18 @@ class ReplayExchange:
                     anchor_ts, anchor_wall = ts, time.monotonic()
                 wait = anchor_wall + (ts - anchor_ts) / 1e9 / speed - time.monotonic()
                 if wait > 0.0005:
+                    await self._flush()
                     self._cap_ts = ts
                     await asyncio.sleep(wait)
                 elif wait < -1.0:  # fell behind (slow clients): carry on from here, no burst
                     anchor_ts, anchor_wall = ts, time.monotonic()
             self.frames_dispatched += 1
             if self.frames_dispatched % _YIELD_EVERY == 0:
+                await self._flush()
                 await asyncio.sleep(0)
             self._clock_ts, self._clock_wall = ts, time.monotonic()
-            await self._broadcast(self.market.step(k, item))
+            self._broadcast(self.market.step(k, item))
+        await self._flush()
         self._cap_ts = None
         self.finished = True
         log.info(
@@ -422,7 +436,7 @@ class ReplayExchange:
             self.frames_sent,
         )
 
-    async def _broadcast(self, em: Emitted) -> None:
+    def _broadcast(self, em: Emitted) -> None:
         skip = em.kind == DEPTH and not em.synthetic and self.faults.skip_diff()
         partial: dict[int, bytes] = {}
         for name, prefix, renderer in self._routes[em.symbol][em.kind]:
@@ -444,54 +458,76 @@ class ReplayExchange:
                 if conn.combined:
                     if wrapped is None:
                         wrapped = prefix + payload + b"}"
-                    await self._send(conn, wrapped, name)
+                    self._send(conn, wrapped, name)
                 else:
-                    await self._send(conn, payload, name)
+                    self._send(conn, payload, name)
 
-    async def _send(self, conn: _Conn, data: bytes, stream: str) -> None:
+    def _send(self, conn: _Conn, data: bytes, stream: str) -> None:
+        """Queue one text frame; :meth:`_flush` writes a connection's queue in one syscall."""
         if conn.closing:
             return
         faults = self.faults
         if conn.cf.stall_until and faults.stalled(conn.cf, time.monotonic()):
             return
-        try:
-            await conn.ws.send_frame(data, WSMsgType.TEXT)
-        except ConnectionResetError:
-            conn.closing = True
-            return
+        if not conn.out:
+            self._dirty.append(conn)
+        conn.out += (_frame_header(len(data)), data)
         self.frames_sent += 1
         if not faults.per_connection:
             conn.cf.frames += 1
             return
         for action in faults.after_frame(conn.cf, time.monotonic()):
-            await self._act(conn, action, stream)
+            self._act(conn, action, stream)
 
-    async def _act(self, conn: _Conn, action: Action, stream: str) -> None:
+    async def _flush(self) -> None:
+        """Write queued frames, then hold the player while any client lags (backpressure)."""
+        dirty, self._dirty = self._dirty, []
+        slow = []
+        for conn in dirty:
+            chunks, conn.out = conn.out, []
+            transport = conn.request.transport
+            # ws.closed turns true before aiohttp writes its close frame: nothing may follow it
+            if conn.closing or conn.ws.closed or transport is None or transport.is_closing():
+                conn.closing = True
+                continue
+            transport.write(b"".join(chunks))
+            if transport.get_write_buffer_size() > _HIGH_WATER:
+                slow.append((conn, transport))
+        for conn, transport in slow:
+            # A transport has no public drain, and aiohttp's is private: poll its buffer.
+            while (  # noqa: ASYNC110
+                transport.get_write_buffer_size() > _HIGH_WATER // 4
+                and not transport.is_closing()
+                and not conn.ws.closed
+            ):
+                await asyncio.sleep(_DRAIN_POLL_S)
+
+    def _act(self, conn: _Conn, action: Action, stream: str) -> None:
         if conn.closing:
             return
         if action is Action.DROP:
             log.info("part=exchange fault drop conn=%d frames=%d", conn.id, conn.cf.frames)
             conn.closing = True
-            if conn.request.transport is not None:
-                conn.request.transport.abort()  # like a network drop: no close frame
+            transport = conn.request.transport
+            if transport is not None and not transport.is_closing():
+                # like a network drop: the frames so far arrive, then EOF without a close frame
+                transport.write(b"".join(conn.out))
+                transport.close()
+            conn.out = []
             return
         if action is Action.MALFORMED:
-            text = self.faults.malformed_frame(stream, conn.combined)
+            data = self.faults.malformed_frame(stream, conn.combined).encode()
         else:
             event = {"e": "serverShutdown", "E": self.now_ns() // NS_PER_MS}
-            text = (
-                dumps({"stream": "!serverShutdown", "data": event})
-                if conn.combined
-                else dumps(event)
-            ).decode()
+            wrapped = {"stream": "!serverShutdown", "data": event}
+            data = dumps(wrapped if conn.combined else event)
             self._spawn(self._close_later(conn, _SHUTDOWN_GRACE_S), f"replay-shutdown-{conn.id}")
             log.info(
                 "part=exchange fault serverShutdown conn=%d frames=%d", conn.id, conn.cf.frames
             )
-        try:
-            await conn.ws.send_str(text)
-        except ConnectionResetError:
-            conn.closing = True
+        if not conn.out:
+            self._dirty.append(conn)
+        conn.out += (_frame_header(len(data)), data)
 
     async def _close_later(self, conn: _Conn, delay: float) -> None:
         await asyncio.sleep(delay)

@@ -1,0 +1,493 @@
+"""The replay exchange against real clients (aiohttp), on short slices of the real recordings."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from ccf.config import ReplayConfig, shared_dir
+from ccf.sources.replay.exchange import ReplayExchange, running_exchange
+from ccf.sources.replay.timeline import DEPTH, Market, Resync, Timeline, load_timeline
+
+DATA = shared_dir() / "data" / "binance"
+pytestmark = pytest.mark.skipif(
+    not (DATA / "spot_btcusdt_20240808.jsonl.gz").exists(),
+    reason="shared recordings not found: set CCF_SHARED",
+)
+LINES = 1200  # about 11 s of both symbols, ~100 diffs each
+
+
+def _head(path: Path, n: int) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return list(islice(f, n))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ...]:
+    """btcusdt as two consecutive files (like 0808 + 0809), ethusdt as one."""
+    out = tmp_path_factory.mktemp("rec")
+    btc = _head(DATA / "spot_btcusdt_20240808.jsonl.gz", LINES)
+    eth = _head(DATA / "spot_ethusdt_20240808.jsonl.gz", LINES)
+    parts = {"btc_a.jsonl": btc[:500], "btc_b.jsonl": btc[500:], "eth.jsonl": eth}
+    for name, lines in parts.items():
+        (out / name).write_text("".join(lines))
+    return tuple(out / name for name in parts)
+
+
+@pytest.fixture(scope="module")
+def timeline(files: tuple[Path, ...]) -> Timeline:
+    return load_timeline(files)
+
+
+@asynccontextmanager
+async def exchange(
+    files: tuple[Path, ...], timeline: Timeline, **kw: Any
+) -> AsyncIterator[tuple[ReplayExchange, aiohttp.ClientSession]]:
+    cfg = ReplayConfig(port=0, files=files, **{"speed": 0, **kw})
+    async with running_exchange(cfg, timeline) as ex, aiohttp.ClientSession() as http:
+        yield ex, http
+
+
+async def texts(ws: aiohttp.ClientWebSocketResponse, n: int) -> list[str]:
+    out = []
+    while len(out) < n:
+        msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.TEXT, msg
+        out.append(msg.data)
+    return out
+
+
+async def reply(ws: aiohttp.ClientWebSocketResponse, req: dict[str, Any]) -> dict[str, Any]:
+    """Send a control message and return its answer, skipping stream frames."""
+    await ws.send_str(json.dumps(req))
+    while True:
+        obj = json.loads((await texts(ws, 1))[0])
+        if "result" in obj or "code" in obj:
+            return obj
+
+
+async def closed(ws: aiohttp.ClientWebSocketResponse) -> aiohttp.WSMessage:
+    """Read until the server ends the connection; return that last message."""
+    while True:
+        msg = await ws.receive(timeout=5)
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            return msg
+
+
+# --- timeline ----------------------------------------------------------------
+
+
+def test_timeline_starts_at_snapshot_and_merges_by_event_time(timeline: Timeline) -> None:
+    assert set(timeline.symbols) == {"btcusdt", "ethusdt"}
+    assert [it.ts_ns for it in timeline.items] == sorted(it.ts_ns for it in timeline.items)
+    for sym, info in timeline.symbols.items():
+        diffs = [it for it in timeline.items if it.symbol == sym and it.kind == DEPTH]
+        assert diffs[0].first_id == info.start.last_update_id + 1  # stale diffs dropped
+        assert all(b.first_id == a.last_id + 1 for a, b in zip(diffs, diffs[1:], strict=False))
+    # btcusdt's trade on line 4 came before its snapshot line (8): not replayed
+    assert timeline.symbols["btcusdt"].start.last_update_id == 50093239218
+    trades = [it for it in timeline.items if it.symbol == "btcusdt" and it.kind == "trade"]
+    assert b'"t":3735683259' not in trades[0].payload
+
+
+def test_recorded_gap_is_repaired_from_a_later_snapshot(tmp_path: Path, timeline: Timeline) -> None:
+    """A CCF recording with a disconnect: diffs missing, then a fresh snapshot line."""
+    src = tmp_path / "eth_full.jsonl"
+    src.write_text("".join(_head(DATA / "spot_ethusdt_20240808.jsonl.gz", LINES)))
+    lines = src.read_text().splitlines(keepends=True)
+    diff_rows = [i for i, ln in enumerate(lines) if "@depth@100ms" in ln]
+    cut = diff_rows[10:14]  # four diffs lost, then the recorder resyncs
+    full = load_timeline([src])
+    market = Market(full)
+    resync_u = json.loads(lines[cut[-1]].split(" ", 1)[1])["data"]["u"]
+    for k, item in full.passes(loop=False):
+        market.step(k, item)
+        if item.kind == DEPTH and item.last_id == resync_u:
+            snap = json.dumps(market.depth("ethusdt", 5000))
+            break
+    ts = lines[cut[-1]].split(" ", 1)[0]
+    gappy = [ln for i, ln in enumerate(lines) if i not in cut]
+    gappy.insert(cut[-1] - len(cut) + 1, f"{ts} {snap}\n")
+    (tmp_path / "eth_gap.jsonl").write_text("".join(gappy))
+
+    tl = load_timeline([tmp_path / "eth_gap.jsonl"])
+    assert sum(isinstance(it, Resync) for it in tl.items) == 1
+    diffs = [it for it in tl.items if it.kind == DEPTH]
+    assert all(b.first_id == a.last_id + 1 for a, b in zip(diffs, diffs[1:], strict=False))
+    replayed, original = Market(tl), Market(full)
+    for market, t in ((replayed, tl), (original, full)):
+        for k, item in t.passes(loop=False):
+            market.step(k, item)
+    assert replayed.depth("ethusdt", 5000) == original.depth("ethusdt", 5000)
+
+
+# --- websocket ---------------------------------------------------------------
+
+
+async def test_combined_stream_wraps_frames(files: tuple[Path, ...], timeline: Timeline) -> None:
+    async with exchange(files, timeline) as (ex, http):
+        url = f"{ex.ws_url}/stream?streams=btcusdt@trade/ethusdt@depth@100ms/btcusdt@aggTrade"
+        async with http.ws_connect(url) as ws:
+            frames = [json.loads(t) for t in await texts(ws, 30)]
+    streams = {f["stream"] for f in frames}
+    assert streams <= {"btcusdt@trade", "ethusdt@depth@100ms", "btcusdt@aggTrade"}
+    assert {"btcusdt@trade", "ethusdt@depth@100ms"} <= streams
+    for f in frames:
+        data = f["data"]
+        kind = {"btcusdt@trade": "trade", "ethusdt@depth@100ms": "depthUpdate"}.get(f["stream"])
+        if kind is None:  # each trade is its own aggTrade
+            assert data["e"] == "aggTrade" and data["a"] == data["f"] == data["l"]
+        else:
+            assert data["e"] == kind
+
+
+async def test_raw_stream_partial_depth_and_book_ticker(
+    files: tuple[Path, ...], timeline: Timeline
+) -> None:
+    async with exchange(files, timeline) as (ex, http):
+        async with http.ws_connect(f"{ex.ws_url}/ws/btcusdt@depth5@100ms/ethusdt@bookTicker") as ws:
+            frames = [json.loads(t) for t in await texts(ws, 20)]
+    partial = [f for f in frames if "lastUpdateId" in f]
+    tickers = [f for f in frames if f.get("s") == "ETHUSDT"]
+    assert partial and tickers and len(partial) + len(tickers) == 20
+    for p in partial:
+        assert len(p["bids"]) == len(p["asks"]) == 5 and "e" not in p
+        assert float(p["bids"][0][0]) < float(p["asks"][0][0])
+    assert all({"u", "b", "B", "a", "A"} <= t.keys() for t in tickers)
+
+
+async def test_control_messages(files: tuple[Path, ...], timeline: Timeline) -> None:
+    async with exchange(files, timeline, max_incoming_per_s=50, max_streams_per_connection=3) as (
+        ex,
+        http,
+    ):
+        async with http.ws_connect(f"{ex.ws_url}/ws") as ws:
+            sub = {"method": "SUBSCRIBE", "params": ["btcusdt@trade", "btcusdt@depth"], "id": 1}
+            assert await reply(ws, sub) == {"result": None, "id": 1}
+            listing = await reply(ws, {"method": "LIST_SUBSCRIPTIONS", "id": 3})
+            assert listing == {"result": ["btcusdt@trade", "btcusdt@depth"], "id": 3}
+            unsub = {"method": "UNSUBSCRIBE", "params": ["btcusdt@depth"], "id": 312}
+            assert await reply(ws, unsub) == {"result": None, "id": 312}
+            get = {"method": "GET_PROPERTY", "params": ["combined"], "id": 2}
+            assert await reply(ws, get) == {"result": False, "id": 2}
+            set_ = {"method": "SET_PROPERTY", "params": ["combined", True], "id": 5}
+            assert await reply(ws, set_) == {"result": None, "id": 5}
+            assert json.loads((await texts(ws, 1))[0])["stream"] == "btcusdt@trade"
+
+            too_many = {"method": "SUBSCRIBE", "params": ["a@trade", "b@trade", "c@trade"], "id": 6}
+            assert (await reply(ws, too_many))["code"] == 2
+            bad_prop = {"method": "GET_PROPERTY", "params": ["nope"], "id": 7}
+            assert await reply(ws, bad_prop) == {"code": 0, "msg": "Unknown property", "id": 7}
+            bad_value = {"method": "SET_PROPERTY", "params": ["combined", "yes"], "id": 8}
+            assert await reply(ws, bad_value) == {
+                "code": 1,
+                "msg": "Invalid value type: expected Boolean",
+            }
+            bad_id = await reply(ws, {"method": "LIST_SUBSCRIPTIONS", "id": -1})
+            assert bad_id == {
+                "code": 2,
+                "msg": "Invalid request: request ID must be an unsigned integer",
+            }
+            unknown = await reply(ws, {"method": "SUBSCRIBEX", "id": 9})
+            assert unknown["code"] == 2 and "unknown variant SUBSCRIBEX" in unknown["msg"]
+            await ws.send_str("{not json")
+            while "code" not in (err := json.loads((await texts(ws, 1))[0])):
+                pass
+            assert err["code"] == 3 and err["msg"].startswith("Invalid JSON")
+            unknown_stream = {"method": "SUBSCRIBE", "params": ["nosuch@stream"], "id": 10}
+            assert await reply(ws, unknown_stream) == {"result": None, "id": 10}
+
+
+async def test_too_many_incoming_messages_disconnects(
+    files: tuple[Path, ...], timeline: Timeline
+) -> None:
+    async with exchange(files, timeline, max_incoming_per_s=5) as (ex, http):
+        async with http.ws_connect(f"{ex.ws_url}/ws") as ws:
+            for i in range(8):
+                await ws.send_str(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": i}))
+            msg = await closed(ws)
+    assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.POLICY_VIOLATION
+
+
+async def test_missing_pong_and_connection_age_close(
+    files: tuple[Path, ...], timeline: Timeline
+) -> None:
+    async with exchange(files, timeline, ping_interval_s=0.1, pong_timeout_s=0.4) as (ex, http):
+        async with http.ws_connect(f"{ex.ws_url}/ws", autoping=False) as ws:
+            pings = 0
+            while (msg := await ws.receive(timeout=5)).type is aiohttp.WSMsgType.PING:
+                pings += 1
+            assert pings >= 1 and msg.type is aiohttp.WSMsgType.CLOSE
+            assert msg.extra == "pong timeout"
+    async with exchange(files, timeline, max_connection_age_s=0.3) as (ex, http):
+        async with http.ws_connect(f"{ex.ws_url}/ws") as ws:  # answers pings by itself
+            msg = await closed(ws)
+            assert msg.type is aiohttp.WSMsgType.CLOSE and msg.extra == "connection age limit"
+
+
+async def test_loop_boundary_has_no_gap_and_book_matches_rest(
+    files: tuple[Path, ...], timeline: Timeline
+) -> None:
+    """A client following Binance's procedure keeps an exact book across two loop boundaries."""
+    syms = ("btcusdt", "ethusdt")
+    passes_seen: set[int] = set()
+
+    def pass_of(d: dict[str, Any]) -> int:
+        return (d["E"] * 10**6 - timeline.start_ns) // timeline.period_ns
+
+    # speed 0 runs ahead while the client fetches its snapshots: 8 passes leave room to cross two
+    async with exchange(files, timeline, loop=True, max_passes=8) as (ex, http):
+        url = f"{ex.ws_url}/stream?streams=" + "/".join(f"{s}@depth@100ms" for s in syms)
+        async with http.ws_connect(url) as ws:
+            buffered: dict[str, list[dict[str, Any]]] = {s: [] for s in syms}
+            while not all(buffered.values()):
+                frame = json.loads((await texts(ws, 1))[0])
+                buffered[frame["stream"].split("@")[0]].append(frame["data"])
+            books: dict[str, dict[str, dict[str, str]]] = {}
+            last: dict[str, int] = {}
+            for s in syms:
+                r = await http.get(
+                    f"{ex.url}/api/v3/depth", params={"symbol": s.upper(), "limit": 5000}
+                )
+                snap = await r.json()
+                assert snap["lastUpdateId"] >= buffered[s][0]["U"] - 1
+                books[s] = {"b": dict(snap["bids"]), "a": dict(snap["asks"])}
+                last[s] = snap["lastUpdateId"]
+            applied = {s: 0 for s in syms}
+
+            def apply(s: str, d: dict[str, Any]) -> None:
+                if d["u"] <= last[s]:
+                    return
+                if applied[s]:
+                    assert d["U"] == last[s] + 1, f"gap in {s}: {last[s]} -> {d['U']}"
+                else:
+                    assert d["U"] <= last[s] + 1 <= d["u"]
+                for side in ("b", "a"):
+                    for p, q in d[side]:
+                        if float(q) == 0:
+                            books[s][side].pop(p, None)
+                        else:
+                            books[s][side][p] = q
+                last[s], applied[s] = d["u"], applied[s] + 1
+                passes_seen.add(pass_of(d))
+
+            for s in syms:
+                for d in buffered[s]:
+                    apply(s, d)
+            while not (
+                ex.finished and all(last[s] == ex.market.books[s].last_update_id for s in syms)
+            ):
+                frame = json.loads((await texts(ws, 1))[0])
+                apply(frame["stream"].split("@")[0], frame["data"])
+            state = ex.state()
+            assert state["loop_count"] == 7 and state["finished"]
+            print("PASSES", sorted(passes_seen))
+            assert len(passes_seen) >= 3, passes_seen  # two loop boundaries crossed without a gap
+            for s in syms:
+                r = await http.get(
+                    f"{ex.url}/api/v3/depth", params={"symbol": s.upper(), "limit": 5000}
+                )
+                rest = await r.json()
+                assert rest["lastUpdateId"] == last[s] == state["symbols"][s]["last_u"]
+                assert dict(rest["bids"]) == books[s]["b"] and dict(rest["asks"]) == books[s]["a"]
+                assert [float(p) for p, _ in rest["bids"]] == sorted(
+                    (float(p) for p in books[s]["b"]), reverse=True
+                )
+            # the last pass ended: the stream stops but the connection stays open
+            with pytest.raises(asyncio.TimeoutError):
+                await ws.receive(timeout=0.3)
+            assert not ws.closed
+
+
+async def test_speed_paces_by_event_time(files: tuple[Path, ...], timeline: Timeline) -> None:
+    """At speed 8 the ~11 s slice plays in ~1.4 s, in event-time order."""
+    expected = sum(
+        1
+        for it in timeline.items
+        if it.kind == DEPTH or (it.kind == "trade" and it.symbol == "btcusdt")
+    )
+    async with exchange(files, timeline, speed=8, loop=False) as (ex, http):
+        url = f"{ex.ws_url}/stream?streams=btcusdt@trade/btcusdt@depth@100ms/ethusdt@depth@100ms"
+        times, clocks = [], []
+        async with http.ws_connect(url) as ws:
+            for _ in range(expected):
+                times.append(json.loads((await texts(ws, 1))[0])["data"]["E"])
+                if len(times) % 10 == 0:
+                    r = await http.get(f"{ex.url}/api/v3/time")
+                    clocks.append(((await r.json())["serverTime"], times[-1]))
+        assert ex.state()["started"]
+    assert times == sorted(times)  # one timeline, ordered by event time
+    assert [c for c, _ in clocks] == sorted(c for c, _ in clocks)
+    assert all(seen <= clock <= timeline.end_ns // 10**6 for clock, seen in clocks), clocks
+
+
+# --- REST --------------------------------------------------------------------
+
+
+async def test_depth_snapshot_before_start_is_the_recorded_one(
+    files: tuple[Path, ...], timeline: Timeline
+) -> None:
+    recorded = json.loads(_head(DATA / "spot_btcusdt_20240808.jsonl.gz", 8)[7].split(" ", 1)[1])
+    async with exchange(files, timeline) as (ex, http):
+        r = await http.get(f"{ex.url}/api/v3/depth", params={"symbol": "BTCUSDT", "limit": 1000})
+        assert r.status == 200 and r.headers["X-MBX-USED-WEIGHT-1M"] == "50"
+        assert await r.json() == recorded
+        r = await http.get(f"{ex.url}/api/v3/depth", params={"symbol": "BTCUSDT", "limit": 3})
+        top = await r.json()
+        assert top["bids"] == recorded["bids"][:3] and top["asks"] == recorded["asks"][:3]
+        assert r.headers["X-MBX-USED-WEIGHT-1M"] in ("55", "5")  # "5": a new minute began
+        r = await http.get(f"{ex.url}/api/v3/depth", params={"symbol": "NOPEUSDT"})
+        assert r.status == 400 and await r.json() == {"code": -1121, "msg": "Invalid symbol."}
+        assert "X-MBX-USED-WEIGHT-1M" in r.headers
+
+
+async def test_exchange_info_time_ping_and_klines(
+    files: tuple[Path, ...], timeline: Timeline
+) -> None:
+    async with exchange(files, timeline, start="immediately", loop=False) as (ex, http):
+        while not ex.finished:  # noqa: ASYNC110 - the exchange has no finish event to wait on
+            await asyncio.sleep(0.01)
+        r = await http.get(f"{ex.url}/api/v3/exchangeInfo")
+        info = await r.json()
+        assert r.headers["X-MBX-USED-WEIGHT-1M"] == "20"
+        assert [s["symbol"] for s in info["symbols"]] == ["BTCUSDT", "ETHUSDT"]
+        assert info["rateLimits"][0]["limit"] == 6000
+        server_time = (await (await http.get(f"{ex.url}/api/v3/time")).json())["serverTime"]
+        assert server_time == timeline.end_ns // 10**6
+        assert await (await http.get(f"{ex.url}/api/v3/ping")).json() == {}
+        trades = [it for it in timeline.items if it.kind == "trade" and it.symbol == "btcusdt"]
+        for interval in ("1s", "1m"):
+            r = await http.get(
+                f"{ex.url}/api/v3/klines", params={"symbol": "BTCUSDT", "interval": interval}
+            )
+            rows = await r.json()
+            assert r.status == 200 and all(len(row) == 12 for row in rows)
+            assert sum(row[8] for row in rows) == len(trades)
+            assert [row[0] for row in rows] == sorted(row[0] for row in rows)
+        first = json.loads(trades[0].payload)
+        assert rows[0][1] == first["p"] and rows[0][0] == first["T"] // 60000 * 60000
+        r = await http.get(
+            f"{ex.url}/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "7m"}
+        )
+        assert r.status == 400 and (await r.json())["code"] == -1120
+
+
+async def test_weight_limit_429_then_418_ban(files: tuple[Path, ...], timeline: Timeline) -> None:
+    async with exchange(files, timeline, weight_limit_per_minute=12, ban_after_429s=1) as (
+        ex,
+        http,
+    ):
+        statuses, used = [], []
+        for _ in range(12):
+            r = await http.get(f"{ex.url}/api/v3/depth", params={"symbol": "ETHUSDT", "limit": 10})
+            statuses.append(r.status)
+            used.append(int(r.headers["X-MBX-USED-WEIGHT-1M"]))
+            if r.status in (418, 429):
+                assert int(r.headers["Retry-After"]) >= 1
+    assert used[:2] in ([5, 10], [5, 5])  # [5, 5]: the minute turned in between
+    first_429 = statuses.index(429)
+    assert 418 in statuses[first_429:]
+    assert set(statuses[statuses.index(418) :]) == {418}  # banned: every call answers 418
+
+
+# --- faults ------------------------------------------------------------------
+
+
+async def test_fault_drop_after_frames(files: tuple[Path, ...], timeline: Timeline) -> None:
+    async with exchange(files, timeline, faults={"drop_after_frames": 5}) as (ex, http):
+        async with http.ws_connect(f"{ex.ws_url}/ws/btcusdt@bookTicker") as ws:
+            await texts(ws, 5)
+            msg = await closed(ws)
+        assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+        assert ex.state()["fault_counts"]["dropped_connections"] == 1
+
+
+async def test_fault_skipped_update_is_a_gap(files: tuple[Path, ...], timeline: Timeline) -> None:
+    async with exchange(files, timeline, faults={"skip_update_every": 3}) as (ex, http):
+        async with http.ws_connect(f"{ex.ws_url}/ws/btcusdt@depth@100ms") as ws:
+            diffs = [json.loads(t) for t in await texts(ws, 12)]
+        gaps = sum(b["U"] != a["u"] + 1 for a, b in zip(diffs, diffs[1:], strict=False))
+        assert gaps >= 3 and ex.state()["fault_counts"]["skipped_updates"] >= 4
+
+
+async def test_fault_malformed_frames_rotate(files: tuple[Path, ...], timeline: Timeline) -> None:
+    async with exchange(files, timeline, faults={"malformed_every": 2}) as (ex, http):
+        async with http.ws_connect(f"{ex.ws_url}/stream?streams=btcusdt@trade") as ws:
+            frames = await texts(ws, 18)
+    kinds = set()
+    for text in frames:
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            kinds.add("truncated" if text.startswith('{"stream"') else "garbage")
+            continue
+        if obj["stream"] != "btcusdt@trade":
+            kinds.add("unknown_stream")
+        elif "p" not in obj["data"]:
+            kinds.add("missing_fields")
+    assert kinds == {"truncated", "garbage", "unknown_stream", "missing_fields"}
+
+
+async def test_fault_rest_errors_via_admin_endpoint(
+    files: tuple[Path, ...], timeline: Timeline
+) -> None:
+    async with exchange(files, timeline) as (ex, http):
+        body = {"rest_429": 1, "rest_418": 1, "retry_after_s": 7}
+        r = await http.post(f"{ex.url}/_replay/faults", json=body)
+        assert r.status == 200 and (await r.json())["faults"]["rest_429"] == 1
+        got = []
+        for _ in range(3):
+            r = await http.get(f"{ex.url}/api/v3/time")
+            got.append((r.status, r.headers.get("Retry-After")))
+        assert got == [(418, "7"), (429, "7"), (200, None)]
+        bad = await http.post(f"{ex.url}/_replay/faults", json={"rest_429": -1})
+        assert bad.status == 400
+        state = await (await http.get(f"{ex.url}/_replay/state")).json()
+        assert state["fault_counts"] == {"rest_418": 1, "rest_429": 1}
+        assert state["faults"]["rest_429"] == 0
+
+
+async def test_fault_stall_keeps_pinging(files: tuple[Path, ...], timeline: Timeline) -> None:
+    faults = {"stall_after_frames": 3, "stall_s": 1.0}
+    async with exchange(files, timeline, faults=faults, ping_interval_s=0.3) as (ex, http):
+        async with http.ws_connect(f"{ex.ws_url}/ws/btcusdt@bookTicker", autoping=False) as ws:
+            await texts(ws, 3)
+            pings = 0
+            while (msg := await ws.receive(timeout=5)).type is aiohttp.WSMsgType.PING:
+                pings += 1
+                await ws.pong(msg.data)
+            assert msg.type is aiohttp.WSMsgType.TEXT and pings >= 1
+        counts = ex.state()["fault_counts"]
+        assert counts["stalls"] == 1 and counts["stalled_frames"] > 0
+
+
+async def test_fault_stale_snapshot(files: tuple[Path, ...], timeline: Timeline) -> None:
+    async with exchange(files, timeline, faults={"stale_snapshots": 1}) as (ex, http):
+        async with http.ws_connect(f"{ex.ws_url}/ws/ethusdt@depth@100ms") as ws:
+            first_u = json.loads((await texts(ws, 1))[0])["U"]
+            await texts(ws, 3)
+            ids = []
+            for _ in range(2):
+                r = await http.get(f"{ex.url}/api/v3/depth", params={"symbol": "ETHUSDT"})
+                ids.append((await r.json())["lastUpdateId"])
+        assert ids[0] < first_u <= ids[1] + 1
+
+
+async def test_fault_server_shutdown(files: tuple[Path, ...], timeline: Timeline) -> None:
+    async with exchange(files, timeline, faults={"shutdown_after_frames": 3}) as (ex, http):
+        async with http.ws_connect(f"{ex.ws_url}/stream?streams=btcusdt@bookTicker") as ws:
+            frames = [json.loads(t) for t in await texts(ws, 4)]
+            assert frames[3]["stream"] == "!serverShutdown"
+            assert frames[3]["data"]["e"] == "serverShutdown" and frames[3]["data"]["E"] > 0
+            msg = await closed(ws)
+            assert msg.type is aiohttp.WSMsgType.CLOSE
+        assert ex.state()["fault_counts"]["shutdowns"] == 1
