@@ -16,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from ccf.config import ConfigError, Settings, load_settings
+from ccf.config import ConfigError, Settings, load_settings, shared_dir
 from ccf.logs import setup_logging
 
 app = typer.Typer(help="CCF: real-time crypto forecasting. Collect, featurize, train, predict.",
@@ -65,7 +65,7 @@ def _missing_recordings(settings: Settings) -> None:
     files = settings.replay.recording_files()
     missing = [f for f in files if not Path(f).exists()]
     if not files or missing:
-        where = missing or [settings.replay.files or "$CCF_SHARED/data/binance/spot_*.jsonl.gz"]
+        where = missing or [shared_dir() / "data" / "binance" / "spot_*.jsonl.gz"]
         typer.echo(f"ccf: no recordings to replay (looked for {', '.join(map(str, where))}). "
                    "Set CCF_SHARED to the folder holding data/binance/, name files with "
                    "replay.files=[...], or collect live with source=binance.", err=True)

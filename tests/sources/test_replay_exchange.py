@@ -290,7 +290,6 @@ async def test_loop_boundary_has_no_gap_and_book_matches_rest(
                 apply(frame["stream"].split("@")[0], frame["data"])
             state = ex.state()
             assert state["loop_count"] == 7 and state["finished"]
-            print("PASSES", sorted(passes_seen))
             assert len(passes_seen) >= 3, passes_seen  # two loop boundaries crossed without a gap
             for s in syms:
                 r = await http.get(
