@@ -52,8 +52,13 @@ def process(*args: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def status_json(*overrides: str) -> dict:
-    out = subprocess.run([*CCF, "status", "--json", *overrides], capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [*CCF, "status", "--json", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -64,8 +69,9 @@ def rows(status: dict, kind: str) -> int:
 @pytest.fixture
 def exchange(tmp_path: Path) -> Iterator[int]:
     port = free_port()
-    with process("exchange", f"replay.port={port}", "replay.speed=5",
-                 log=tmp_path / "exchange.log"):
+    with process(
+        "exchange", f"replay.port={port}", "replay.speed=5", log=tmp_path / "exchange.log"
+    ):
         wait_for(lambda: port_open(port), 60, "the replay exchange")
         yield port
 
@@ -91,8 +97,11 @@ def test_collect_status_kill_restart_and_clean_stop(tmp_path: Path, exchange: in
     assert [p["state"] for p in killed["parts"]] == ["not responding"]
 
     with process(*args, log=tmp_path / "collect2.log") as collector:
-        wait_for(lambda: rows(status_json(data), "trade") > trades_before + 100, 60,
-                 "trades after the restart")
+        wait_for(
+            lambda: rows(status_json(data), "trade") > trades_before + 100,
+            60,
+            "trades after the restart",
+        )
         collector.send_signal(signal.SIGTERM)
         assert collector.wait(30) == 0
     final = status_json(data)
@@ -101,16 +110,21 @@ def test_collect_status_kill_restart_and_clean_stop(tmp_path: Path, exchange: in
     restart = store.query("SELECT stream, end_ts FROM gap WHERE reason='restart'")
     assert {s for s, _ in restart} == {"book", "trade", "quote"}
     assert all(end is not None for _, end in restart)  # closed once data flowed again
-    text = subprocess.run([*CCF, "status", data], capture_output=True, text=True,
-                          check=True).stdout
+    text = subprocess.run([*CCF, "status", data], capture_output=True, text=True, check=True).stdout
     assert "btcusdt" in text and "trade" in text and "stopped" in text
 
 
 def test_record_then_replay_the_recording(tmp_path: Path, exchange: int) -> None:
     """A recorded run replays through the same code and yields the same trades."""
     data = tmp_path / "live"
-    with process("record", f"replay.port={exchange}", f"data_dir={data}", "symbols=[btcusdt]",
-                 "collect.print_every_s=0", log=tmp_path / "record.log") as rec:
+    with process(
+        "record",
+        f"replay.port={exchange}",
+        f"data_dir={data}",
+        "symbols=[btcusdt]",
+        "collect.print_every_s=0",
+        log=tmp_path / "record.log",
+    ) as rec:
         wait_for(lambda: rows(status_json(f"data_dir={data}"), "trade") > 300, 60, "trades")
         rec.send_signal(signal.SIGTERM)
         assert rec.wait(30) == 0
@@ -122,12 +136,23 @@ def test_record_then_replay_the_recording(tmp_path: Path, exchange: int) -> None
 
     port = free_port()
     replayed = tmp_path / "replayed"
-    with process("exchange", f"replay.port={port}", "replay.speed=0", "replay.loop=false",
-                 f"replay.files=[{files[0]}]", log=tmp_path / "exchange2.log"):
+    with process(
+        "exchange",
+        f"replay.port={port}",
+        "replay.speed=0",
+        "replay.loop=false",
+        f"replay.files=[{files[0]}]",
+        log=tmp_path / "exchange2.log",
+    ):
         wait_for(lambda: port_open(port), 60, "the second exchange")
-        with process("collect", f"replay.port={port}", f"data_dir={replayed}",
-                     "symbols=[btcusdt]", "collect.print_every_s=0",
-                     log=tmp_path / "collect.log") as col:
+        with process(
+            "collect",
+            f"replay.port={port}",
+            f"data_dir={replayed}",
+            "symbols=[btcusdt]",
+            "collect.print_every_s=0",
+            log=tmp_path / "collect.log",
+        ) as col:
             live = SqliteStore(data / "ccf.sqlite", readonly=True)
             want = {r[0] for r in live.query("SELECT trade_id FROM trade")}
             got: set[int] = set()
@@ -135,8 +160,12 @@ def test_record_then_replay_the_recording(tmp_path: Path, exchange: int) -> None
             def caught_up() -> bool:
                 if not (replayed / "ccf.sqlite").exists():
                     return False
-                got.update(r[0] for r in SqliteStore(replayed / "ccf.sqlite", readonly=True)
-                           .query("SELECT trade_id FROM trade"))
+                got.update(
+                    r[0]
+                    for r in SqliteStore(replayed / "ccf.sqlite", readonly=True).query(
+                        "SELECT trade_id FROM trade"
+                    )
+                )
                 return len(got) >= 0.9 * len(want)
 
             wait_for(caught_up, 60, "the replayed trades")
@@ -149,12 +178,14 @@ def test_record_then_replay_the_recording(tmp_path: Path, exchange: int) -> None
 
 
 def test_bad_config_and_missing_recordings_say_what_to_do(tmp_path: Path) -> None:
-    bad = subprocess.run([*CCF, "collect", "collect.book_depth=abc"], capture_output=True,
-                         text=True, timeout=60)
+    bad = subprocess.run(
+        [*CCF, "collect", "collect.book_depth=abc"], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2
     assert "collect.book_depth" in bad.stderr and "integer" in bad.stderr
     env = {**os.environ, "CCF_SHARED": str(tmp_path / "nowhere")}
-    missing = subprocess.run([*CCF, "run", f"data_dir={tmp_path}"], capture_output=True,
-                             text=True, timeout=60, env=env)
+    missing = subprocess.run(
+        [*CCF, "run", f"data_dir={tmp_path}"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert missing.returncode == 2
     assert "nowhere" in missing.stderr and "source=binance" in missing.stderr

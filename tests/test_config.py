@@ -18,8 +18,11 @@ def test_defaults_come_from_conf_yaml() -> None:
 def test_overrides_files_and_environment_compose_in_order(tmp_path: Path) -> None:
     extra = tmp_path / "extra.yaml"
     extra.write_text("collect:\n  book_depth: 10\n  book_cadence: 1s\nsymbols: [solusdt]\n")
-    s = load_settings(["collect.book_depth=5", "symbols=[BTCUSDT,ethusdt]"], [extra],
-                      environ={"CCF__REPLAY__SPEED": "10", "CCF__COLLECT__BOOK_DEPTH": "7"})
+    s = load_settings(
+        ["collect.book_depth=5", "symbols=[BTCUSDT,ethusdt]"],
+        [extra],
+        environ={"CCF__REPLAY__SPEED": "10", "CCF__COLLECT__BOOK_DEPTH": "7"},
+    )
     assert s.collect.book_depth == 5  # command line beats environment beats file
     assert s.collect.book_cadence == "1s"  # from the file
     assert s.replay.speed == 10.0  # from the environment

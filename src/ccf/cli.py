@@ -19,11 +19,15 @@ import typer
 from ccf.config import ConfigError, Settings, load_settings, shared_dir
 from ccf.logs import setup_logging
 
-app = typer.Typer(help="CCF: real-time crypto forecasting. Collect, featurize, train, predict.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="CCF: real-time crypto forecasting. Collect, featurize, train, predict.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
-OVERRIDES = typer.Argument(None, help="key=value overrides, e.g. symbols=[btcusdt] replay.speed=10",
-                           show_default=False)
+OVERRIDES = typer.Argument(
+    None, help="key=value overrides, e.g. symbols=[btcusdt] replay.speed=10", show_default=False
+)
 CONFIG = typer.Option([], "--config", "-c", help="extra YAML files merged over conf/ccf.yaml")
 
 
@@ -66,16 +70,21 @@ def _missing_recordings(settings: Settings) -> None:
     missing = [f for f in files if not Path(f).exists()]
     if not files or missing:
         where = missing or [shared_dir() / "data" / "binance" / "spot_*.jsonl.gz"]
-        typer.echo(f"ccf: no recordings to replay (looked for {', '.join(map(str, where))}). "
-                   "Set CCF_SHARED to the folder holding data/binance/, name files with "
-                   "replay.files=[...], or collect live with source=binance.", err=True)
+        typer.echo(
+            f"ccf: no recordings to replay (looked for {', '.join(map(str, where))}). "
+            "Set CCF_SHARED to the folder holding data/binance/, name files with "
+            "replay.files=[...], or collect live with source=binance.",
+            err=True,
+        )
         raise typer.Exit(2)
 
 
 @app.command()
-def collect(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG,
-            record: bool = typer.Option(False, help="also write every raw frame (see ccf record)")
-            ) -> None:
+def collect(
+    overrides: list[str] = OVERRIDES,
+    config: list[Path] = CONFIG,
+    record: bool = typer.Option(False, help="also write every raw frame (see ccf record)"),
+) -> None:
     """Stream books, trades, quotes and candles into the store. Ctrl-C flushes and exits."""
     from ccf.sources.collector import Collector
 
@@ -113,8 +122,11 @@ def exchange(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> N
 
 
 @app.command()
-def status(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG,
-           as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+def status(
+    overrides: list[str] = OVERRIDES,
+    config: list[Path] = CONFIG,
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
     """What the store holds per record kind and symbol, and which parts run."""
     from ccf.status import format_status, gather_status
 

@@ -69,7 +69,9 @@ class CollectConfig(_Section):
     max_connection_age_s: float = Field(
         23.5 * 3600, gt=0, description="reconnect before Binance's 24 h cut"
     )
-    silence_timeout_s: float = Field(30.0, gt=0, description="reconnect after this long without a frame")
+    silence_timeout_s: float = Field(
+        30.0, gt=0, description="reconnect after this long without a frame"
+    )
     reconnect: BackoffConfig = BackoffConfig()
     rest_weight_limit: int = Field(6000, gt=0, description="REQUEST_WEIGHT per minute")
     rest_timeout_s: float = Field(10.0, gt=0)
@@ -111,9 +113,13 @@ class ReplayConfig(_Section):
         (), description="recordings to serve; default: the spot_*.jsonl.gz under $CCF_SHARED"
     )
     klines: tuple[Path, ...] = Field((), description="one-minute candle CSVs to serve as klines")
-    speed: float = Field(1.0, ge=0, description="1 = real time, 10 = ten times faster, 0 = flat out")
+    speed: float = Field(
+        1.0, ge=0, description="1 = real time, 10 = ten times faster, 0 = flat out"
+    )
     loop: bool = True
-    max_passes: int = Field(0, ge=0, description="with loop: stop after this many passes; 0 = forever")
+    max_passes: int = Field(
+        0, ge=0, description="with loop: stop after this many passes; 0 = forever"
+    )
     start: Literal["first_subscribe", "immediately"] = "first_subscribe"
     ping_interval_s: float = Field(20.0, gt=0)
     pong_timeout_s: float = Field(60.0, gt=0)
@@ -210,7 +216,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys, not {type(data).__name__}"
+        )
     return data
 
 
@@ -243,7 +251,9 @@ def _format_error(err: ValidationError) -> str:
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (check the spelling; see conf/ccf.yaml for the keys)")
+            lines.append(
+                f"  {key}: unknown key (check the spelling; see conf/ccf.yaml for the keys)"
+            )
         else:
             got = e.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"

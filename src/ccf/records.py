@@ -15,7 +15,13 @@ from typing import Literal, NamedTuple
 NS_PER_MS = 1_000_000
 
 GapReason = Literal[
-    "disconnect", "sequence_gap", "resync", "restart", "late_start", "crossed_book", "stale_snapshot"
+    "disconnect",
+    "sequence_gap",
+    "resync",
+    "restart",
+    "late_start",
+    "crossed_book",
+    "stale_snapshot",
 ]
 
 
@@ -49,7 +55,6 @@ class Book(NamedTuple):
     ts_event: int
     ts_recv: int
     levels: tuple[float, ...]
-
 
 
 class Trade(NamedTuple):

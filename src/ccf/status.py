@@ -16,7 +16,10 @@ STALE_HEARTBEAT_S = 30
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / 1e9)) + f".{ns // 1_000_000 % 1000:03d}Z"
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / 1e9))
+        + f".{ns // 1_000_000 % 1000:03d}Z"
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -33,35 +36,62 @@ def gather_status(settings: Settings) -> dict[str, Any]:
     """Everything ``ccf status`` shows, as plain data (``--json`` prints it as is)."""
     path = settings.db_path
     if not path.exists():
-        return {"store": str(path), "exists": False, "streams": [], "dead_letters": {},
-                "parts": []}
+        return {"store": str(path), "exists": False, "streams": [], "dead_letters": {}, "parts": []}
     store = SqliteStore(path, readonly=True)
     now = time.time_ns()
     try:
-        streams = [{
-            "kind": s.kind, "exchange": s.exchange, "symbol": s.symbol, "rows": s.rows,
-            "first_event": _iso(s.first_ts), "last_event": _iso(s.last_ts),
-            "gaps": s.gaps, "open_gaps": s.open_gaps,
-            "receive_age_s": None if s.last_recv is None else round((now - s.last_recv) / 1e9, 3),
-            "event_lag_s": (None if s.last_recv is None or s.last_ts is None
-                            else round((s.last_recv - s.last_ts) / 1e9, 3)),
-        } for s in store.summaries()]
+        streams = [
+            {
+                "kind": s.kind,
+                "exchange": s.exchange,
+                "symbol": s.symbol,
+                "rows": s.rows,
+                "first_event": _iso(s.first_ts),
+                "last_event": _iso(s.last_ts),
+                "gaps": s.gaps,
+                "open_gaps": s.open_gaps,
+                "receive_age_s": None
+                if s.last_recv is None
+                else round((now - s.last_recv) / 1e9, 3),
+                "event_lag_s": (
+                    None
+                    if s.last_recv is None or s.last_ts is None
+                    else round((s.last_recv - s.last_ts) / 1e9, 3)
+                ),
+            }
+            for s in store.summaries()
+        ]
         parts = []
         for part, pid, started, beat, state, detail in store.parts():
-            running = (state == "running" and _pid_alive(pid)
-                       and (now - beat) / 1e9 < STALE_HEARTBEAT_S)
-            parts.append({"part": part, "pid": pid, "running": running,
-                          "state": state if running or state != "running" else "not responding",
-                          "since": _iso(started), "heartbeat": _iso(beat),
-                          "detail": json.loads(detail) if detail else {}})
-        open_gaps = [{"exchange": e, "symbol": s, "stream": k, "since": _iso(t), "reason": r,
-                      "detail": d}
-                     for e, s, k, t, r, d in store.query(
-                         "SELECT exchange, symbol, stream, start_ts, reason, detail FROM gap "
-                         "WHERE end_ts IS NULL ORDER BY start_ts")]
-        return {"store": str(path), "exists": True, "streams": streams,
-                "dead_letters": store.dead_letter_counts(), "open_gaps": open_gaps,
-                "parts": parts}
+            running = (
+                state == "running" and _pid_alive(pid) and (now - beat) / 1e9 < STALE_HEARTBEAT_S
+            )
+            parts.append(
+                {
+                    "part": part,
+                    "pid": pid,
+                    "running": running,
+                    "state": state if running or state != "running" else "not responding",
+                    "since": _iso(started),
+                    "heartbeat": _iso(beat),
+                    "detail": json.loads(detail) if detail else {},
+                }
+            )
+        open_gaps = [
+            {"exchange": e, "symbol": s, "stream": k, "since": _iso(t), "reason": r, "detail": d}
+            for e, s, k, t, r, d in store.query(
+                "SELECT exchange, symbol, stream, start_ts, reason, detail FROM gap "
+                "WHERE end_ts IS NULL ORDER BY start_ts"
+            )
+        ]
+        return {
+            "store": str(path),
+            "exists": True,
+            "streams": streams,
+            "dead_letters": store.dead_letter_counts(),
+            "open_gaps": open_gaps,
+            "parts": parts,
+        }
     finally:
         store.close()
 
@@ -70,23 +100,31 @@ def format_status(status: dict[str, Any]) -> str:
     if not status["exists"]:
         return f"store {status['store']}: empty (nothing collected yet; run `ccf collect`)"
     lines = [f"store {status['store']}", ""]
-    head = f"{'kind':<7} {'symbol':<10} {'rows':>9}  {'first event':<24} {'last event':<24} " \
-           f"{'gaps':>4} {'open':>4} {'recv age s':>10} {'event lag s':>11}"
+    head = (
+        f"{'kind':<7} {'symbol':<10} {'rows':>9}  {'first event':<24} {'last event':<24} "
+        f"{'gaps':>4} {'open':>4} {'recv age s':>10} {'event lag s':>11}"
+    )
     lines += [head, "-" * len(head)]
     for s in status["streams"]:
         age = "-" if s["receive_age_s"] is None else f"{s['receive_age_s']:.1f}"
         lag = "-" if s["event_lag_s"] is None else f"{s['event_lag_s']:.3f}"
-        lines.append(f"{s['kind']:<7} {s['symbol']:<10} {s['rows']:>9,}  {s['first_event'] or '-':<24} "
-                     f"{s['last_event'] or '-':<24} {s['gaps']:>4} {s['open_gaps']:>4} {age:>10} "
-                     f"{lag:>11}")
+        lines.append(
+            f"{s['kind']:<7} {s['symbol']:<10} {s['rows']:>9,}  {s['first_event'] or '-':<24} "
+            f"{s['last_event'] or '-':<24} {s['gaps']:>4} {s['open_gaps']:>4} {age:>10} "
+            f"{lag:>11}"
+        )
     dead = status["dead_letters"]
     lines += ["", "dead letters: " + (", ".join(f"{k}={v}" for k, v in dead.items()) or "none")]
     if status.get("open_gaps"):
         lines.append("open gaps:")
-        lines += [f"  {g['symbol']} {g['stream']} since {g['since']} ({g['reason']}: {g['detail']})"
-                  for g in status["open_gaps"]]
+        lines += [
+            f"  {g['symbol']} {g['stream']} since {g['since']} ({g['reason']}: {g['detail']})"
+            for g in status["open_gaps"]
+        ]
     lines.append("parts:" if status["parts"] else "parts: none has run yet")
     for p in status["parts"]:
-        lines.append(f"  {p['part']:<10} {p['state']:<15} pid {p['pid']} since {p['since']} "
-                     f"(heartbeat {p['heartbeat']})")
+        lines.append(
+            f"  {p['part']:<10} {p['state']:<15} pid {p['pid']} since {p['since']} "
+            f"(heartbeat {p['heartbeat']})"
+        )
     return "\n".join(lines)

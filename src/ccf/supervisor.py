@@ -49,7 +49,9 @@ def plan_parts(settings: Settings, overrides: list[str], config: list[Path]) -> 
     extra = [a for c in config for a in ("--config", str(c))]
     parts = []
     if settings.source == "replay":
-        parts.append(Part("exchange", [sys.executable, "-m", "ccf", "exchange", *overrides, *extra]))
+        parts.append(
+            Part("exchange", [sys.executable, "-m", "ccf", "exchange", *overrides, *extra])
+        )
     parts.append(Part("collect", [sys.executable, "-m", "ccf", "collect", *overrides, *extra]))
     return parts
 
@@ -64,14 +66,22 @@ def run_pipeline(settings: Settings, overrides: list[str], config: list[Path]) -
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    log.info("part=run starting %s (source=%s, store=%s)", ", ".join(p.name for p in parts),
-             settings.source, settings.db_path)
+    log.info(
+        "part=run starting %s (source=%s, store=%s)",
+        ", ".join(p.name for p in parts),
+        settings.source,
+        settings.db_path,
+    )
     for part in parts:
         _start(part)
-        if part.name == "exchange" and not _wait_for_port(settings.replay.host,
-                                                          settings.replay.port, 60):
-            log.error("part=run the replay exchange did not open %s:%d", settings.replay.host,
-                      settings.replay.port)
+        if part.name == "exchange" and not _wait_for_port(
+            settings.replay.host, settings.replay.port, 60
+        ):
+            log.error(
+                "part=run the replay exchange did not open %s:%d",
+                settings.replay.host,
+                settings.replay.port,
+            )
     while not stopping:
         time.sleep(0.5)
         for part in parts:
@@ -83,9 +93,14 @@ def run_pipeline(settings: Settings, overrides: list[str], config: list[Path]) -
             if code is not None and not stopping:
                 part.restarts += 1
                 delay = backoff_s(part.restarts, base=1.0, cap=60.0, rng=lambda: 1.0)
-                log.error("part=run part %s exited with code %s after %.0f s; restart %d in "
-                          "%.0f s", part.name, code, time.monotonic() - part.started_at,
-                          part.restarts, delay)
+                log.error(
+                    "part=run part %s exited with code %s after %.0f s; restart %d in %.0f s",
+                    part.name,
+                    code,
+                    time.monotonic() - part.started_at,
+                    part.restarts,
+                    delay,
+                )
                 part.proc = None
                 part.next_start = time.monotonic() + delay
     return _stop_all(parts)

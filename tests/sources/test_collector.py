@@ -264,7 +264,7 @@ async def test_a_stalled_stream_is_dropped_and_reopened(tmp_path: Path, timeline
     async with running_exchange(ReplayConfig(port=0, speed=10, loop=False), timeline) as ex:
         ex.set_faults(stall_after_frames=2000, stall_s=30)
         settings = settings_for(tmp_path, ex, "collect.silence_timeout_s=1")
-        collector = await collect_until(
+        await collect_until(
             settings,
             lambda c: (
                 connects(c) >= 2
@@ -286,7 +286,7 @@ async def test_server_shutdown_and_connection_age_reconnect(
     async with running_exchange(ReplayConfig(port=0, speed=0, loop=False), timeline) as ex:
         ex.set_faults(shutdown_after_frames=20_000)
         settings = settings_for(tmp_path, ex)
-        collector = await collect_until(
+        await collect_until(
             settings,
             lambda c: (
                 c.feed.stats["server_shutdowns"] >= 1 and connects(c) >= 2 and not c.feed.open_gaps
@@ -299,7 +299,7 @@ async def test_server_shutdown_and_connection_age_reconnect(
 
     async with running_exchange(ReplayConfig(port=0, speed=1, loop=True), timeline) as ex:
         settings = settings_for(tmp_path / "age", ex, "collect.max_connection_age_s=1.5")
-        collector = await collect_until(
+        await collect_until(
             settings,
             lambda c: (
                 connects(c) >= 2

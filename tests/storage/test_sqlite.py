@@ -16,16 +16,20 @@ NS = 1_000_000
 
 
 def _trades(n: int, start: int = 1) -> list[Trade]:
-    return [Trade("binance", "btcusdt", i, 100.0 + i, 0.5, "buy", i * NS, i * NS + 5)
-            for i in range(start, start + n)]
+    return [
+        Trade("binance", "btcusdt", i, 100.0 + i, 0.5, "buy", i * NS, i * NS + 5)
+        for i in range(start, start + n)
+    ]
 
 
 def test_writes_are_idempotent_and_keyed(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "s.sqlite", book_depth=2)
     levels = (101.0, 1.0, 102.0, 2.0, 99.0, 3.0, math.nan, math.nan)
-    batch = [*_trades(100),
-             Book("binance", "btcusdt", "diff", 7, 7 * NS, 8 * NS, levels),
-             Quote("binance", "btcusdt", 7, 99.0, 3.0, 101.0, 1.0, 8 * NS, 8 * NS)]
+    batch = [
+        *_trades(100),
+        Book("binance", "btcusdt", "diff", 7, 7 * NS, 8 * NS, levels),
+        Quote("binance", "btcusdt", 7, 99.0, 3.0, 101.0, 1.0, 8 * NS, 8 * NS),
+    ]
     assert store.write(batch) == 102
     store.write(batch)  # a replay after a crash: nothing doubles
     store.write(_trades(50, start=80))  # overlapping batch
@@ -48,14 +52,16 @@ def test_gap_is_closed_by_rewriting_it(tmp_path: Path) -> None:
 
 def test_candles_update_until_closed_and_dead_letters_keep_the_frame(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "s.sqlite")
-    open_c = Candle("binance", "btcusdt", "1m", 0, 59_999 * NS, 1, 2, 0.5, 1.5, 10, 15, 3,
-                    4, 6, False, 1, 2)
+    open_c = Candle(
+        "binance", "btcusdt", "1m", 0, 59_999 * NS, 1, 2, 0.5, 1.5, 10, 15, 3, 4, 6, False, 1, 2
+    )
     store.write([open_c])
     store.write([open_c._replace(close=1.7, closed=True)])
     assert store.query("SELECT close, closed FROM candle") == [(1.7, 1)]
     store.write([DeadLetter("binance", "", "malformed json", '{"stream":', 5)])
-    assert store.query("SELECT reason, frame FROM dead_letter") == [("malformed json",
-                                                                     '{"stream":')]
+    assert store.query("SELECT reason, frame FROM dead_letter") == [
+        ("malformed json", '{"stream":')
+    ]
     assert store.dead_letter_counts() == {"-": 1}
 
 
@@ -89,7 +95,10 @@ def test_another_process_reads_while_one_writes(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite"
     SqliteStore(path).close()
     reader = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import time
             from ccf.storage import SqliteStore
             store = SqliteStore({str(path)!r}, readonly=True)
@@ -104,8 +113,11 @@ def test_another_process_reads_while_one_writes(tmp_path: Path) -> None:
                 time.sleep(0.01)
             assert seen == sorted(seen)
             print(len(set(seen)), seen[-1])
-        """)],
-        stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     writer = StoreWriter(lambda: SqliteStore(path), batch_rows=500, flush_interval_s=0.01)
     for start in range(1, 20001, 500):
         writer.submit(_trades(500, start))

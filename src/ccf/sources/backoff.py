@@ -6,8 +6,9 @@ import random
 from collections.abc import Callable
 
 
-def backoff_s(attempt: int, *, base: float = 0.5, cap: float = 30.0,
-              rng: Callable[[], float] = random.random) -> float:
+def backoff_s(
+    attempt: int, *, base: float = 0.5, cap: float = 30.0, rng: Callable[[], float] = random.random
+) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)].
 
     Jitter spreads reconnects of many clients after an exchange outage; the cap

@@ -33,16 +33,25 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_WORKERS = 2
 DRAIN_ROWS = 20_000
-_KIND_NAMES = {Book: "book", Trade: "trade", Quote: "quote", Candle: "candle", Gap: "gap",
-               DeadLetter: "dead_letter"}
+_KIND_NAMES = {
+    Book: "book",
+    Trade: "trade",
+    Quote: "quote",
+    Candle: "candle",
+    Gap: "gap",
+    DeadLetter: "dead_letter",
+}
 
 
-def plan_connections(symbols: tuple[str, ...], streams: tuple[str, ...],
-                     max_per_connection: int) -> list[tuple[tuple[str, ...], list[str]]]:
+def plan_connections(
+    symbols: tuple[str, ...], streams: tuple[str, ...], max_per_connection: int
+) -> list[tuple[tuple[str, ...], list[str]]]:
     """Group symbols so each connection carries whole symbols and at most the limit."""
     per_symbol = len(streams)
     if per_symbol > max_per_connection:
-        raise ValueError(f"{per_symbol} streams per symbol exceed {max_per_connection} per connection")
+        raise ValueError(
+            f"{per_symbol} streams per symbol exceed {max_per_connection} per connection"
+        )
     group = max(1, max_per_connection // per_symbol)
     plan = []
     for i in range(0, len(symbols), group):
@@ -55,10 +64,14 @@ class Collector:
     def __init__(self, settings: Settings, *, record: bool = False) -> None:
         self.settings = settings
         cfg = settings.collect
-        self.feed = BinanceFeed(settings.symbols, cfg.streams, book_depth=cfg.book_depth,
-                                book_cadence=cfg.book_cadence,
-                                request_snapshot=self._request_snapshot,
-                                on_server_shutdown=self._server_shutdown)
+        self.feed = BinanceFeed(
+            settings.symbols,
+            cfg.streams,
+            book_depth=cfg.book_depth,
+            book_cadence=cfg.book_cadence,
+            request_snapshot=self._request_snapshot,
+            on_server_shutdown=self._server_shutdown,
+        )
         self.recorder = Recorder(settings.recordings_dir, settings.exchange) if record else None
         self.connections: list[StreamConnection] = []
         self._conn_of: dict[str, StreamConnection] = {}
@@ -107,8 +120,11 @@ class Collector:
             try:
                 body, ts_recv = await rest.depth(symbol, limit)
             except RestError as e:
-                log.error("part=collect exchange=binance symbol=%s snapshot failed: %s; "
-                          "retrying in 5 s", symbol, e)
+                log.error(
+                    "part=collect exchange=binance symbol=%s snapshot failed: %s; retrying in 5 s",
+                    symbol,
+                    e,
+                )
                 await asyncio.sleep(5)
                 self._snapshots.put_nowait(symbol)
                 continue
@@ -146,17 +162,29 @@ class Collector:
         while True:
             await asyncio.sleep(every or 5.0)
             detail = self.status()
-            store.heartbeat("collect", os.getpid(), self.started_at, time.time_ns(), "running",
-                            json.dumps(detail))
+            store.heartbeat(
+                "collect",
+                os.getpid(),
+                self.started_at,
+                time.time_ns(),
+                "running",
+                json.dumps(detail),
+            )
             if every:
                 for sym in self.settings.symbols:
-                    parts = [f"{k}={self.counts[(sym, k)] - last[(sym, k)]}"
-                             for k in ("book", "trade", "quote", "candle")
-                             if self.counts[(sym, k)]]
-                    log.info("part=collect symbol=%s last %.0fs: %s open_gaps=%d dead_letters=%d",
-                             sym, every, " ".join(parts) or "nothing yet",
-                             sum(1 for (s, _) in self.feed.open_gaps if s == sym),
-                             self.counts[(sym, "dead_letter")])
+                    parts = [
+                        f"{k}={self.counts[(sym, k)] - last[(sym, k)]}"
+                        for k in ("book", "trade", "quote", "candle")
+                        if self.counts[(sym, k)]
+                    ]
+                    log.info(
+                        "part=collect symbol=%s last %.0fs: %s open_gaps=%d dead_letters=%d",
+                        sym,
+                        every,
+                        " ".join(parts) or "nothing yet",
+                        sum(1 for (s, _) in self.feed.open_gaps if s == sym),
+                        self.counts[(sym, "dead_letter")],
+                    )
                 last = self.counts.copy()
 
     def status(self) -> dict[str, Any]:
@@ -167,9 +195,16 @@ class Collector:
             "feed": dict(self.feed.stats),
             "rest": dict(self.rest.stats) if self.rest else {},
             "rows_written": self.writer.rows_written if self.writer else 0,
-            "connections": [{"name": c.name, "streams": len(c.streams), "connects": c.connects,
-                             "disconnects": c.disconnects, "live": c.live}
-                            for c in self.connections],
+            "connections": [
+                {
+                    "name": c.name,
+                    "streams": len(c.streams),
+                    "connects": c.connects,
+                    "disconnects": c.disconnects,
+                    "live": c.live,
+                }
+                for c in self.connections
+            ],
             "open_gaps": [f"{s}:{k}" for (s, k) in self.feed.open_gaps],
             "trade_latency_ms_p50": statistics.median(lat) if lat else None,
         }
@@ -182,34 +217,62 @@ class Collector:
         kinds = {stream_kind(st) for st in self.settings.collect.streams}
         for summary in store.summaries():
             kind = "book" if summary.kind == "book" else summary.kind
-            if (summary.symbol in self.feed.state and kind in kinds and summary.last_ts
-                    and summary.exchange == self.settings.exchange):
+            if (
+                summary.symbol in self.feed.state
+                and kind in kinds
+                and summary.last_ts
+                and summary.exchange == self.settings.exchange
+            ):
                 last_id = None
                 if kind == "trade":
-                    last_id = store.query("SELECT max(trade_id) FROM trade WHERE exchange=? "
-                                          "AND symbol=?", (summary.exchange, summary.symbol))[0][0]
-                self.feed.resume_from(summary.symbol, kind, summary.last_ts, now, self._out,
-                                      last_trade_id=last_id)
+                    last_id = store.query(
+                        "SELECT max(trade_id) FROM trade WHERE exchange=? AND symbol=?",
+                        (summary.exchange, summary.symbol),
+                    )[0][0]
+                self.feed.resume_from(
+                    summary.symbol, kind, summary.last_ts, now, self._out, last_trade_id=last_id
+                )
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         cfg = s.collect
         store = SqliteStore(s.db_path, book_depth=cfg.book_depth)
         self._resume_from_store(store)
-        self.writer = StoreWriter(lambda: SqliteStore(s.db_path, book_depth=cfg.book_depth),
-                                  batch_rows=s.storage.batch_rows,
-                                  flush_interval_s=s.storage.flush_interval_s)
-        log.info("part=collect exchange=%s source=%s ws=%s rest=%s symbols=%s streams=%s store=%s",
-                 s.exchange, s.source, s.ws_url(), s.rest_url(), ",".join(s.symbols),
-                 ",".join(cfg.streams), s.db_path)
+        self.writer = StoreWriter(
+            lambda: SqliteStore(s.db_path, book_depth=cfg.book_depth),
+            batch_rows=s.storage.batch_rows,
+            flush_interval_s=s.storage.flush_interval_s,
+        )
+        log.info(
+            "part=collect exchange=%s source=%s ws=%s rest=%s symbols=%s streams=%s store=%s",
+            s.exchange,
+            s.source,
+            s.ws_url(),
+            s.rest_url(),
+            ",".join(s.symbols),
+            ",".join(cfg.streams),
+            s.db_path,
+        )
         try:
             async with aiohttp.ClientSession() as session:
-                self.rest = BinanceRest(session, s.rest_url(), weight_limit=cfg.rest_weight_limit,
-                                        timeout_s=cfg.rest_timeout_s)
+                self.rest = BinanceRest(
+                    session,
+                    s.rest_url(),
+                    weight_limit=cfg.rest_weight_limit,
+                    timeout_s=cfg.rest_timeout_s,
+                )
                 for n, (syms, streams) in enumerate(
-                        plan_connections(s.symbols, cfg.streams, cfg.max_streams_per_connection)):
-                    conn = StreamConnection(f"ws{n}", session, s.ws_url(), streams, cfg,
-                                            on_frame=self._on_frame, on_down=self._on_down)
+                    plan_connections(s.symbols, cfg.streams, cfg.max_streams_per_connection)
+                ):
+                    conn = StreamConnection(
+                        f"ws{n}",
+                        session,
+                        s.ws_url(),
+                        streams,
+                        cfg,
+                        on_frame=self._on_frame,
+                        on_down=self._on_down,
+                    )
                     self.connections.append(conn)
                     for sym in syms:
                         self._conn_of[sym] = conn
@@ -218,25 +281,37 @@ class Collector:
             self.feed.flush(self._out)
             self._drain()
             self.writer.close()
-            store.heartbeat("collect", os.getpid(), self.started_at, time.time_ns(), "stopped",
-                            json.dumps(self.status()))
+            store.heartbeat(
+                "collect",
+                os.getpid(),
+                self.started_at,
+                time.time_ns(),
+                "stopped",
+                json.dumps(self.status()),
+            )
             store.close()
             if self.recorder is not None:
                 self.recorder.close()
-            log.info("part=collect stopped: frames=%d rows_written=%d", self.feed.frames,
-                     self.writer.rows_written)
+            log.info(
+                "part=collect stopped: frames=%d rows_written=%d",
+                self.feed.frames,
+                self.writer.rows_written,
+            )
 
     async def _run_tasks(self, stop: asyncio.Event, store: SqliteStore) -> None:
         assert self.rest is not None
-        helpers = [asyncio.create_task(self._snapshot_worker(self.rest), name=f"snapshot{i}")
-                   for i in range(SNAPSHOT_WORKERS)]
+        helpers = [
+            asyncio.create_task(self._snapshot_worker(self.rest), name=f"snapshot{i}")
+            for i in range(SNAPSHOT_WORKERS)
+        ]
         helpers.append(asyncio.create_task(self._drain_loop(), name="drain"))
         helpers.append(asyncio.create_task(self._progress_loop(store), name="progress"))
         conns = [asyncio.create_task(c.run(stop), name=c.name) for c in self.connections]
         stopper = asyncio.create_task(stop.wait(), name="stop")
         try:
-            done, _ = await asyncio.wait([*conns, *helpers, stopper],
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                [*conns, *helpers, stopper], return_when=asyncio.FIRST_COMPLETED
+            )
             for task in done:
                 if task is not stopper and not task.cancelled() and task.exception():
                     raise task.exception()  # type: ignore[misc]

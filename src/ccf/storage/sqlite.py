@@ -38,8 +38,14 @@ _KEYS = {
     "gap": "exchange, symbol, stream, start_ts",
     "book": "exchange, symbol, source, update_id",
 }
-_TIME_COLUMN = {"trade": "ts_event", "quote": "ts_event", "candle": "open_time",
-                "gap": "start_ts", "book": "ts_event", "dead_letter": "ts_recv"}
+_TIME_COLUMN = {
+    "trade": "ts_event",
+    "quote": "ts_event",
+    "candle": "open_time",
+    "gap": "start_ts",
+    "book": "ts_event",
+    "dead_letter": "ts_recv",
+}
 EVENT_KINDS = ("book", "trade", "quote", "candle")
 
 
@@ -58,15 +64,15 @@ def _table_ddl(table: str, record: type) -> str:
     cols = ", ".join(f"{name} {_column_type(hints[name])}" for name in record._fields)
     if table == "dead_letter":
         return f"CREATE TABLE IF NOT EXISTS dead_letter (id INTEGER PRIMARY KEY, {cols})"
-    return (f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({_KEYS[table]})) "
-            "WITHOUT ROWID")
+    return (
+        f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({_KEYS[table]})) WITHOUT ROWID"
+    )
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection with the pragmas every CCF process uses."""
     if readonly:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
-                              check_same_thread=False)
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
@@ -86,7 +92,8 @@ class SqliteStore:
         self.readonly = readonly
         if readonly and not self.path.exists():
             raise FileNotFoundError(
-                f"no store at {self.path}: run `ccf collect` first, or set data_dir/storage.path")
+                f"no store at {self.path}: run `ccf collect` first, or set data_dir/storage.path"
+            )
         self._con = connect(self.path, readonly=readonly)
         self._book_sql: dict[int, str] = {}
         if not readonly:
@@ -102,13 +109,16 @@ class SqliteStore:
         con.execute(
             "CREATE TABLE IF NOT EXISTS book (exchange TEXT, symbol TEXT, source TEXT, "
             f"update_id INTEGER, ts_event INTEGER, ts_recv INTEGER, {meta}, "
-            f"PRIMARY KEY ({_KEYS['book']})) WITHOUT ROWID")
+            f"PRIMARY KEY ({_KEYS['book']})) WITHOUT ROWID"
+        )
         self._widen_book(book_depth)
         for table in ("candle", "gap", "dead_letter"):
             col = _TIME_COLUMN[table]
             con.execute(f"CREATE INDEX IF NOT EXISTS {table}_time ON {table} (symbol, {col})")
-        con.execute("CREATE TABLE IF NOT EXISTS part_status (part TEXT PRIMARY KEY, pid INTEGER, "
-                    "started_at INTEGER, heartbeat_at INTEGER, state TEXT, detail TEXT)")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS part_status (part TEXT PRIMARY KEY, pid INTEGER, "
+            "started_at INTEGER, heartbeat_at INTEGER, state TEXT, detail TEXT)"
+        )
 
     def _widen_book(self, depth: int) -> None:
         """A deeper book than the table holds adds columns; a shallower one leaves NULLs."""
@@ -120,10 +130,19 @@ class SqliteStore:
     def _insert_book_sql(self, depth: int) -> str:
         sql = self._book_sql.get(depth)
         if sql is None:
-            cols = ["exchange", "symbol", "source", "update_id", "ts_event", "ts_recv",
-                    *book_columns(depth)]
-            sql = (f"INSERT OR IGNORE INTO book ({', '.join(cols)}) "
-                   f"VALUES ({', '.join('?' * len(cols))})")
+            cols = [
+                "exchange",
+                "symbol",
+                "source",
+                "update_id",
+                "ts_event",
+                "ts_recv",
+                *book_columns(depth),
+            ]
+            sql = (
+                f"INSERT OR IGNORE INTO book ({', '.join(cols)}) "
+                f"VALUES ({', '.join('?' * len(cols))})"
+            )
             self._book_sql[depth] = sql
         return sql
 
@@ -145,7 +164,9 @@ class SqliteStore:
                 elif kind is DeadLetter:
                     con.executemany(
                         "INSERT INTO dead_letter (exchange, symbol, reason, frame, ts_recv) "
-                        "VALUES (?, ?, ?, ?, ?)", rows)
+                        "VALUES (?, ?, ?, ?, ?)",
+                        rows,
+                    )
                 else:
                     table, verb = _TABLES[kind]
                     marks = ", ".join("?" * len(kind._fields))  # type: ignore[attr-defined]
@@ -165,10 +186,13 @@ class SqliteStore:
                 self._widen_book(depth)
             self._con.executemany(self._insert_book_sql(depth), rows)
 
-    def heartbeat(self, part: str, pid: int, started_at: int, now: int, state: str,
-                  detail: str) -> None:
-        self._con.execute("INSERT OR REPLACE INTO part_status VALUES (?, ?, ?, ?, ?, ?)",
-                          (part, pid, started_at, now, state, detail))
+    def heartbeat(
+        self, part: str, pid: int, started_at: int, now: int, state: str, detail: str
+    ) -> None:
+        self._con.execute(
+            "INSERT OR REPLACE INTO part_status VALUES (?, ?, ?, ?, ?, ?)",
+            (part, pid, started_at, now, state, detail),
+        )
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -180,31 +204,42 @@ class SqliteStore:
             raise ValueError(f"unknown table {table!r}; known: {sorted(_TIME_COLUMN)}")
         where, params = ("WHERE symbol = ?", (symbol,)) if symbol else ("", ())
         yield from self._con.execute(
-            f"SELECT * FROM {table} {where} ORDER BY symbol, {_TIME_COLUMN[table]}", params)
+            f"SELECT * FROM {table} {where} ORDER BY symbol, {_TIME_COLUMN[table]}", params
+        )
 
     def summaries(self) -> list[StreamSummary]:
         gaps: dict[tuple[str, str, str], tuple[int, int]] = {}
         for exch, sym, stream, n, n_open in self._con.execute(
-                "SELECT exchange, symbol, stream, count(*), sum(end_ts IS NULL) FROM gap "
-                "GROUP BY exchange, symbol, stream"):
+            "SELECT exchange, symbol, stream, count(*), sum(end_ts IS NULL) FROM gap "
+            "GROUP BY exchange, symbol, stream"
+        ):
             gaps[(stream, exch, sym)] = (n, n_open or 0)
         out = []
         for kind in EVENT_KINDS:
             t = _TIME_COLUMN[kind]
             for exch, sym, n, first, last, last_recv in self._con.execute(
-                    f"SELECT exchange, symbol, count(*), min({t}), max({t}), max(ts_recv) "
-                    f"FROM {kind} GROUP BY exchange, symbol"):
+                f"SELECT exchange, symbol, count(*), min({t}), max({t}), max(ts_recv) "
+                f"FROM {kind} GROUP BY exchange, symbol"
+            ):
                 n_gaps, n_open = gaps.get((kind, exch, sym), (0, 0))
-                out.append(StreamSummary(kind, exch, sym, n, first, last, last_recv, n_open, n_gaps))
+                out.append(
+                    StreamSummary(kind, exch, sym, n, first, last, last_recv, n_open, n_gaps)
+                )
         return out
 
     def dead_letter_counts(self) -> dict[str, int]:
-        return {sym or "-": n for sym, n in self._con.execute(
-            "SELECT symbol, count(*) FROM dead_letter GROUP BY symbol")}
+        return {
+            sym or "-": n
+            for sym, n in self._con.execute(
+                "SELECT symbol, count(*) FROM dead_letter GROUP BY symbol"
+            )
+        }
 
     def parts(self) -> list[tuple[Any, ...]]:
-        return self.query("SELECT part, pid, started_at, heartbeat_at, state, detail "
-                          "FROM part_status ORDER BY part")
+        return self.query(
+            "SELECT part, pid, started_at, heartbeat_at, state, detail "
+            "FROM part_status ORDER BY part"
+        )
 
     def close(self) -> None:
         self._con.close()

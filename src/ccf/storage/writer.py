@@ -23,8 +23,14 @@ _STOP = None
 
 
 class StoreWriter:
-    def __init__(self, open_store: Callable[[], RawStore], *, batch_rows: int = 5000,
-                 flush_interval_s: float = 0.25, part: str = "collect") -> None:
+    def __init__(
+        self,
+        open_store: Callable[[], RawStore],
+        *,
+        batch_rows: int = 5000,
+        flush_interval_s: float = 0.25,
+        part: str = "collect",
+    ) -> None:
         self._open_store = open_store
         self._batch_rows = batch_rows
         self._interval = flush_interval_s
@@ -56,8 +62,9 @@ class StoreWriter:
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise RuntimeError(f"part={self._part} store writer failed: {self._error}") \
-                from self._error
+            raise RuntimeError(
+                f"part={self._part} store writer failed: {self._error}"
+            ) from self._error
 
     def _run(self) -> None:
         try:
@@ -81,8 +88,9 @@ class StoreWriter:
                     stopping = True
                 else:
                     batch.extend(item)
-                if batch and (stopping or len(batch) >= self._batch_rows
-                              or time.monotonic() >= deadline):
+                if batch and (
+                    stopping or len(batch) >= self._batch_rows or time.monotonic() >= deadline
+                ):
                     self._write(store, batch)
                     batch = []
                 if time.monotonic() >= deadline:

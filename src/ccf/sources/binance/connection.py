@@ -66,13 +66,19 @@ class StreamConnection:
             if stop.is_set():
                 return
             self.disconnects += 1
-            delay = backoff_s(attempt, base=self._cfg.reconnect.base_s, cap=self._cfg.reconnect.cap_s)
-            log.warning("part=collect conn=%s disconnected (%s): reconnecting in %.2f s",
-                        self.name, why, delay)
+            delay = backoff_s(
+                attempt, base=self._cfg.reconnect.base_s, cap=self._cfg.reconnect.cap_s
+            )
+            log.warning(
+                "part=collect conn=%s disconnected (%s): reconnecting in %.2f s",
+                self.name,
+                why,
+                delay,
+            )
             attempt = 0 if why.startswith("planned") else attempt + 1
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _connect_once(self, stop: asyncio.Event) -> str:
@@ -80,8 +86,9 @@ class StreamConnection:
         cfg = self._cfg
         self.reconnect_requested = None
         try:
-            async with self._session.ws_connect(self._url, autoping=True, heartbeat=None,
-                                                max_msg_size=0, compress=0) as ws:
+            async with self._session.ws_connect(
+                self._url, autoping=True, heartbeat=None, max_msg_size=0, compress=0
+            ) as ws:
                 self.connects += 1
                 opened = time.monotonic()
                 self.connected_since = time.time()
@@ -93,7 +100,7 @@ class StreamConnection:
                         return "planned reconnect before the exchange's 24 h cut"
                     try:
                         msg = await ws.receive(timeout=min(cfg.silence_timeout_s, age_left))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         if time.monotonic() - opened >= cfg.max_connection_age_s:
                             return "planned reconnect before the exchange's 24 h cut"
                         return f"no frame for {cfg.silence_timeout_s:g} s"
@@ -106,18 +113,24 @@ class StreamConnection:
                             return f"planned reconnect: {self.reconnect_requested}"
                     elif msg.type is aiohttp.WSMsgType.BINARY:
                         self._on_frame(self, msg.data.decode("utf-8", "replace"), time.time_ns())
-                    elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
-                                      aiohttp.WSMsgType.CLOSED):
+                    elif msg.type in (
+                        aiohttp.WSMsgType.CLOSE,
+                        aiohttp.WSMsgType.CLOSING,
+                        aiohttp.WSMsgType.CLOSED,
+                    ):
                         return f"closed by the exchange (code {ws.close_code})"
                     elif msg.type is aiohttp.WSMsgType.ERROR:
                         return f"websocket error: {ws.exception()!r}"
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             return f"connection failed: {e!r}"
 
     async def _subscribe_rest(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         rest = self.streams[STREAMS_IN_URL:]
         for i in range(0, len(rest), STREAMS_PER_SUBSCRIBE):
             params = rest[i : i + STREAMS_PER_SUBSCRIBE]
-            await ws.send_bytes(orjson.dumps({"method": "SUBSCRIBE", "params": params,
-                                              "id": i // STREAMS_PER_SUBSCRIBE + 1}))
+            await ws.send_bytes(
+                orjson.dumps(
+                    {"method": "SUBSCRIBE", "params": params, "id": i // STREAMS_PER_SUBSCRIBE + 1}
+                )
+            )
             await asyncio.sleep(1 / CONTROL_MESSAGES_PER_S)

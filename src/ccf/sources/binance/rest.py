@@ -39,8 +39,15 @@ class RateLimited(RuntimeError):
 
 
 class BinanceRest:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, *,
-                 weight_limit: int = 6000, timeout_s: float = 10.0, max_tries: int = 8) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        weight_limit: int = 6000,
+        timeout_s: float = 10.0,
+        max_tries: int = 8,
+    ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._limit = weight_limit
@@ -48,13 +55,19 @@ class BinanceRest:
         self._max_tries = max_tries
         self.used_weight = 0
         self._weight_minute = 0
-        self.stats: dict[str, int] = {"calls": 0, "rate_limited": 0, "banned": 0, "errors": 0,
-                                      "weight_waits": 0}
+        self.stats: dict[str, int] = {
+            "calls": 0,
+            "rate_limited": 0,
+            "banned": 0,
+            "errors": 0,
+            "weight_waits": 0,
+        }
 
     async def depth(self, symbol: str, limit: int = 1000) -> tuple[bytes, int]:
         """``/api/v3/depth``: the raw body and its receive time (ns)."""
-        return await self.get("/api/v3/depth", {"symbol": symbol.upper(), "limit": limit},
-                              depth_weight(limit))
+        return await self.get(
+            "/api/v3/depth", {"symbol": symbol.upper(), "limit": limit}, depth_weight(limit)
+        )
 
     async def get(self, path: str, params: dict[str, Any], weight: int) -> tuple[bytes, int]:
         """GET with weight accounting and retries; returns (body, receive time ns)."""
@@ -64,21 +77,27 @@ class BinanceRest:
                 return await self._get_once(path, params)
             except RateLimited as e:
                 self.stats["banned" if e.status == 418 else "rate_limited"] += 1
-                log.warning("part=collect exchange=binance path=%s %s (try %d)", path, e,
-                            attempt + 1)
+                log.warning(
+                    "part=collect exchange=binance path=%s %s (try %d)", path, e, attempt + 1
+                )
                 await asyncio.sleep(e.retry_after_s)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 self.stats["errors"] += 1
                 delay = min(30.0, 0.5 * 2**attempt)
-                log.warning("part=collect exchange=binance path=%s request failed: %r; retry in "
-                            "%.1f s", path, e, delay)
+                log.warning(
+                    "part=collect exchange=binance path=%s request failed: %r; retry in %.1f s",
+                    path,
+                    e,
+                    delay,
+                )
                 await asyncio.sleep(delay)
         raise RestError(f"GET {path} {params} failed {self._max_tries} times; giving up")
 
     async def _get_once(self, path: str, params: dict[str, Any]) -> tuple[bytes, int]:
         self.stats["calls"] += 1
-        async with self._session.get(self._base + path, params=params,
-                                     timeout=self._timeout) as resp:
+        async with self._session.get(
+            self._base + path, params=params, timeout=self._timeout
+        ) as resp:
             body = await resp.read()
             ts_recv = time.time_ns()
             used = resp.headers.get("X-MBX-USED-WEIGHT-1M")
@@ -88,11 +107,17 @@ class BinanceRest:
             if resp.status in (418, 429):
                 raise RateLimited(resp.status, float(resp.headers.get("Retry-After", "1") or 1))
             if resp.status >= 500:
-                raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status,
-                                                  message=body[:200].decode("utf-8", "replace"))
+                raise aiohttp.ClientResponseError(
+                    resp.request_info,
+                    (),
+                    status=resp.status,
+                    message=body[:200].decode("utf-8", "replace"),
+                )
             if resp.status != 200:
-                raise RestError(f"GET {path} {params}: HTTP {resp.status}: "
-                                f"{body[:200].decode('utf-8', 'replace')}")
+                raise RestError(
+                    f"GET {path} {params}: HTTP {resp.status}: "
+                    f"{body[:200].decode('utf-8', 'replace')}"
+                )
             return body, ts_recv
 
     async def _wait_for_weight(self, weight: int) -> None:
@@ -102,8 +127,13 @@ class BinanceRest:
         if self.used_weight + weight > self._limit:
             wait = 60 - time.time() % 60 + 0.05
             self.stats["weight_waits"] += 1
-            log.warning("part=collect exchange=binance used weight %d + %d would pass the limit "
-                        "%d: waiting %.1f s for the next minute", self.used_weight, weight,
-                        self._limit, wait)
+            log.warning(
+                "part=collect exchange=binance used weight %d + %d would pass the limit "
+                "%d: waiting %.1f s for the next minute",
+                self.used_weight,
+                weight,
+                self._limit,
+                wait,
+            )
             await asyncio.sleep(wait)
             self.used_weight = 0

@@ -746,7 +746,10 @@ class Candles:
     def rows(
         self, sym: str, iv_ms: int, start: int | None, end: int | None, limit: int, now_ms: int
     ) -> list[list[Any]]:
-        lo, hi = window_bounds(iv_ms, start, end, limit, now_ms)
+        csv_bars = self._csv.get(sym)
+        # CSV history may lie after the recording: it is served whatever the replay clock says
+        horizon = max(now_ms, csv_bars[-1][0] + 59_999) if csv_bars else now_ms
+        lo, hi = window_bounds(iv_ms, start, end, limit, horizon)
         groups: list[Sequence[Bar]] = []
         tape = self._market.timeline.tapes.get(sym)
         if tape is not None and tape.times_ms:
@@ -754,9 +757,8 @@ class Candles:
             k_lo = max(0, (lo - tape.times_ms[-1]) // period)
             k_hi = min(self._market.pass_index, (hi - tape.times_ms[0]) // period)
             groups += [self._pass_bars(sym, iv_ms, k, now_ms) for k in range(k_lo, k_hi + 1)]
-        csv_bars = self._csv.get(sym)
         if csv_bars and iv_ms % 60_000 == 0:
             i, j = bisect_left(csv_bars, (lo,)), bisect_left(csv_bars, (hi,))
             groups.append(aggregate_bars(csv_bars[i:j], iv_ms))
-        bars = select_window(merge_sorted_bars(groups), iv_ms, start, end, limit, now_ms)
+        bars = select_window(merge_sorted_bars(groups), iv_ms, start, end, limit, horizon)
         return [bar_row(b, iv_ms) for b in bars]
