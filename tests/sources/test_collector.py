@@ -337,3 +337,51 @@ def test_connections_are_planned_within_the_stream_limit() -> None:
     assert sum(len(syms) for syms, _ in plan) == 700
     with pytest.raises(ValueError, match="exceed"):
         plan_connections(("a",), ("trade",) * 3, 2)
+
+
+async def test_pings_are_answered_so_the_exchange_keeps_us(
+    tmp_path: Path, timeline: Timeline
+) -> None:
+    import aiohttp
+
+    cfg = ReplayConfig(port=0, speed=1, loop=True, ping_interval_s=0.2, pong_timeout_s=0.8)
+    async with running_exchange(cfg, timeline) as ex:
+        # a client that never answers pings is dropped...
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{ex.ws_url}/stream?streams=btcusdt@trade", autoping=False) as ws,
+        ):
+            closed = False
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not closed:
+                msg = await ws.receive(timeout=10)
+                closed = msg.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.CLOSING,
+                )
+            assert closed, "the exchange should drop a client that does not pong"
+        # ...the collector answers them and stays connected
+        settings = settings_for(tmp_path, ex)
+        began = time.monotonic()
+        collector = await collect_until(settings, lambda c: time.monotonic() - began > 3)
+    assert connects(collector) == 1
+    assert collector.connections[0].disconnects == 0
+
+
+async def test_partial_depth_books_match_the_rebuild(tmp_path: Path, timeline: Timeline) -> None:
+    async with running_exchange(ReplayConfig(port=0, speed=0, loop=False), timeline) as ex:
+        settings = settings_for(
+            tmp_path, ex, "collect.streams=[depth20@100ms,trade]", "collect.silence_timeout_s=120"
+        )
+        await collect_until(settings, lambda c: trades_seen(c) >= all_trades())
+    store = SqliteStore(settings.db_path, readonly=True)
+    for sym in SYMBOLS:
+        ref = recorded(sym).books
+        rows = store.query(
+            f"SELECT update_id, {LEVELS} FROM book WHERE symbol=? AND "
+            "source='depth20' ORDER BY update_id",
+            (sym,),
+        )
+        assert len(rows) > 0.95 * len(ref)
+        assert all(same_levels(r[1:], ref[r[0]]) for r in rows)
