@@ -380,6 +380,24 @@ async def test_exchange_info_time_ping_and_klines(
         assert r.status == 400 and (await r.json())["code"] == -1120
 
 
+async def test_klines_from_csv_history(
+    tmp_path: Path, files: tuple[Path, ...], timeline: Timeline
+) -> None:
+    csv = tmp_path / "ETHUSDT-1m-2026-03-23.csv"
+    rows = [(1774267740000 + i * 60_000, 10 + i, 12 + i, 9 + i, 11 + i, 2.0) for i in range(4)]
+    lines = ["open_time_ms,open,high,low,close,volume"] + [",".join(map(str, r)) for r in rows]
+    csv.write_text("\n".join(lines) + "\n")
+    async with exchange(files, timeline, klines=(csv,)) as (ex, http):
+        params = {"symbol": "ETHUSDT", "interval": "1m", "startTime": rows[0][0], "limit": 2}
+        one = await (await http.get(f"{ex.url}/api/v3/klines", params=params)).json()
+        params["interval"] = "3m"
+        three = await (await http.get(f"{ex.url}/api/v3/klines", params=params)).json()
+    assert [r[0] for r in one] == [rows[0][0], rows[1][0]] and one[0][1] == "10.00000000"
+    # 3m buckets are aligned to the epoch; the first three 1m bars make one
+    assert three[0][0] == 1774267740000 and three[0][5] == "6.00000000"
+    assert three[0][2] == "14.00000000" and three[0][4] == "13.00000000"
+
+
 async def test_weight_limit_429_then_418_ban(files: tuple[Path, ...], timeline: Timeline) -> None:
     async with exchange(files, timeline, weight_limit_per_minute=12, ban_after_429s=1) as (
         ex,
