@@ -27,6 +27,15 @@ def depth_weight(limit: int) -> int:
     raise ValueError(f"depth limit {limit} is over Binance's maximum of 5000")
 
 
+def weight_wait_s(used: int, weight: int, limit: int, now_s: float) -> float:
+    """Seconds to wait before spending ``weight`` more: 0 while it fits in this minute's
+    limit, else until the next minute starts (Binance's REQUEST_WEIGHT window is the
+    calendar minute)."""
+    if used + weight <= limit:
+        return 0.0
+    return 60 - now_s % 60 + 0.05
+
+
 class RestError(RuntimeError):
     """A REST answer that retrying will not fix (bad symbol, bad parameter)."""
 
@@ -121,11 +130,11 @@ class BinanceRest:
             return body, ts_recv
 
     async def _wait_for_weight(self, weight: int) -> None:
-        minute = int(time.time() // 60)
-        if minute != self._weight_minute:
-            self.used_weight, self._weight_minute = 0, minute
-        if self.used_weight + weight > self._limit:
-            wait = 60 - time.time() % 60 + 0.05
+        now = time.time()
+        if int(now // 60) != self._weight_minute:
+            self.used_weight, self._weight_minute = 0, int(now // 60)
+        wait = weight_wait_s(self.used_weight, weight, self._limit, now)
+        if wait:
             self.stats["weight_waits"] += 1
             log.warning(
                 "part=collect exchange=binance used weight %d + %d would pass the limit "
