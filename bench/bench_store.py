@@ -68,9 +68,8 @@ def main() -> None:
         f"machine: {platform.machine()} {platform.processor() or ''} python "
         f"{platform.python_version()} sqlite {sqlite3.sqlite_version}"
     )
-    print(
-        f"records: {len(records):,} ({', '.join(f'{k.__name__} {len(v):,}' for k, v in kinds.items())})"
-    )
+    mix = ", ".join(f"{k.__name__} {len(v):,}" for k, v in kinds.items())
+    print(f"records: {len(records):,} ({mix})")
 
     def store_write(rows: list[Record]) -> Callable[[Path], int]:
         def run(d: Path) -> int:

@@ -1,18 +1,24 @@
-/* One side of a price-level order book, in C: the same structure and API as
- * the pure-Python ``ccf.sources.binance.book.BookSide`` (which stays the
- * reference and the fallback).
+/* The order book's hot parts in C: one book side, and a parser for Binance's
+ * level lists. The pure-Python ``ccf.sources.binance.book.BookSide`` has the
+ * same design and API; it stays the fallback and the reference the tests hold
+ * this one to.
  *
- * Every level lives in an open-addressing hash table (key = sign * price ->
- * the price and quantity float objects as they came in), and beside it a
- * sorted array of only the best ``keep`` keys ("near" levels, every key <=
- * ``bound``). Most level changes on Binance are far from the touch: they cost
- * one hash operation. ``top()`` walks the near array and hands out the stored
- * float objects, so a 20-level book record allocates one tuple and no floats.
- * When deletions thin the near array below the depth asked for, it is rebuilt
- * from the table with a quickselect (rare: ~50 times per 6,500 updates).
+ * BookSide: every level lives in an open-addressing hash table (key = sign *
+ * price -> quantity) and, beside it, a sorted array of only the best ``keep``
+ * keys ("near" levels: every key <= ``bound``). Most level changes on Binance
+ * are far from the touch: they cost one hash operation. When deletions thin
+ * the near array below the depth asked for, it is rebuilt from the table with
+ * a quickselect (rare: ~50 times per 6,500 updates).
  *
- * Keys are compared as doubles, exactly like the Python dict keys: the book
- * holds the exact floats parsed from Binance's decimal strings.
+ * Levels: ``parse_levels(b'[["61737.63000000","0.00000000"],...]')`` reads a
+ * JSON list of [price, qty] pairs (strings or numbers) into a flat array of
+ * doubles, without a Python object per value. Each value is the correctly
+ * rounded double of its decimal text, as ``float()`` gives: the mantissa of a
+ * Binance decimal (13-16 digits) is exact in a double and so is 10**k for
+ * k <= 22, so one IEEE division rounds correctly (Clinger's fast path); other
+ * numbers go through ``PyOS_string_to_double``, Python's own ``float()``.
+ * Anything but plain non-negative JSON numbers is a ValueError, which sends
+ * the frame back to the general msgspec decoder.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -20,10 +26,263 @@
 #include <stdint.h>
 #include <string.h>
 
+/* -- Levels: parsed [price, qty] pairs -------------------------------------------------- */
+
+typedef struct {
+    PyObject_VAR_HEAD
+    double v[1]; /* price_0, qty_0, price_1, qty_1, ... (ob_size pairs) */
+} Levels;
+
+static PyTypeObject LevelsType;
+
+static const double POW10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                               1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+static int
+parse_error(const char *what, Py_ssize_t at)
+{
+    PyErr_Format(PyExc_ValueError, "levels: %s at byte %zd", what, at);
+    return -1;
+}
+
+static inline const char *
+skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* One non-negative JSON number, bare or inside a JSON string, at *pp. */
+static int
+parse_number(const char **pp, const char *start, const char *end, double *out)
+{
+    const char *p = *pp;
+    int quoted = p < end && *p == '"';
+    if (quoted)
+        p++;
+    const char *tok = p;
+    uint64_t m = 0;
+    int digits = 0, frac = 0, exp = 0, exp_sign = 1, exp_digits = 0;
+    /* integer part: 0 or [1-9][0-9]* */
+    if (p < end && *p == '0') {
+        p++;
+    }
+    else if (p < end && *p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (digits < 19)
+                m = m * 10 + (uint64_t)(*p - '0');
+            digits++;
+            p++;
+        }
+    }
+    else {
+        return parse_error("expected a non-negative number", p - start);
+    }
+    if (p < end && *p == '.') {
+        p++;
+        if (!(p < end && *p >= '0' && *p <= '9'))
+            return parse_error("expected a digit after '.'", p - start);
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (digits == 0 && *p == '0') { /* leading zeros of 0.000x carry no digits */
+                frac++;
+                p++;
+                continue;
+            }
+            if (digits < 19) {
+                m = m * 10 + (uint64_t)(*p - '0');
+                frac++;
+            }
+            digits++;
+            p++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) {
+            exp_sign = *p == '-' ? -1 : 1;
+            p++;
+        }
+        while (p < end && *p >= '0' && *p <= '9') {
+            if (exp < 100000)
+                exp = exp * 10 + (*p - '0');
+            exp_digits++;
+            p++;
+        }
+        if (exp_digits == 0)
+            return parse_error("expected a digit in the exponent", p - start);
+    }
+    const char *tok_end = p;
+    if (quoted) {
+        if (!(p < end && *p == '"'))
+            return parse_error("expected '\"' after a number", p - start);
+        p++;
+    }
+    int e10 = exp_sign * exp - frac; /* value = m * 10**e10 when digits <= 19 */
+    if (digits <= 19 && m <= (1ULL << 53) && e10 >= -22 && e10 <= 22) {
+        double x = (double)m; /* exact */
+        *out = e10 < 0 ? x / POW10[-e10] : x * POW10[e10];
+    }
+    else { /* long or extreme: Python's own correctly rounded conversion */
+        char buf[128];
+        size_t n = (size_t)(tok_end - tok);
+        if (n >= sizeof buf)
+            return parse_error("number too long", tok - start);
+        memcpy(buf, tok, n);
+        buf[n] = '\0';
+        char *stop;
+        double x = PyOS_string_to_double(buf, &stop, NULL);
+        if (x == -1.0 && PyErr_Occurred())
+            return -1;
+        if (stop != buf + n)
+            return parse_error("bad number", tok - start);
+        *out = x;
+    }
+    *pp = p;
+    return 0;
+}
+
+/* A scratch array reused by every parse (the GIL serialises them). */
+static double *scratch;
+static Py_ssize_t scratch_cap; /* in doubles */
+
+static int
+scratch_reserve(Py_ssize_t n)
+{
+    if (n <= scratch_cap)
+        return 0;
+    Py_ssize_t cap = scratch_cap ? scratch_cap : 256;
+    while (cap < n)
+        cap *= 2;
+    double *p = PyMem_Realloc(scratch, (size_t)cap * sizeof(double));
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    scratch = p;
+    scratch_cap = cap;
+    return 0;
+}
+
+static PyObject *
+levels_from_text(const char *start, Py_ssize_t len)
+{
+    const char *p = start, *end = start + len;
+    Py_ssize_t n = 0; /* values parsed */
+    p = skip_ws(p, end);
+    if (!(p < end && *p == '['))
+        return parse_error("expected '['", p - start), NULL;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == ']') {
+        p++;
+    }
+    else {
+        for (;;) {
+            if (!(p < end && *p == '['))
+                return parse_error("expected '[' opening a level", p - start), NULL;
+            if (scratch_reserve(n + 2) < 0)
+                return NULL;
+            p = skip_ws(p + 1, end);
+            if (parse_number(&p, start, end, &scratch[n]) < 0)
+                return NULL;
+            p = skip_ws(p, end);
+            if (!(p < end && *p == ','))
+                return parse_error("expected ',' inside a level", p - start), NULL;
+            p = skip_ws(p + 1, end);
+            if (parse_number(&p, start, end, &scratch[n + 1]) < 0)
+                return NULL;
+            p = skip_ws(p, end);
+            if (!(p < end && *p == ']'))
+                return parse_error("expected ']' closing a level", p - start), NULL;
+            n += 2;
+            p = skip_ws(p + 1, end);
+            if (p < end && *p == ',') {
+                p = skip_ws(p + 1, end);
+                continue;
+            }
+            if (p < end && *p == ']') {
+                p++;
+                break;
+            }
+            return parse_error("expected ',' or ']' after a level", p - start), NULL;
+        }
+    }
+    p = skip_ws(p, end);
+    if (p != end)
+        return parse_error("trailing data", p - start), NULL;
+    Levels *lv = PyObject_NewVar(Levels, &LevelsType, n / 2);
+    if (lv == NULL)
+        return NULL;
+    if (n)
+        memcpy(lv->v, scratch, (size_t)n * sizeof(double));
+    return (PyObject *)lv;
+}
+
+static PyObject *
+parse_levels(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    if (PyUnicode_Check(arg)) {
+        Py_ssize_t len;
+        const char *s = PyUnicode_AsUTF8AndSize(arg, &len);
+        return s == NULL ? NULL : levels_from_text(s, len);
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *r = levels_from_text(view.buf, view.len);
+    PyBuffer_Release(&view);
+    return r;
+}
+
+static Py_ssize_t
+Levels_len(Levels *lv)
+{
+    return Py_SIZE(lv);
+}
+
+static PyObject *
+Levels_item(Levels *lv, Py_ssize_t i)
+{
+    if (i < 0 || i >= Py_SIZE(lv)) {
+        PyErr_SetString(PyExc_IndexError, "level index out of range");
+        return NULL;
+    }
+    return Py_BuildValue("(dd)", lv->v[2 * i], lv->v[2 * i + 1]);
+}
+
+static PyObject *
+Levels_repr(Levels *lv)
+{
+    PyObject *list = PySequence_List((PyObject *)lv);
+    if (list == NULL)
+        return NULL;
+    PyObject *r = PyUnicode_FromFormat("Levels(%R)", list);
+    Py_DECREF(list);
+    return r;
+}
+
+static PySequenceMethods Levels_as_sequence = {
+    .sq_length = (lenfunc)Levels_len,
+    .sq_item = (ssizeargfunc)Levels_item,
+};
+
+static PyTypeObject LevelsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ccf.sources.binance._cbook.Levels",
+    .tp_basicsize = offsetof(Levels, v),
+    .tp_itemsize = 2 * sizeof(double),
+    .tp_repr = (reprfunc)Levels_repr,
+    .tp_as_sequence = &Levels_as_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Parsed [price, qty] pairs (from parse_levels); a sequence of (price, qty) tuples.",
+};
+
+/* -- BookSide: hash table + near array -------------------------------------------------- */
+
 typedef struct {
     double key;
-    PyObject *price; /* NULL marks an empty slot */
-    PyObject *qty;
+    double qty; /* 0.0 marks an empty slot: a level with quantity 0 does not exist */
 } Entry;
 
 typedef struct {
@@ -36,12 +295,11 @@ typedef struct {
     double *near; /* sorted ascending (best first) */
     Py_ssize_t near_len;
     Py_ssize_t near_cap;
-    double bound; /* every key <= bound is in near; INFINITY: near holds all keys */
+    double bound; /* every key <= bound is in near; INFINITY: near holds every key */
 } BookSide;
 
-static PyObject *NAN_OBJ; /* one shared NaN float for padding, like book.NAN */
-
-/* -- hash table ------------------------------------------------------------------------- */
+static PyTypeObject BookSideType;
+static PyObject *NAN_OBJ; /* one shared NaN float for padding */
 
 static inline size_t
 hash_key(double k)
@@ -62,7 +320,7 @@ probe(const BookSide *s, double k, int *found)
 {
     size_t i = hash_key(k) & s->mask;
     const Entry *t = s->table;
-    while (t[i].price != NULL) {
+    while (t[i].qty != 0.0) {
         if (t[i].key == k) {
             *found = 1;
             return i;
@@ -93,16 +351,12 @@ table_grow(BookSide *s)
     Entry *old = s->table;
     size_t old_cap = s->mask + 1;
     Py_ssize_t used = s->used;
-    if (table_alloc(s, old_cap * 2) < 0) {
-        s->table = old;
-        s->mask = old_cap - 1;
+    if (table_alloc(s, old_cap * 2) < 0)
         return -1;
-    }
     for (size_t i = 0; i < old_cap; i++) {
-        if (old[i].price != NULL) {
+        if (old[i].qty != 0.0) {
             int found;
-            size_t j = probe(s, old[i].key, &found);
-            s->table[j] = old[i];
+            s->table[probe(s, old[i].key, &found)] = old[i];
         }
     }
     s->used = used;
@@ -117,7 +371,7 @@ between(size_t i, size_t h, size_t j)
     return i <= j ? (i < h && h <= j) : (i < h || h <= j);
 }
 
-/* Remove slot ``i`` (its references already released) by shifting back its followers. */
+/* Empty slot ``i`` and shift back the entries that probed past it. */
 static void
 table_erase(BookSide *s, size_t i)
 {
@@ -125,34 +379,16 @@ table_erase(BookSide *s, size_t i)
     size_t j = i;
     for (;;) {
         j = (j + 1) & s->mask;
-        if (t[j].price == NULL)
+        if (t[j].qty == 0.0)
             break;
-        size_t h = hash_key(t[j].key) & s->mask;
-        if (!between(i, h, j)) {
+        if (!between(i, hash_key(t[j].key) & s->mask, j)) {
             t[i] = t[j];
             i = j;
         }
     }
-    t[i].price = NULL;
-    t[i].qty = NULL;
+    t[i].qty = 0.0;
     s->used--;
 }
-
-static void
-table_clear(BookSide *s)
-{
-    if (s->table == NULL)
-        return;
-    for (size_t i = 0; i <= s->mask; i++) {
-        if (s->table[i].price != NULL) {
-            Py_CLEAR(s->table[i].price);
-            Py_CLEAR(s->table[i].qty);
-        }
-    }
-    s->used = 0;
-}
-
-/* -- near array ------------------------------------------------------------------------- */
 
 static inline Py_ssize_t
 lower_bound(const double *a, Py_ssize_t n, double k)
@@ -215,18 +451,19 @@ cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Rearrange a[0..n) so that a[0..m) holds its m smallest values (any order). */
+/* Rearrange a[0..n) so that a[0..m) holds its m smallest values, in any order
+ * (Hoare's selection, as in Wirth's "Algorithms + Data Structures"). */
 static void
 select_smallest(double *a, Py_ssize_t n, Py_ssize_t m)
 {
-    Py_ssize_t lo = 0, hi = n - 1;
+    Py_ssize_t k = m - 1, lo = 0, hi = n - 1;
     while (lo < hi) {
-        double x = a[lo + (hi - lo) / 2];
+        double x = a[k];
         Py_ssize_t i = lo, j = hi;
-        while (i <= j) {
+        do {
             while (a[i] < x)
                 i++;
-            while (a[j] > x)
+            while (x < a[j])
                 j--;
             if (i <= j) {
                 double t = a[i];
@@ -235,14 +472,11 @@ select_smallest(double *a, Py_ssize_t n, Py_ssize_t m)
                 i++;
                 j--;
             }
-        }
-        /* now a[lo..j] <= x <= a[i..hi], j < i */
-        if (m - 1 <= j)
-            hi = j;
-        else if (m - 1 >= i)
+        } while (i <= j);
+        if (j < k)
             lo = i;
-        else
-            return;
+        if (k < i)
+            hi = j;
     }
 }
 
@@ -255,7 +489,7 @@ refill(BookSide *s)
         return -1;
     Py_ssize_t w = 0;
     for (size_t i = 0; i <= s->mask; i++) {
-        if (s->table[i].price != NULL)
+        if (s->table[i].qty != 0.0)
             s->near[w++] = s->table[i].key;
     }
     if (n > s->keep) {
@@ -272,100 +506,61 @@ refill(BookSide *s)
     return 0;
 }
 
-/* -- levels in -------------------------------------------------------------------------- */
-
-/* A float object for ``o`` (a new reference) and its value. */
-static PyObject *
-as_float(PyObject *o, double *v)
-{
-    if (PyFloat_CheckExact(o)) {
-        *v = PyFloat_AS_DOUBLE(o);
-        Py_INCREF(o);
-        return o;
-    }
-    PyObject *f = PyNumber_Float(o);
-    if (f != NULL)
-        *v = PyFloat_AS_DOUBLE(f);
-    return f;
-}
-
-/* Set one level; quantity zero removes it. */
+/* Set one level; quantity zero removes it (``skip_zero``: ignores it, as reset does). */
 static int
-set_level(BookSide *s, PyObject *p, PyObject *q, int skip_zero)
+set_level(BookSide *s, double price, double qty, int skip_zero)
 {
-    double pv, qv;
-    PyObject *pf = as_float(p, &pv);
-    if (pf == NULL)
-        return -1;
-    PyObject *qf = as_float(q, &qv);
-    if (qf == NULL) {
-        Py_DECREF(pf);
-        return -1;
-    }
-    if (qv == 0.0 && skip_zero) { /* reset: a zero level is skipped, not deleted */
-        Py_DECREF(pf);
-        Py_DECREF(qf);
+    if (qty == 0.0 && skip_zero)
         return 0;
-    }
-    double k = s->sign * pv;
+    double k = s->sign * price;
     if (k == 0.0)
         k = 0.0; /* one key for -0.0 and 0.0, as in a dict */
     int found;
     size_t i = probe(s, k, &found);
-    if (qv != 0.0) {
+    if (qty != 0.0) {
         if (found) {
-            Py_SETREF(s->table[i].qty, qf);
-            Py_DECREF(pf);
+            s->table[i].qty = qty;
             return 0;
         }
         if ((size_t)(s->used + 1) * 2 > s->mask + 1) {
             if (table_grow(s) < 0)
-                goto fail;
+                return -1;
             i = probe(s, k, &found);
         }
         if (k <= s->bound && near_insert(s, k) < 0)
-            goto fail;
+            return -1;
         s->table[i].key = k;
-        s->table[i].price = pf;
-        s->table[i].qty = qf;
+        s->table[i].qty = qty;
         s->used++;
-        return 0;
     }
-    Py_DECREF(pf);
-    Py_DECREF(qf);
-    if (found) {
-        PyObject *op = s->table[i].price, *oq = s->table[i].qty;
+    else if (found) {
         table_erase(s, i);
         if (k <= s->bound)
             near_remove(s, k);
-        Py_DECREF(op);
-        Py_DECREF(oq);
     }
     return 0;
-fail:
-    Py_DECREF(pf);
-    Py_DECREF(qf);
-    return -1;
+}
+
+static int
+as_double(PyObject *o, double *v)
+{
+    *v = PyFloat_CheckExact(o) ? PyFloat_AS_DOUBLE(o) : PyFloat_AsDouble(o);
+    return *v == -1.0 && PyErr_Occurred() ? -1 : 0;
 }
 
 static int
 set_pair(BookSide *s, PyObject *item, int skip_zero)
 {
-    if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2)
-        return set_level(s, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1), skip_zero);
-    if (PyList_CheckExact(item) && PyList_GET_SIZE(item) == 2)
-        return set_level(s, PyList_GET_ITEM(item, 0), PyList_GET_ITEM(item, 1), skip_zero);
     PyObject *seq = PySequence_Fast(item, "a level must be a (price, qty) pair");
     if (seq == NULL)
         return -1;
-    int rc;
-    if (PySequence_Fast_GET_SIZE(seq) != 2) {
+    int rc = -1;
+    double p, q;
+    if (PySequence_Fast_GET_SIZE(seq) != 2)
         PyErr_SetString(PyExc_ValueError, "a level must be a (price, qty) pair");
-        rc = -1;
-    }
-    else {
-        rc = set_level(s, PySequence_Fast_GET_ITEM(seq, 0), PySequence_Fast_GET_ITEM(seq, 1), skip_zero);
-    }
+    else if (as_double(PySequence_Fast_GET_ITEM(seq, 0), &p) == 0 &&
+             as_double(PySequence_Fast_GET_ITEM(seq, 1), &q) == 0)
+        rc = set_level(s, p, q, skip_zero);
     Py_DECREF(seq);
     return rc;
 }
@@ -373,10 +568,10 @@ set_pair(BookSide *s, PyObject *item, int skip_zero)
 static int
 set_levels(BookSide *s, PyObject *levels, int skip_zero)
 {
-    if (PyList_CheckExact(levels)) {
-        /* The decoder's lists: index directly (a level never reenters Python code). */
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(levels); i++) {
-            if (set_pair(s, PyList_GET_ITEM(levels, i), skip_zero) < 0)
+    if (Py_IS_TYPE(levels, &LevelsType)) { /* the hot path: no objects at all */
+        const Levels *lv = (const Levels *)levels;
+        for (Py_ssize_t i = 0; i < Py_SIZE(lv); i++) {
+            if (set_level(s, lv->v[2 * i], lv->v[2 * i + 1], skip_zero) < 0)
                 return -1;
         }
         return 0;
@@ -396,8 +591,6 @@ set_levels(BookSide *s, PyObject *levels, int skip_zero)
     Py_DECREF(it);
     return PyErr_Occurred() ? -1 : 0;
 }
-
-/* -- the type --------------------------------------------------------------------------- */
 
 static PyObject *
 BookSide_new(PyTypeObject *type, PyObject *Py_UNUSED(args), PyObject *Py_UNUSED(kwds))
@@ -431,7 +624,8 @@ BookSide_init(BookSide *s, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "keep must be at least 1");
         return -1;
     }
-    table_clear(s);
+    memset(s->table, 0, (s->mask + 1) * sizeof(Entry));
+    s->used = 0;
     s->sign = sign;
     s->keep = keep;
     s->near_len = 0;
@@ -442,7 +636,6 @@ BookSide_init(BookSide *s, PyObject *args, PyObject *kwds)
 static void
 BookSide_dealloc(BookSide *s)
 {
-    table_clear(s);
     PyMem_Free(s->table);
     PyMem_Free(s->near);
     Py_TYPE(s)->tp_free((PyObject *)s);
@@ -451,19 +644,19 @@ BookSide_dealloc(BookSide *s)
 static PyObject *
 BookSide_reset(BookSide *s, PyObject *levels)
 {
-    table_clear(s);
+    memset(s->table, 0, (s->mask + 1) * sizeof(Entry));
+    s->used = 0;
     s->near_len = 0;
     s->bound = -INFINITY; /* no level goes to near one by one: refill sorts them once */
-    if (set_levels(s, levels, 1) < 0) {
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        refill(s); /* keep the side consistent with what was set */
+    int rc = set_levels(s, levels, 1);
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int rc2 = refill(s); /* even after an error: near must match what was set */
+    if (rc < 0) {
         PyErr_Restore(type, value, tb);
         return NULL;
     }
-    if (refill(s) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return rc2 < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 static PyObject *
@@ -496,39 +689,52 @@ BookSide_best(BookSide *s, PyObject *Py_UNUSED(ignored))
     return PyFloat_FromDouble(s->near_len ? s->sign * s->near[0] : Py_NAN);
 }
 
-/* Write the top ``depth`` levels of ``s`` as price, qty, ... into ``out`` from ``pos``. */
-static void
+/* Store the top ``depth`` levels of ``s`` as price, qty, ... into ``out`` from ``pos``. */
+static int
 fill_top(const BookSide *s, Py_ssize_t depth, PyObject *out, Py_ssize_t pos)
 {
     Py_ssize_t n = s->near_len < depth ? s->near_len : depth;
     for (Py_ssize_t i = 0; i < n; i++) {
         int found;
-        const Entry *e = &s->table[probe(s, s->near[i], &found)];
-        Py_INCREF(e->price);
-        PyTuple_SET_ITEM(out, pos++, e->price);
-        Py_INCREF(e->qty);
-        PyTuple_SET_ITEM(out, pos++, e->qty);
+        double k = s->near[i];
+        PyObject *p = PyFloat_FromDouble(s->sign * k);
+        if (p == NULL)
+            return -1;
+        PyTuple_SET_ITEM(out, pos++, p);
+        PyObject *q = PyFloat_FromDouble(s->table[probe(s, k, &found)].qty);
+        if (q == NULL)
+            return -1;
+        PyTuple_SET_ITEM(out, pos++, q);
     }
     for (Py_ssize_t i = n; i < depth; i++) {
-        Py_INCREF(NAN_OBJ);
-        PyTuple_SET_ITEM(out, pos++, NAN_OBJ);
-        Py_INCREF(NAN_OBJ);
-        PyTuple_SET_ITEM(out, pos++, NAN_OBJ);
+        PyTuple_SET_ITEM(out, pos++, Py_NewRef(NAN_OBJ));
+        PyTuple_SET_ITEM(out, pos++, Py_NewRef(NAN_OBJ));
     }
+    return 0;
+}
+
+static Py_ssize_t
+depth_arg(PyObject *o)
+{
+    Py_ssize_t depth = PyLong_AsSsize_t(o);
+    if (depth < 0 && !PyErr_Occurred())
+        depth = 0;
+    return depth;
 }
 
 static PyObject *
 BookSide_top(BookSide *s, PyObject *arg)
 {
-    Py_ssize_t depth = PyLong_AsSsize_t(arg);
-    if (depth == -1 && PyErr_Occurred())
+    Py_ssize_t depth = depth_arg(arg);
+    if (depth == -1)
         return NULL;
-    if (depth < 0)
-        depth = 0;
     PyObject *t = PyTuple_New(2 * depth);
     if (t == NULL)
         return NULL;
-    fill_top(s, depth, t, 0);
+    if (fill_top(s, depth, t, 0) < 0) {
+        Py_DECREF(t); /* unset items are NULL, which tuple dealloc skips */
+        return NULL;
+    }
     PyObject *l = PySequence_List(t);
     Py_DECREF(t);
     return l;
@@ -542,7 +748,14 @@ BookSide_levels(BookSide *s, PyObject *Py_UNUSED(ignored))
         return NULL;
     for (size_t i = 0; i <= s->mask; i++) {
         const Entry *e = &s->table[i];
-        if (e->price != NULL && PyDict_SetItem(d, e->price, e->qty) < 0) {
+        if (e->qty == 0.0)
+            continue;
+        PyObject *p = PyFloat_FromDouble(s->sign * e->key);
+        PyObject *q = PyFloat_FromDouble(e->qty);
+        int rc = p && q ? PyDict_SetItem(d, p, q) : -1;
+        Py_XDECREF(p);
+        Py_XDECREF(q);
+        if (rc < 0) {
             Py_DECREF(d);
             return NULL;
         }
@@ -551,7 +764,7 @@ BookSide_levels(BookSide *s, PyObject *Py_UNUSED(ignored))
 }
 
 static PyObject *
-BookSide_near(BookSide *s, void *Py_UNUSED(closure))
+BookSide_get_near(BookSide *s, void *Py_UNUSED(closure))
 {
     PyObject *l = PyList_New(s->near_len);
     if (l == NULL)
@@ -592,7 +805,7 @@ BookSide_len(BookSide *s)
 }
 
 static PyMethodDef BookSide_methods[] = {
-    {"reset", (PyCFunction)BookSide_reset, METH_O, "Replace every level with ``levels``."},
+    {"reset", (PyCFunction)BookSide_reset, METH_O, "reset(levels): replace every level."},
     {"apply", (PyCFunction)(void (*)(void))BookSide_apply, METH_FASTCALL,
      "apply(levels, depth): set each level; quantity zero removes it."},
     {"best", (PyCFunction)BookSide_best, METH_NOARGS, "Best price, NaN when empty."},
@@ -603,10 +816,10 @@ static PyMethodDef BookSide_methods[] = {
 };
 
 static PyGetSetDef BookSide_getset[] = {
-    {"near", (getter)BookSide_near, NULL, "The near keys, sorted best first (a copy).", NULL},
-    {"bound", (getter)BookSide_get_bound, NULL, "Largest key near is sure to hold.", NULL},
+    {"near", (getter)BookSide_get_near, NULL, "The near keys, sorted best first (a copy).", NULL},
+    {"bound", (getter)BookSide_get_bound, NULL, "Every key <= bound is in near.", NULL},
     {"sign", (getter)BookSide_get_sign, NULL, "1.0 for asks, -1.0 for bids.", NULL},
-    {"keep", (getter)BookSide_get_keep, NULL, "How many near keys to keep.", NULL},
+    {"keep", (getter)BookSide_get_keep, NULL, "How many near keys a trim keeps.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -637,29 +850,32 @@ book_top(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "top(asks: BookSide, bids: BookSide, depth: int)");
         return NULL;
     }
-    Py_ssize_t depth = PyLong_AsSsize_t(args[2]);
-    if (depth == -1 && PyErr_Occurred())
+    Py_ssize_t depth = depth_arg(args[2]);
+    if (depth == -1)
         return NULL;
-    if (depth < 0)
-        depth = 0;
     PyObject *t = PyTuple_New(4 * depth);
     if (t == NULL)
         return NULL;
-    fill_top((BookSide *)args[0], depth, t, 0);
-    fill_top((BookSide *)args[1], depth, t, 2 * depth);
+    if (fill_top((BookSide *)args[0], depth, t, 0) < 0 ||
+        fill_top((BookSide *)args[1], depth, t, 2 * depth) < 0) {
+        Py_DECREF(t);
+        return NULL;
+    }
     return t;
 }
 
 static PyMethodDef module_methods[] = {
     {"top", (PyCFunction)(void (*)(void))book_top, METH_FASTCALL,
      "top(asks, bids, depth): flat (a_p_0, a_q_0, ..., b_p_0, b_q_0, ...), NaN padded."},
+    {"parse_levels", (PyCFunction)parse_levels, METH_O,
+     "parse_levels(json_text) -> Levels: a JSON list of [price, qty] pairs, parsed."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef cbook_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "ccf.sources.binance._cbook",
-    .m_doc = "C order book side; see ccf.sources.binance.book for the Python reference.",
+    .m_doc = "C order book side and level parser; ccf.sources.binance.book has the reference.",
     .m_size = -1,
     .m_methods = module_methods,
 };
@@ -667,7 +883,7 @@ static struct PyModuleDef cbook_module = {
 PyMODINIT_FUNC
 PyInit__cbook(void)
 {
-    if (PyType_Ready(&BookSideType) < 0)
+    if (PyType_Ready(&BookSideType) < 0 || PyType_Ready(&LevelsType) < 0)
         return NULL;
     NAN_OBJ = PyFloat_FromDouble(Py_NAN);
     if (NAN_OBJ == NULL)
@@ -675,16 +891,10 @@ PyInit__cbook(void)
     PyObject *m = PyModule_Create(&cbook_module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&BookSideType);
-    if (PyModule_AddObject(m, "BookSide", (PyObject *)&BookSideType) < 0) {
-        Py_DECREF(&BookSideType);
+    if (PyModule_AddObjectRef(m, "BookSide", (PyObject *)&BookSideType) < 0 ||
+        PyModule_AddObjectRef(m, "Levels", (PyObject *)&LevelsType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddObject(m, "NAN", NAN_OBJ) < 0) {
-        Py_DECREF(m);
-        return NULL;
-    }
-    Py_INCREF(NAN_OBJ); /* the module's reference was stolen; keep ours for padding */
     return m;
 }
