@@ -66,6 +66,23 @@ class Trade(NamedTuple):
     side: Literal["buy", "sell"]  # taker side
     ts_event: int  # trade time (T)
     ts_recv: int
+    backfilled: bool = False  # fetched over REST to fill a gap, not received live
+
+
+class AggTrade(NamedTuple):
+    """An aggregate trade (``/api/v3/aggTrades``, archive ``aggTrades``): trades
+    ``first_trade_id..last_trade_id`` filled at one price by one taker order."""
+
+    exchange: str
+    symbol: str
+    agg_id: int
+    price: float
+    qty: float
+    first_trade_id: int
+    last_trade_id: int
+    side: Literal["buy", "sell"]  # taker side
+    ts_event: int
+    ts_recv: int
 
 
 class Quote(NamedTuple):
@@ -134,4 +151,4 @@ class DeadLetter(NamedTuple):
     ts_recv: int
 
 
-Record = Book | Trade | Quote | Candle | Gap | DeadLetter
+Record = Book | Trade | AggTrade | Quote | Candle | Gap | DeadLetter

@@ -58,6 +58,9 @@ def test_candles_update_until_closed_and_dead_letters_keep_the_frame(tmp_path: P
     store.write([open_c])
     store.write([open_c._replace(close=1.7, closed=True)])
     assert store.query("SELECT close, closed FROM candle") == [(1.7, 1)]
+    # a closed candle is final: a late open update or a second backfill changes nothing
+    store.write([open_c._replace(close=9.9), open_c._replace(close=1.7, closed=True, ts_recv=99)])
+    assert store.query("SELECT close, closed, ts_recv FROM candle") == [(1.7, 1, 2)]
     store.write([DeadLetter("binance", "", "malformed json", '{"stream":', 5)])
     assert store.query("SELECT reason, frame FROM dead_letter") == [
         ("malformed json", '{"stream":')
@@ -128,3 +131,21 @@ def test_another_process_reads_while_one_writes(tmp_path: Path) -> None:
     distinct, last = map(int, out.split())
     assert last == 20000
     assert distinct > 2  # it really read in between writes
+
+
+def test_columns_added_to_a_record_later_are_added_to_an_old_store(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.execute(
+        "CREATE TABLE trade (exchange TEXT, symbol TEXT, trade_id INTEGER, price REAL, "
+        "qty REAL, side TEXT, ts_event INTEGER, ts_recv INTEGER, "
+        "PRIMARY KEY (exchange, symbol, trade_id)) WITHOUT ROWID"
+    )
+    con.execute("INSERT INTO trade VALUES ('binance', 'btcusdt', 1, 1.0, 1.0, 'buy', 1, 1)")
+    con.commit()
+    con.close()
+    store = SqliteStore(path)
+    store.write([_trades(1, start=2)[0]._replace(backfilled=True)])
+    assert store.query("SELECT trade_id, backfilled FROM trade ORDER BY 1") == [(1, 0), (2, 1)]

@@ -18,21 +18,33 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
-from ccf.records import Book, Candle, DeadLetter, Gap, Quote, Record, Trade, book_columns
+from ccf.records import (
+    AggTrade,
+    Book,
+    Candle,
+    DeadLetter,
+    Gap,
+    Quote,
+    Record,
+    Trade,
+    book_columns,
+)
 from ccf.storage.base import StreamSummary
 
 log = logging.getLogger(__name__)
 
 _TABLES = {
     Trade: ("trade", "INSERT OR IGNORE"),
+    AggTrade: ("agg_trade", "INSERT OR IGNORE"),
     Quote: ("quote", "INSERT OR IGNORE"),
-    Candle: ("candle", "INSERT OR REPLACE"),
+    Candle: ("candle", "INSERT"),  # upsert: see _UPSERT
     Gap: ("gap", "INSERT OR REPLACE"),
     DeadLetter: ("dead_letter", "INSERT"),
 }
 _SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT", bool: "INTEGER"}
 _KEYS = {
     "trade": "exchange, symbol, trade_id",
+    "agg_trade": "exchange, symbol, agg_id",
     "quote": "exchange, symbol, update_id",
     "candle": "exchange, symbol, interval, open_time",
     "gap": "exchange, symbol, stream, start_ts",
@@ -40,13 +52,19 @@ _KEYS = {
 }
 _TIME_COLUMN = {
     "trade": "ts_event",
+    "agg_trade": "ts_event",
     "quote": "ts_event",
     "candle": "open_time",
     "gap": "start_ts",
     "book": "ts_event",
     "dead_letter": "ts_recv",
 }
-EVENT_KINDS = ("book", "trade", "quote", "candle")
+EVENT_KINDS = ("book", "trade", "agg_trade", "quote", "candle")
+# A candle is rewritten while it is open and final once closed: the live stream's
+# last update, a backfill and a second backfill all leave the same closed row.
+_UPSERT = {
+    "candle": " ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE candle.closed = 0",
+}
 
 
 def _column_type(hint: Any) -> str:
@@ -105,6 +123,7 @@ class SqliteStore:
         con = self._con
         for record, (table, _) in _TABLES.items():
             con.execute(_table_ddl(table, record))
+            self._add_missing_columns(table, record)
         meta = ", ".join(f"{c} REAL" for c in book_columns(book_depth))
         con.execute(
             "CREATE TABLE IF NOT EXISTS book (exchange TEXT, symbol TEXT, source TEXT, "
@@ -119,6 +138,32 @@ class SqliteStore:
             "CREATE TABLE IF NOT EXISTS part_status (part TEXT PRIMARY KEY, pid INTEGER, "
             "started_at INTEGER, heartbeat_at INTEGER, state TEXT, detail TEXT)"
         )
+
+    def _insert_sql(self, kind: type) -> str:
+        table, verb = _TABLES[kind]
+        fields = kind._fields  # type: ignore[attr-defined]
+        sql = f"{verb} INTO {table} ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})"
+        if table in _UPSERT:
+            sets = ", ".join(f"{f} = excluded.{f}" for f in fields)
+            sql += _UPSERT[table].format(key=_KEYS[table], sets=sets)
+        return sql
+
+    def _add_missing_columns(self, table: str, record: type) -> None:
+        """Columns added to a record since the store was made (with their defaults)."""
+        have = {row[1] for row in self._con.execute(f"PRAGMA table_info({table})")}
+        hints = get_type_hints(record)
+        for name in record._fields:  # type: ignore[attr-defined]
+            if name not in have:
+                default = record._field_defaults.get(name)  # type: ignore[attr-defined]
+                literal = (
+                    "NULL"
+                    if default is None
+                    else repr(int(default) if isinstance(default, bool) else default)
+                )
+                self._con.execute(
+                    f"ALTER TABLE {table} ADD COLUMN {name} "
+                    f"{_column_type(hints[name])} DEFAULT {literal}"
+                )
 
     def _widen_book(self, depth: int) -> None:
         """A deeper book than the table holds adds columns; a shallower one leaves NULLs."""
@@ -168,9 +213,7 @@ class SqliteStore:
                         rows,
                     )
                 else:
-                    table, verb = _TABLES[kind]
-                    marks = ", ".join("?" * len(kind._fields))  # type: ignore[attr-defined]
-                    con.executemany(f"{verb} INTO {table} VALUES ({marks})", rows)
+                    con.executemany(self._insert_sql(kind), rows)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
