@@ -121,6 +121,152 @@ def exchange(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> N
     run_until_stopped(main)
 
 
+backfill_app = typer.Typer(
+    help="Market history into the store: REST walks and archive files. "
+    "Rerun an interrupted backfill to resume it; a rerun of a finished "
+    "one changes nothing.",
+    no_args_is_help=True,
+)
+app.add_typer(backfill_app, name="backfill")
+SYMBOL = typer.Option(..., "--symbol", "-s", help="e.g. btcusdt")
+START = typer.Option(..., "--start", help="UTC time: 2024-08-08T23:54, 2024-08-08, or epoch ms")
+END = typer.Option(..., "--end", help="UTC time (exclusive), same forms as --start")
+
+
+def _time_ms(text: str, option: str) -> int:
+    from datetime import UTC, datetime
+
+    if text.isdigit():
+        return int(text)
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        typer.echo(
+            f"ccf: {option} {text!r}: use 2024-08-08T23:54, 2024-08-08 or epoch ms", err=True
+        )
+        raise typer.Exit(2) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return int(dt.timestamp() * 1000)
+
+
+def _print_summary_with_progress(
+    run: Callable[..., object], total_ms: tuple[int, int] | None, label: str
+) -> object:
+    """Run ``run(progress)`` under a progress bar over event time (or rows)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    start, end = total_ms or (0, 0)
+    percent = [TextColumn("{task.percentage:>5.1f}%")] if total_ms else []
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        *percent,
+        TextColumn("{task.fields[rows]:>10,} rows"),
+        TimeElapsedColumn(),
+    ) as bar:
+        task = bar.add_task(label, total=max(1, end - start) if total_ms else None, rows=0)
+
+        def progress(pos_ms: int, rows: int) -> None:
+            bar.update(task, completed=(pos_ms - start) if total_ms else rows, rows=rows)
+
+        result = run(progress)
+        if total_ms:
+            bar.update(task, completed=end - start)
+    return result
+
+
+@backfill_app.command("klines")
+def backfill_klines(
+    symbol: str = SYMBOL,
+    start: str = START,
+    end: str = END,
+    interval: str = typer.Option("1m", help="1s 1m 3m 5m 15m 30m 1h ... 1w"),
+    overrides: list[str] = OVERRIDES,
+    config: list[Path] = CONFIG,
+) -> None:
+    """Candles for a symbol and time range over REST (/api/v3/klines)."""
+    _backfill_rest("klines", symbol, start, end, interval, overrides, config)
+
+
+@backfill_app.command("aggtrades")
+def backfill_aggtrades(
+    symbol: str = SYMBOL,
+    start: str = START,
+    end: str = END,
+    overrides: list[str] = OVERRIDES,
+    config: list[Path] = CONFIG,
+) -> None:
+    """Aggregate trades for a symbol and time range over REST (/api/v3/aggTrades)."""
+    _backfill_rest("aggtrades", symbol, start, end, "1m", overrides, config)
+
+
+def _backfill_rest(
+    what: str,
+    symbol: str,
+    start: str,
+    end: str,
+    interval: str,
+    overrides: list[str] | None,
+    config: list[Path],
+) -> None:
+    from ccf.sources.backfill import run_rest_backfill
+    from ccf.sources.binance.history import NoProgress
+    from ccf.sources.binance.rest import RestError
+
+    settings = _settings(overrides, config)
+    start_ms, end_ms = _time_ms(start, "--start"), _time_ms(end, "--end")
+    if end_ms <= start_ms:
+        typer.echo("ccf: --end must be after --start", err=True)
+        raise typer.Exit(2)
+    try:
+        summary = _print_summary_with_progress(
+            lambda progress: asyncio.run(
+                run_rest_backfill(
+                    settings, what, symbol.lower(), start_ms, end_ms, interval, progress
+                )
+            ),
+            (start_ms, end_ms),
+            f"{what} {symbol}",
+        )
+    except (RestError, NoProgress, ValueError) as e:
+        typer.echo(
+            f"ccf: backfill stopped: {e}. What was fetched is stored; run the same "
+            "command again to resume.",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    typer.echo(summary.text())  # type: ignore[attr-defined]
+
+
+@backfill_app.command("import")
+def backfill_import(
+    source: str = typer.Argument(..., help="archive .zip/.csv/.csv.gz path or URL"),
+    symbol: str = typer.Option(None, "--symbol", "-s", help="when the file name does not say"),
+    interval: str = typer.Option(None, help="when the file name does not say"),
+    overrides: list[str] = OVERRIDES,
+    config: list[Path] = CONFIG,
+) -> None:
+    """Import a Binance archive file (klines or aggTrades, ms or µs timestamps) or a plain
+    open_time_ms,open,high,low,close,volume candle file."""
+    from ccf.sources.archive import ArchiveError
+    from ccf.sources.backfill import run_import
+
+    settings = _settings(overrides, config)
+    try:
+        summary = _print_summary_with_progress(
+            lambda progress: run_import(
+                settings, source, symbol=symbol, interval=interval, progress=progress
+            ),
+            None,
+            f"import {source.rsplit('/', 1)[-1]}",
+        )
+    except ArchiveError as e:
+        typer.echo(f"ccf: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(summary.text())  # type: ignore[attr-defined]
+
+
 @app.command()
 def status(
     overrides: list[str] = OVERRIDES,

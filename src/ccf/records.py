@@ -22,6 +22,7 @@ GapReason = Literal[
     "late_start",
     "crossed_book",
     "stale_snapshot",
+    "missing_history",  # the exchange's own history has a hole (found by a backfill)
 ]
 
 
@@ -115,7 +116,7 @@ class Candle(NamedTuple):
     close: float
     volume: float
     quote_volume: float
-    trades: int
+    trades: int | None  # None where the source does not say (plain OHLCV files)
     taker_buy_volume: float
     taker_buy_quote_volume: float
     closed: bool
@@ -139,6 +140,7 @@ class Gap(NamedTuple):
     reason: GapReason
     detail: str
     ts_recv: int
+    filled: bool = False  # the missing records were fetched afterwards (backfilled)
 
 
 class DeadLetter(NamedTuple):
@@ -151,4 +153,74 @@ class DeadLetter(NamedTuple):
     ts_recv: int
 
 
-Record = Book | Trade | AggTrade | Quote | Candle | Gap | DeadLetter
+NewsDateFlag = Literal["", "missing", "unparsed", "future"]
+
+
+class NewsItem(NamedTuple):
+    """One story, however many feeds carried it; written once, never updated.
+
+    ``item_id`` is fixed by the first sighting (a hash of that feed and guid),
+    and ``ingested_at`` is when we first saw the story: training sees news only
+    by ``ingested_at``, so a later poll must never move it. ``authors`` and
+    ``tags`` are JSON arrays of strings (rows must stay plain SQL values).
+    ``published_at`` is the feed's date in UTC ns, None when missing or
+    unreadable; ``date_flag`` says why (``missing``, ``unparsed``) or that a
+    date too far in the future was clamped to ``ingested_at`` (``future``).
+    """
+
+    item_id: str
+    source: str  # the feed that carried it first
+    guid: str
+    title: str
+    summary: str  # plain text
+    link: str  # canonical: no tracking parameters, no fragment
+    authors: str  # JSON array
+    tags: str  # JSON array
+    published_at: int | None
+    published_raw: str  # the date text as the feed wrote it
+    date_flag: NewsDateFlag
+    title_key: str  # normalized title words, for deduplication
+    ingested_at: int
+
+
+class NewsSource(NamedTuple):
+    """One feed carrying one story: a syndicated story has one row per feed."""
+
+    item_id: str
+    source: str
+    guid: str
+    link: str  # canonical
+    title_key: str
+    seen_at: int  # when this feed first carried it, ns
+
+
+class FeedStatus(NamedTuple):
+    """Health of one feed, upserted by name after every poll.
+
+    ``state`` is ``ok`` or ``failing`` (``pending`` before the first poll);
+    ``bozo`` keeps feedparser's complaint about a feed that still parsed.
+    ``etag``/``last_modified`` are the validators for the next conditional GET.
+    """
+
+    feed: str
+    url: str
+    state: str
+    last_poll_at: int | None
+    last_success_at: int | None
+    last_error_at: int | None
+    last_error: str
+    bozo: str
+    http_status: int | None
+    consecutive_failures: int
+    items_seen: int  # entries in the last feed body parsed
+    new_items: int  # new stories from the last poll
+    new_total: int  # new stories since the feed was first polled
+    next_poll_at: int | None
+    etag: str
+    last_modified: str
+    updated_at: int
+
+
+Record = (
+    Book | Trade | AggTrade | Quote | Candle | Gap | DeadLetter | NewsItem | NewsSource | FeedStatus
+)

@@ -33,7 +33,7 @@ class RawStore(Protocol):
     """
 
     def write(self, records: Sequence[Record]) -> int:
-        """Store a batch in one transaction; returns the rows written."""
+        """Store a batch in one transaction; returns the rows it changed."""
         ...
 
     def summaries(self) -> list[StreamSummary]: ...

@@ -23,7 +23,10 @@ from ccf.records import (
     Book,
     Candle,
     DeadLetter,
+    FeedStatus,
     Gap,
+    NewsItem,
+    NewsSource,
     Quote,
     Record,
     Trade,
@@ -40,6 +43,9 @@ _TABLES = {
     Candle: ("candle", "INSERT"),  # upsert: see _UPSERT
     Gap: ("gap", "INSERT OR REPLACE"),
     DeadLetter: ("dead_letter", "INSERT"),
+    NewsItem: ("news", "INSERT OR IGNORE"),  # first sighting wins: ingested_at never moves
+    NewsSource: ("news_source", "INSERT OR IGNORE"),
+    FeedStatus: ("feed_status", "INSERT OR REPLACE"),
 }
 _SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT", bool: "INTEGER"}
 _KEYS = {
@@ -49,6 +55,9 @@ _KEYS = {
     "candle": "exchange, symbol, interval, open_time",
     "gap": "exchange, symbol, stream, start_ts",
     "book": "exchange, symbol, source, update_id",
+    "news": "item_id",
+    "news_source": "source, guid",
+    "feed_status": "feed",
 }
 _TIME_COLUMN = {
     "trade": "ts_event",
@@ -134,6 +143,8 @@ class SqliteStore:
         for table in ("candle", "gap", "dead_letter"):
             col = _TIME_COLUMN[table]
             con.execute(f"CREATE INDEX IF NOT EXISTS {table}_time ON {table} (symbol, {col})")
+        con.execute("CREATE INDEX IF NOT EXISTS news_time ON news (ingested_at)")
+        con.execute("CREATE INDEX IF NOT EXISTS news_source_item ON news_source (item_id)")
         con.execute(
             "CREATE TABLE IF NOT EXISTS part_status (part TEXT PRIMARY KEY, pid INTEGER, "
             "started_at INTEGER, heartbeat_at INTEGER, state TEXT, detail TEXT)"
@@ -194,13 +205,15 @@ class SqliteStore:
     # -- writes -----------------------------------------------------------------------------
 
     def write(self, records: Sequence[Record]) -> int:
-        """Store a batch in one transaction, grouped by table."""
+        """Store a batch in one transaction, grouped by table; returns the rows it changed
+        (0 for a batch the store already held)."""
         if not records:
             return 0
         groups: dict[type, list[Record]] = {}
         for r in records:
             groups.setdefault(type(r), []).append(r)
         con = self._con
+        before = con.total_changes
         con.execute("BEGIN IMMEDIATE")
         try:
             for kind, rows in groups.items():
@@ -218,7 +231,7 @@ class SqliteStore:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        return len(records)
+        return con.total_changes - before
 
     def _write_books(self, books: list[Book]) -> None:
         by_depth: dict[int, list[tuple[Any, ...]]] = {}
@@ -277,6 +290,50 @@ class SqliteStore:
                 "SELECT symbol, count(*) FROM dead_letter GROUP BY symbol"
             )
         }
+
+    def _has_table(self, table: str) -> bool:
+        # A store made before news existed, opened read-only, has no news tables.
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return bool(self._con.execute(sql, (table,)).fetchone())
+
+    def iter_news(self, start_ns: int = 0, end_ns: int | None = None) -> Iterator[NewsItem]:
+        """Stories by ``ingested_at`` in [start, end): the only order training may see."""
+        if not self._has_table("news"):
+            return
+        sql = f"SELECT {', '.join(NewsItem._fields)} FROM news WHERE ingested_at >= ?"
+        params: tuple[int, ...] = (start_ns,)
+        if end_ns is not None:
+            sql, params = sql + " AND ingested_at < ?", (start_ns, end_ns)
+        for row in self._con.execute(sql + " ORDER BY ingested_at, item_id", params):
+            yield NewsItem(*row)
+
+    def news_keys(self, since_ns: int = 0) -> list[tuple[Any, ...]]:
+        """What deduplication needs of every feed sighting of stories ingested since then:
+        (item_id, source, guid, link, title_key, published_at or ingested_at)."""
+        if not self._has_table("news_source"):
+            return []
+        return self.query(
+            "SELECT s.item_id, s.source, s.guid, s.link, s.title_key, "
+            "coalesce(n.published_at, n.ingested_at) FROM news_source s "
+            "JOIN news n ON n.item_id = s.item_id WHERE n.ingested_at >= ?",
+            (since_ns,),
+        )
+
+    def feed_statuses(self) -> list[FeedStatus]:
+        if not self._has_table("feed_status"):
+            return []
+        cols = ", ".join(FeedStatus._fields)
+        return [FeedStatus(*r) for r in self.query(f"SELECT {cols} FROM feed_status ORDER BY feed")]
+
+    def news_sources(self) -> list[tuple[str, int, int, int | None]]:
+        """Per feed: stories carried, stories it carried first, newest sighting (ns)."""
+        if not self._has_table("news_source"):
+            return []
+        return self.query(
+            "SELECT s.source, count(*), sum(n.source = s.source), max(s.seen_at) "
+            "FROM news_source s JOIN news n ON n.item_id = s.item_id "
+            "GROUP BY s.source ORDER BY s.source"
+        )
 
     def parts(self) -> list[tuple[Any, ...]]:
         return self.query(
