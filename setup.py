@@ -1,7 +1,8 @@
-"""Builds the optional C order book (``ccf.sources.binance._cbook``); metadata is in pyproject.toml.
+"""Builds the C order book (``ccf.sources.binance._cbook``); metadata is in pyproject.toml.
 
-``optional=True``: where no C compiler is available the install still succeeds
-and ``ccf.sources.binance.book`` falls back to its pure-Python ``BookSide``.
+The collector's hot path: see src/ccf/sources/binance/book.py for why and
+bench/bench_collector.py for what it buys. ``CCF_BOOK_IMPL=python`` selects the
+pure-Python book, which stays the reference the tests compare against.
 """
 
 from setuptools import Extension, setup
@@ -12,7 +13,6 @@ setup(
             "ccf.sources.binance._cbook",
             sources=["src/ccf/sources/binance/_cbook.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-            optional=True,
         )
     ]
 )

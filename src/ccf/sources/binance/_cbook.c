@@ -23,6 +23,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -54,73 +55,62 @@ skip_ws(const char *p, const char *end)
     return p;
 }
 
-/* One non-negative JSON number, bare or inside a JSON string, at *pp. */
+static inline int
+is_digit(char c)
+{
+    return (unsigned char)(c - '0') < 10;
+}
+
+/* One non-negative JSON number, bare or inside a JSON string, at *pp. The caller
+ * guarantees the text ends with ']', so no scan below runs past the end: every
+ * loop stops at a character that is not ']' or at that ']' itself. */
 static int
-parse_number(const char **pp, const char *start, const char *end, double *out)
+parse_number(const char **pp, const char *start, double *out)
 {
     const char *p = *pp;
-    int quoted = p < end && *p == '"';
-    if (quoted)
-        p++;
+    int quoted = *p == '"';
+    p += quoted;
     const char *tok = p;
-    uint64_t m = 0;
-    int digits = 0, frac = 0, exp = 0, exp_sign = 1, exp_digits = 0;
-    /* integer part: 0 or [1-9][0-9]* */
-    if (p < end && *p == '0') {
-        p++;
-    }
-    else if (p < end && *p >= '1' && *p <= '9') {
-        while (p < end && *p >= '0' && *p <= '9') {
-            if (digits < 19)
-                m = m * 10 + (uint64_t)(*p - '0');
-            digits++;
-            p++;
-        }
-    }
-    else {
+    uint64_t m = 0; /* every digit, the point ignored; exact while ndigits <= 19 */
+    if (*p == '0')
+        p++; /* a leading 0 stands alone: "01" is not JSON */
+    else if (is_digit(*p))
+        while (is_digit(*p))
+            m = m * 10 + (uint64_t)(*p++ - '0');
+    else
         return parse_error("expected a non-negative number", p - start);
-    }
-    if (p < end && *p == '.') {
-        p++;
-        if (!(p < end && *p >= '0' && *p <= '9'))
+    Py_ssize_t ndigits = p - tok;
+    int frac = 0;
+    if (*p == '.') {
+        const char *f = ++p;
+        while (is_digit(*p))
+            m = m * 10 + (uint64_t)(*p++ - '0');
+        frac = (int)(p - f);
+        if (frac == 0)
             return parse_error("expected a digit after '.'", p - start);
-        while (p < end && *p >= '0' && *p <= '9') {
-            if (digits == 0 && *p == '0') { /* leading zeros of 0.000x carry no digits */
-                frac++;
-                p++;
-                continue;
-            }
-            if (digits < 19) {
-                m = m * 10 + (uint64_t)(*p - '0');
-                frac++;
-            }
-            digits++;
-            p++;
-        }
+        ndigits += frac;
     }
-    if (p < end && (*p == 'e' || *p == 'E')) {
+    int exp = 0;
+    if (*p == 'e' || *p == 'E') {
+        int sign = 1;
         p++;
-        if (p < end && (*p == '+' || *p == '-')) {
-            exp_sign = *p == '-' ? -1 : 1;
-            p++;
-        }
-        while (p < end && *p >= '0' && *p <= '9') {
+        if (*p == '+' || *p == '-')
+            sign = *p++ == '-' ? -1 : 1;
+        const char *e = p;
+        while (is_digit(*p)) {
             if (exp < 100000)
                 exp = exp * 10 + (*p - '0');
-            exp_digits++;
             p++;
         }
-        if (exp_digits == 0)
+        if (p == e)
             return parse_error("expected a digit in the exponent", p - start);
+        exp *= sign;
     }
     const char *tok_end = p;
-    if (quoted) {
-        if (!(p < end && *p == '"'))
-            return parse_error("expected '\"' after a number", p - start);
-        p++;
-    }
-    int e10 = exp_sign * exp - frac; /* value = m * 10**e10 when digits <= 19 */
-    if (digits <= 19 && m <= (1ULL << 53) && e10 >= -22 && e10 <= 22) {
+    if (quoted && *p++ != '"')
+        return parse_error("expected '\"' after a number", p - 1 - start);
+    int e10 = exp - frac; /* value = m * 10**e10 */
+    if (ndigits <= 19 && m <= (1ULL << 53) && e10 >= -22 && e10 <= 22) {
         double x = (double)m; /* exact */
         *out = e10 < 0 ? x / POW10[-e10] : x * POW10[e10];
     }
@@ -170,6 +160,10 @@ levels_from_text(const char *start, Py_ssize_t len)
 {
     const char *p = start, *end = start + len;
     Py_ssize_t n = 0; /* values parsed */
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\n' || end[-1] == '\r'))
+        end--;
+    if (end == p || end[-1] != ']') /* parse_number relies on this ']' */
+        return parse_error("expected ']' at the end", end - start), NULL;
     p = skip_ws(p, end);
     if (!(p < end && *p == '['))
         return parse_error("expected '['", p - start), NULL;
@@ -184,13 +178,13 @@ levels_from_text(const char *start, Py_ssize_t len)
             if (scratch_reserve(n + 2) < 0)
                 return NULL;
             p = skip_ws(p + 1, end);
-            if (parse_number(&p, start, end, &scratch[n]) < 0)
+            if (parse_number(&p, start, &scratch[n]) < 0)
                 return NULL;
             p = skip_ws(p, end);
             if (!(p < end && *p == ','))
                 return parse_error("expected ',' inside a level", p - start), NULL;
             p = skip_ws(p + 1, end);
-            if (parse_number(&p, start, end, &scratch[n + 1]) < 0)
+            if (parse_number(&p, start, &scratch[n + 1]) < 0)
                 return NULL;
             p = skip_ws(p, end);
             if (!(p < end && *p == ']'))
@@ -208,7 +202,6 @@ levels_from_text(const char *start, Py_ssize_t len)
             return parse_error("expected ',' or ']' after a level", p - start), NULL;
         }
     }
-    p = skip_ws(p, end);
     if (p != end)
         return parse_error("trailing data", p - start), NULL;
     Levels *lv = PyObject_NewVar(Levels, &LevelsType, n / 2);

@@ -11,14 +11,25 @@ is not older than the first buffered ``U``, drop diffs with
 ``u <= lastUpdateId``, then require ``U <= last + 1`` for every diff. Any
 break writes a gap record, resyncs that symbol only, and no book record is
 emitted until the book is whole again.
+
+The hot path is one msgspec decode per frame: every subscribed stream's frame
+is a tagged struct (``schemas.stream_frame``), so one decoder reads the stream
+name and the payload in a single pass, and the struct's type picks the handler.
+With the C book, depth levels are parsed by its own exact decimal parser into
+flat arrays instead of a tuple and two floats per level. Whatever that decoder
+refuses (an unknown stream, bad JSON, a bad payload) takes the general path,
+which decides what the frame is and keeps bad ones as dead letters.
+bench/bench_collector.py measures it against cryptofeed.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Literal, Union
+from functools import reduce
+from typing import Any, Literal
 
 import msgspec
 
@@ -32,25 +43,36 @@ EXCHANGE = "binance"
 CADENCE_NS = {"update": 0, "100ms": 100 * NS_PER_MS, "1s": 1000 * NS_PER_MS}
 MAX_BUFFERED_DIFFS = 20_000  # a snapshot that never comes must not eat the memory
 MAX_DEAD_LETTER_CHARS = 65_536
-_STREAM_PREFIX = '{"stream":"'
-_PREFIX_LEN = len(_STREAM_PREFIX)
 SnapshotOutcome = Literal["synced", "stale", "ignored"]
 Handler = Callable[["SymbolState", Any, int, list[Record]], None]
 DecodeErrors = (msgspec.ValidationError, msgspec.DecodeError)
 # Builds a record NamedTuple from a ready tuple without its keyword-handling __new__
-# (~3x cheaper); only for records of the right length, with fields in order.
+# (~3x cheaper). It fills no defaults: the hot path passes every field, in order, and
+# this check stops the import if a record gains a field that the hot path does not fill.
 _new = tuple.__new__
+_HOT_RECORD_FIELDS = {Book: 7, Trade: 9, Quote: 9}
+for _record, _n in _HOT_RECORD_FIELDS.items():
+    if len(_record._fields) != _n:
+        raise ImportError(
+            f"records.{_record.__name__} now has {len(_record._fields)} fields; "
+            f"BinanceFeed builds it with {_n}: update its _new(...) calls"
+        )
 
 _decode_envelope = msgspec.json.Decoder(wire.Envelope).decode
 _decode_control = msgspec.json.Decoder(wire.ControlReply).decode
 _decode_event = msgspec.json.Decoder(wire.EventOnly).decode
 _decode_snapshot = msgspec.json.Decoder(wire.DepthSnapshot, strict=False).decode
 _PAYLOADS: dict[str, type] = {
-    "book": wire.DepthDiff, "partial": wire.PartialDepth, "trade": wire.TradeMsg,
-    "quote": wire.BookTickerMsg, "candle": wire.KlineMsg,
+    "book": wire.DepthDiff,
+    "partial": wire.PartialDepth,
+    "trade": wire.TradeMsg,
+    "quote": wire.BookTickerMsg,
+    "candle": wire.KlineMsg,
 }
-_decode_frame = {k: msgspec.json.Decoder(wire.Frame[t], strict=False).decode
-                 for k, t in _PAYLOADS.items()}
+_PAYLOADS_C = {**_PAYLOADS, "book": wire.DepthDiffRaw}
+_decode_frame = {
+    k: msgspec.json.Decoder(wire.Frame[t], strict=False).decode for k, t in _PAYLOADS.items()
+}
 _decode_payload = {k: msgspec.json.Decoder(t, strict=False).decode for k, t in _PAYLOADS.items()}
 
 
@@ -71,8 +93,18 @@ def stream_kind(stream: str) -> str:
 class SymbolState:
     """Everything the feed tracks for one symbol."""
 
-    __slots__ = ("symbol", "book", "synced", "snapshot_pending", "buffer", "bucket", "unsent",
-                 "last_ts", "last_recv", "last_trade_id")
+    __slots__ = (
+        "symbol",
+        "book",
+        "synced",
+        "snapshot_pending",
+        "buffer",
+        "bucket",
+        "unsent",
+        "last_ts",
+        "last_recv",
+        "last_trade_id",
+    )
 
     def __init__(self, symbol: str, depth: int) -> None:
         self.symbol = symbol
@@ -114,15 +146,27 @@ class BinanceFeed:
         for sym in symbols:
             for st in streams:
                 kind = stream_kind(st)
-                self._routes[f"{sym}@{st}"] = (_decode_frame[kind], kind, self._handler(st, kind),
-                                               self.state[sym])
+                self._routes[f"{sym}@{st}"] = (
+                    _decode_frame[kind],
+                    kind,
+                    self._handler(st, kind),
+                    self.state[sym],
+                )
         # The hot path: one decoder reads the stream name as a union tag and the payload
         # in the same pass; the frame's struct type then names its handler and symbol.
-        frame_types = {wire.stream_frame(name, _PAYLOADS[kind]): (handler, state)
-                       for name, (_, kind, handler, state) in self._routes.items()}
+        payloads = _PAYLOADS
+        if wire.parse_levels is not None and all(s.book.impl == "c" for s in self.state.values()):
+            payloads = _PAYLOADS_C  # depth levels parsed straight into the C book's format
+        frame_types = {
+            wire.stream_frame(name, payloads[kind]): (handler, state)
+            for name, (_, kind, handler, state) in self._routes.items()
+        }
         self._by_type = frame_types
-        self._decode = (msgspec.json.Decoder(Union[tuple(frame_types)], strict=False).decode
-                        if frame_types else _decode_nothing)
+        self._decode = (
+            msgspec.json.Decoder(reduce(operator.or_, frame_types), strict=False).decode
+            if frame_types
+            else _decode_nothing
+        )
 
     def stream_names(self) -> list[str]:
         return list(self._routes)
@@ -175,8 +219,11 @@ class BinanceFeed:
             reply = None
         if reply is not None and (reply.id is not None or reply.code is not None):
             if reply.code is not None:
-                log.warning("part=collect exchange=binance control error code=%s msg=%s",
-                            reply.code, reply.msg)
+                log.warning(
+                    "part=collect exchange=binance control error code=%s msg=%s",
+                    reply.code,
+                    reply.msg,
+                )
                 self.stats["control_errors"] += 1
             else:
                 self.stats["control_replies"] += 1
@@ -195,23 +242,29 @@ class BinanceFeed:
         log.warning("part=collect exchange=binance serverShutdown announced: reconnecting")
         self._on_server_shutdown()
 
-    def _dead_letter(self, symbol: str, reason: str, frame: str, ts_recv: int,
-                     out: list[Record]) -> None:
+    def _dead_letter(
+        self, symbol: str, reason: str, frame: str, ts_recv: int, out: list[Record]
+    ) -> None:
         self.stats["dead_letters"] += 1
-        log.warning("part=collect exchange=binance symbol=%s dead letter: %s", symbol or "-", reason)
+        log.warning(
+            "part=collect exchange=binance symbol=%s dead letter: %s", symbol or "-", reason
+        )
         out.append(DeadLetter(EXCHANGE, symbol, reason, frame[:MAX_DEAD_LETTER_CHARS], ts_recv))
 
     def _handler(self, stream: str, kind: str) -> Handler:
         if kind == "partial":
             source = stream.split("@", 1)[0]
             return lambda st, msg, ts, out: self._on_partial(st, source, msg, ts, out)
-        return {"book": self._on_diff, "trade": self._on_trade, "quote": self._on_ticker,
-                "candle": self._on_kline}[kind]
+        return {
+            "book": self._on_diff,
+            "trade": self._on_trade,
+            "quote": self._on_ticker,
+            "candle": self._on_kline,
+        }[kind]
 
     # -- diff depth and the local book ------------------------------------------------------
 
-    def _on_diff(self, s: SymbolState, ev: wire.DepthDiff, ts_recv: int,
-                 out: list[Record]) -> None:
+    def _on_diff(self, s: SymbolState, ev: wire.DepthDiff, ts_recv: int, out: list[Record]) -> None:
         if s.synced:
             self._apply_diff(s, ev, ts_recv, out)
             return
@@ -223,29 +276,50 @@ class BinanceFeed:
             s.snapshot_pending = True
             self._request_snapshot(s.symbol)
 
-    def _apply_diff(self, s: SymbolState, ev: wire.DepthDiff, ts_recv: int,
-                    out: list[Record]) -> None:
+    def _apply_diff(
+        self, s: SymbolState, ev: wire.DepthDiff, ts_recv: int, out: list[Record]
+    ) -> None:
         book = s.book
         if ev.u <= book.update_id:
             self.stats["stale_diffs"] += 1
             return
         ts = ev.E * NS_PER_MS
         if ev.U > book.update_id + 1:
-            self.lose_sync(s.symbol, "sequence_gap",
-                           f"diff U={ev.U} after update id {book.update_id}: "
-                           f"{ev.U - book.update_id - 1} update ids missing", ts, ts_recv, out)
+            self.lose_sync(
+                s.symbol,
+                "sequence_gap",
+                f"diff U={ev.U} after update id {book.update_id}: "
+                f"{ev.U - book.update_id - 1} update ids missing",
+                ts,
+                ts_recv,
+                out,
+            )
             s.buffer.append((ev, ts_recv))
             return
         if self._cadence and s.unsent and ts // self._cadence != s.bucket:
-            out.append(Book(EXCHANGE, s.symbol, "diff", book.update_id, s.last_ts["book"],
-                            s.last_recv, book.top()))
+            out.append(
+                Book(
+                    EXCHANGE,
+                    s.symbol,
+                    "diff",
+                    book.update_id,
+                    s.last_ts["book"],
+                    s.last_recv,
+                    book.top(),
+                )
+            )
             s.unsent = False
         book.apply(ev.b, ev.a, ev.u)
         if book.crossed():
             self.stats["crossed_books"] += 1
-            self.lose_sync(s.symbol, "crossed_book",
-                           f"best bid {book.best_bid()} >= best ask {book.best_ask()} "
-                           f"at update id {ev.u}", ts, ts_recv, out)
+            self.lose_sync(
+                s.symbol,
+                "crossed_book",
+                f"best bid {book.best_bid()} >= best ask {book.best_ask()} at update id {ev.u}",
+                ts,
+                ts_recv,
+                out,
+            )
             return
         if self.open_gaps and (s.symbol, "book") in self.open_gaps:
             self.close_gap(s.symbol, "book", ts, ts_recv, out)
@@ -257,8 +331,9 @@ class BinanceFeed:
         else:
             out.append(_new(Book, (EXCHANGE, s.symbol, "diff", ev.u, ts, ts_recv, book.top())))
 
-    def on_snapshot(self, symbol: str, frame: str | bytes, ts_recv: int,
-                    out: list[Record]) -> SnapshotOutcome:
+    def on_snapshot(
+        self, symbol: str, frame: str | bytes, ts_recv: int, out: list[Record]
+    ) -> SnapshotOutcome:
         """Seed ``symbol``'s book from a REST ``/api/v3/depth`` answer.
 
         Returns ``stale`` when the snapshot is older than the first buffered
@@ -271,9 +346,13 @@ class BinanceFeed:
         snap = _decode_snapshot(frame)
         if s.buffer and snap.lastUpdateId < s.buffer[0][0].U:
             self.stats["stale_snapshots"] += 1
-            log.info("part=collect exchange=binance symbol=%s snapshot lastUpdateId=%d older than "
-                     "first buffered U=%d: fetching again", symbol, snap.lastUpdateId,
-                     s.buffer[0][0].U)
+            log.info(
+                "part=collect exchange=binance symbol=%s snapshot lastUpdateId=%d older than "
+                "first buffered U=%d: fetching again",
+                symbol,
+                snap.lastUpdateId,
+                s.buffer[0][0].U,
+            )
             s.snapshot_pending = True
             return "stale"
         s.book.reset(snap.bids, snap.asks, snap.lastUpdateId)
@@ -282,8 +361,14 @@ class BinanceFeed:
         s.bucket = -1
         self.stats["snapshots"] += 1
         buffered, s.buffer = s.buffer, []
-        log.info("part=collect exchange=binance symbol=%s book synced lastUpdateId=%d levels=%d "
-                 "buffered=%d", symbol, snap.lastUpdateId, len(s.book), len(buffered))
+        log.info(
+            "part=collect exchange=binance symbol=%s book synced lastUpdateId=%d levels=%d "
+            "buffered=%d",
+            symbol,
+            snap.lastUpdateId,
+            len(s.book),
+            len(buffered),
+        )
         for ev, recv in buffered:
             if s.synced:
                 self._apply_diff(s, ev, recv, out)
@@ -291,8 +376,17 @@ class BinanceFeed:
                 s.buffer.append((ev, recv))
         return "synced"
 
-    def lose_sync(self, symbol: str, reason: GapReason, detail: str, ts_event: int, ts_recv: int,
-                  out: list[Record], *, refetch: bool = True) -> None:
+    def lose_sync(
+        self,
+        symbol: str,
+        reason: GapReason,
+        detail: str,
+        ts_event: int,
+        ts_recv: int,
+        out: list[Record],
+        *,
+        refetch: bool = True,
+    ) -> None:
         """Drop ``symbol``'s book, write a gap, and (unless told not to) ask for a snapshot."""
         s = self.state[symbol]
         s.synced = False
@@ -301,16 +395,28 @@ class BinanceFeed:
         s.buffer = []
         self.stats["resyncs"] += 1
         self.open_gap(symbol, "book", reason, detail, s.last_ts.get("book", ts_event), ts_recv, out)
-        log.warning("part=collect exchange=binance symbol=%s book out of sync (%s): %s",
-                    symbol, reason, detail)
+        log.warning(
+            "part=collect exchange=binance symbol=%s book out of sync (%s): %s",
+            symbol,
+            reason,
+            detail,
+        )
         if refetch and not s.snapshot_pending:
             s.snapshot_pending = True
             self._request_snapshot(symbol)
 
     # -- gaps -------------------------------------------------------------------------------
 
-    def open_gap(self, symbol: str, kind: str, reason: GapReason, detail: str, start_ts: int,
-                 ts_recv: int, out: list[Record]) -> None:
+    def open_gap(
+        self,
+        symbol: str,
+        kind: str,
+        reason: GapReason,
+        detail: str,
+        start_ts: int,
+        ts_recv: int,
+        out: list[Record],
+    ) -> None:
         key = (symbol, kind)
         if key in self.open_gaps:  # one outage, one gap: keep its first cause
             return
@@ -319,16 +425,27 @@ class BinanceFeed:
         self.stats["gaps"] += 1
         out.append(gap)
 
-    def close_gap(self, symbol: str, kind: str, end_ts: int, ts_recv: int, out: list[Record],
-                  detail: str = "") -> None:
+    def close_gap(
+        self, symbol: str, kind: str, end_ts: int, ts_recv: int, out: list[Record], detail: str = ""
+    ) -> None:
         gap = self.open_gaps.pop((symbol, kind))
         text = f"{gap.detail}; {detail}" if detail else gap.detail
         out.append(gap._replace(end_ts=max(end_ts, gap.start_ts), detail=text, ts_recv=ts_recv))
-        log.info("part=collect exchange=binance symbol=%s stream=%s gap closed after %.3f s",
-                 symbol, kind, (end_ts - gap.start_ts) / 1e9)
+        log.info(
+            "part=collect exchange=binance symbol=%s stream=%s gap closed after %.3f s",
+            symbol,
+            kind,
+            (end_ts - gap.start_ts) / 1e9,
+        )
 
-    def on_disconnect(self, symbols: tuple[str, ...], ts_recv: int, out: list[Record],
-                      reason: GapReason = "disconnect", detail: str = "connection lost") -> None:
+    def on_disconnect(
+        self,
+        symbols: tuple[str, ...],
+        ts_recv: int,
+        out: list[Record],
+        reason: GapReason = "disconnect",
+        detail: str = "connection lost",
+    ) -> None:
         """Open a gap on every stream of ``symbols``; books wait for the next connection."""
         self.flush(out)
         kinds = {stream_kind(st) for st in self.streams}
@@ -339,11 +456,19 @@ class BinanceFeed:
                     self.lose_sync(sym, reason, detail, ts_recv, ts_recv, out, refetch=False)
                     s.snapshot_pending = False
                 else:
-                    self.open_gap(sym, kind, reason, detail, s.last_ts.get(kind, ts_recv),
-                                  ts_recv, out)
+                    self.open_gap(
+                        sym, kind, reason, detail, s.last_ts.get(kind, ts_recv), ts_recv, out
+                    )
 
-    def resume_from(self, symbol: str, kind: str, last_ts: int, ts_recv: int, out: list[Record],
-                    last_trade_id: int | None = None) -> None:
+    def resume_from(
+        self,
+        symbol: str,
+        kind: str,
+        last_ts: int,
+        ts_recv: int,
+        out: list[Record],
+        last_trade_id: int | None = None,
+    ) -> None:
         """After a restart: open a gap from what the store last holds for ``symbol``/``kind``."""
         s = self.state[symbol]
         s.last_ts[kind] = last_ts
@@ -355,22 +480,31 @@ class BinanceFeed:
         """Emit books that changed since their last record (cadence mode)."""
         for s in self.state.values():
             if s.unsent and s.synced:
-                out.append(Book(EXCHANGE, s.symbol, "diff", s.book.update_id, s.last_ts["book"],
-                                s.last_recv, s.book.top()))
+                out.append(
+                    Book(
+                        EXCHANGE,
+                        s.symbol,
+                        "diff",
+                        s.book.update_id,
+                        s.last_ts["book"],
+                        s.last_recv,
+                        s.book.top(),
+                    )
+                )
                 s.unsent = False
 
     # -- other streams ----------------------------------------------------------------------
 
-    def _on_partial(self, s: SymbolState, source: str, m: wire.PartialDepth, ts_recv: int,
-                    out: list[Record]) -> None:
+    def _on_partial(
+        self, s: SymbolState, source: str, m: wire.PartialDepth, ts_recv: int, out: list[Record]
+    ) -> None:
         book = OrderBook(self.depth)
         book.reset(m.bids, m.asks, m.lastUpdateId)
         # Spot partial depth has no event time: our receive time stands in.
         self._resume(s, "partial", ts_recv, ts_recv, out)
         out.append(Book(EXCHANGE, s.symbol, source, m.lastUpdateId, ts_recv, ts_recv, book.top()))
 
-    def _on_trade(self, s: SymbolState, m: wire.TradeMsg, ts_recv: int,
-                  out: list[Record]) -> None:
+    def _on_trade(self, s: SymbolState, m: wire.TradeMsg, ts_recv: int, out: list[Record]) -> None:
         ts = m.T * NS_PER_MS
         last = s.last_trade_id
         if last is not None and m.t != last + 1:
@@ -382,37 +516,70 @@ class BinanceFeed:
             self.close_gap(s.symbol, "trade", ts, ts_recv, out, "no trade ids missing")
         s.last_trade_id = m.t
         s.last_ts["trade"] = ts
-        out.append(_new(Trade, (EXCHANGE, s.symbol, m.t, m.p, m.q, "sell" if m.m else "buy", ts,
-                                ts_recv)))
+        out.append(
+            _new(
+                Trade,
+                (EXCHANGE, s.symbol, m.t, m.p, m.q, "sell" if m.m else "buy", ts, ts_recv, False),
+            )
+        )  # live, not backfilled
 
-    def _trade_gap(self, s: SymbolState, last: int, tid: int, ts: int, ts_recv: int,
-                   out: list[Record]) -> None:
+    def _trade_gap(
+        self, s: SymbolState, last: int, tid: int, ts: int, ts_recv: int, out: list[Record]
+    ) -> None:
         missing = f"trade ids {last + 1}..{tid - 1} missing ({tid - last - 1})"
         if (s.symbol, "trade") in self.open_gaps:
             self.close_gap(s.symbol, "trade", ts, ts_recv, out, missing)
             return
         self.stats["gaps"] += 1
-        out.append(Gap(EXCHANGE, s.symbol, "trade", s.last_ts.get("trade", ts), ts,
-                       "sequence_gap", missing, ts_recv))
+        out.append(
+            Gap(
+                EXCHANGE,
+                s.symbol,
+                "trade",
+                s.last_ts.get("trade", ts),
+                ts,
+                "sequence_gap",
+                missing,
+                ts_recv,
+            )
+        )
         log.warning("part=collect exchange=binance symbol=%s %s", s.symbol, missing)
 
-    def _on_ticker(self, s: SymbolState, m: wire.BookTickerMsg, ts_recv: int,
-                   out: list[Record]) -> None:
+    def _on_ticker(
+        self, s: SymbolState, m: wire.BookTickerMsg, ts_recv: int, out: list[Record]
+    ) -> None:
         if self.open_gaps:
             self._resume(s, "quote", ts_recv, ts_recv, out)
         s.last_ts["quote"] = ts_recv
         out.append(_new(Quote, (EXCHANGE, s.symbol, m.u, m.b, m.B, m.a, m.A, ts_recv, ts_recv)))
 
-    def _on_kline(self, s: SymbolState, m: wire.KlineMsg, ts_recv: int,
-                  out: list[Record]) -> None:
+    def _on_kline(self, s: SymbolState, m: wire.KlineMsg, ts_recv: int, out: list[Record]) -> None:
         k = m.k
         ts = m.E * NS_PER_MS
         self._resume(s, "candle", ts, ts_recv, out)
-        out.append(Candle(EXCHANGE, s.symbol, k.i, k.t * NS_PER_MS, k.T * NS_PER_MS, k.o, k.h,
-                          k.l, k.c, k.v, k.q, k.n, k.V, k.Q, k.x, ts, ts_recv))
+        out.append(
+            Candle(
+                EXCHANGE,
+                s.symbol,
+                k.i,
+                k.t * NS_PER_MS,
+                k.T * NS_PER_MS,
+                k.o,
+                k.h,
+                k.l,
+                k.c,
+                k.v,
+                k.q,
+                k.n,
+                k.V,
+                k.Q,
+                k.x,
+                ts,
+                ts_recv,
+            )
+        )
 
-    def _resume(self, s: SymbolState, kind: str, ts: int, ts_recv: int,
-                out: list[Record]) -> None:
+    def _resume(self, s: SymbolState, kind: str, ts: int, ts_recv: int, out: list[Record]) -> None:
         if (s.symbol, kind) in self.open_gaps:
             self.close_gap(s.symbol, kind, ts, ts_recv, out)
         s.last_ts[kind] = ts

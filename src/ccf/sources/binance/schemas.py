@@ -11,10 +11,15 @@ them (each tracked allocation also brings the next collection closer).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Generic, TypeVar
 
 import msgspec
+
+try:
+    from ccf.sources.binance._cbook import parse_levels
+except ImportError:  # no C extension: DepthDiffRaw is not used
+    parse_levels = None
 
 Level = tuple[float, float]
 T = TypeVar("T")
@@ -35,7 +40,7 @@ class Frame(msgspec.Struct, Generic[T], gc=False):
     data: T
 
 
-@lru_cache(maxsize=None)
+@cache
 def stream_frame(stream: str, payload: type) -> type[msgspec.Struct]:
     """The frame of one subscribed stream as a tagged struct, e.g. for
     ``stream_frame("btcusdt@trade", TradeMsg)``:
@@ -46,8 +51,14 @@ def stream_frame(stream: str, payload: type) -> type[msgspec.Struct]:
     ValidationError. Binance writes ``stream`` first, which is where msgspec
     looks for a tag without buffering.
     """
-    return msgspec.defstruct("StreamFrame", [("data", payload)], tag_field="stream", tag=stream,
-                             gc=False, module=__name__)
+    return msgspec.defstruct(
+        "StreamFrame",
+        [("data", payload)],
+        tag_field="stream",
+        tag=stream,
+        gc=False,
+        module=__name__,
+    )
 
 
 class DepthDiff(msgspec.Struct, gc=False):
@@ -60,6 +71,27 @@ class DepthDiff(msgspec.Struct, gc=False):
     u: int
     b: list[Level]
     a: list[Level]
+
+
+class DepthDiffRaw(msgspec.Struct, gc=False):
+    """``DepthDiff`` for the hot path with the C book: ``b`` and ``a`` are read as
+    raw JSON and parsed by ``_cbook.parse_levels`` into ``Levels``, one flat array
+    of doubles per side, where msgspec would build a tuple and two floats per
+    level (~70% of a depth frame's decode time). Iterating ``Levels`` gives the
+    same (price, qty) pairs. A list the C parser refuses (anything but plain
+    non-negative numbers) fails the decode, and the feed's general decoder, with
+    ``DepthDiff``, decides what the frame is."""
+
+    E: int
+    U: int
+    u: int
+    b: msgspec.Raw  # a _cbook.Levels once decoded
+    a: msgspec.Raw
+
+    def __post_init__(self) -> None:
+        # msgspec turns a ValueError raised here into a ValidationError of the decode.
+        self.b = parse_levels(self.b)
+        self.a = parse_levels(self.a)
 
 
 class PartialDepth(msgspec.Struct):
