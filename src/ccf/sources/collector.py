@@ -25,6 +25,7 @@ from ccf.config import Settings
 from ccf.records import Book, Candle, DeadLetter, Gap, Quote, Record, Trade
 from ccf.sources.binance.connection import StreamConnection
 from ccf.sources.binance.feed import BinanceFeed, stream_kind
+from ccf.sources.binance.history import NoProgress, trades_by_id
 from ccf.sources.binance.rest import BinanceRest, RestError
 from ccf.sources.recorder import Recorder
 from ccf.storage import SqliteStore, StoreWriter
@@ -32,6 +33,7 @@ from ccf.storage import SqliteStore, StoreWriter
 log = logging.getLogger(__name__)
 
 SNAPSHOT_WORKERS = 2
+MAX_LIVE_TRADE_FILL = 50_000  # larger holes are left to `ccf backfill` (weight 25 per 1000)
 DRAIN_ROWS = 20_000
 _KIND_NAMES = {
     Book: "book",
@@ -71,6 +73,7 @@ class Collector:
             book_cadence=cfg.book_cadence,
             request_snapshot=self._request_snapshot,
             on_server_shutdown=self._server_shutdown,
+            on_trade_gap=self._on_trade_gap,
         )
         self.recorder = Recorder(settings.recordings_dir, settings.exchange) if record else None
         self.connections: list[StreamConnection] = []
@@ -78,6 +81,7 @@ class Collector:
         self._current: StreamConnection | None = None
         self._out: list[Record] = []
         self._snapshots: asyncio.Queue[str] = asyncio.Queue()
+        self._trade_fills: asyncio.Queue[tuple[str, int, int, Gap]] = asyncio.Queue()
         self._epoch: Counter[str] = Counter()  # bumps on disconnect: late snapshots are dropped
         self.counts: Counter[tuple[str, str]] = Counter()  # (symbol, kind) -> records
         self._latency_ms: list[float] = []
@@ -89,6 +93,9 @@ class Collector:
 
     def _request_snapshot(self, symbol: str) -> None:
         self._snapshots.put_nowait(symbol)
+
+    def _on_trade_gap(self, symbol: str, first: int, last: int, gap: Gap) -> None:
+        self._trade_fills.put_nowait((symbol, first, last, gap))
 
     def _server_shutdown(self) -> None:
         if self._current is not None:
@@ -136,6 +143,44 @@ class Collector:
             if outcome == "stale":
                 await asyncio.sleep(0.25)
                 self._snapshots.put_nowait(symbol)
+
+    async def _trade_fill_worker(self, rest: BinanceRest) -> None:
+        """Fetch trades missed across a gap over REST and mark the gap filled."""
+        while True:
+            symbol, first, last, gap = await self._trade_fills.get()
+            wanted = last - first + 1
+            if wanted > MAX_LIVE_TRADE_FILL:
+                self._out.append(
+                    gap._replace(
+                        detail=f"{gap.detail}; too many to fetch live: run `ccf backfill aggtrades`"
+                    )
+                )
+                continue
+            got, error = 0, ""
+            try:
+                async for page in trades_by_id(rest, symbol, first, last):
+                    self._out.extend(page)
+                    got += len(page)
+            except (RestError, NoProgress) as e:
+                error = f" ({e})"
+            self.feed.stats["trades_backfilled"] += got
+            log.log(
+                logging.INFO if got == wanted else logging.WARNING,
+                "part=collect exchange=binance symbol=%s backfilled %d of %d missing trades "
+                "(ids %d..%d)%s",
+                symbol,
+                got,
+                wanted,
+                first,
+                last,
+                error,
+            )
+            self._out.append(
+                gap._replace(
+                    filled=got == wanted,
+                    detail=f"{gap.detail}; backfilled {got} of {wanted} over REST{error}",
+                )
+            )
 
     async def _drain_loop(self) -> None:
         while True:
@@ -304,6 +349,7 @@ class Collector:
             asyncio.create_task(self._snapshot_worker(self.rest), name=f"snapshot{i}")
             for i in range(SNAPSHOT_WORKERS)
         ]
+        helpers.append(asyncio.create_task(self._trade_fill_worker(self.rest), name="trade-fill"))
         helpers.append(asyncio.create_task(self._drain_loop(), name="drain"))
         helpers.append(asyncio.create_task(self._progress_loop(store), name="progress"))
         conns = [asyncio.create_task(c.run(stop), name=c.name) for c in self.connections]

@@ -2,15 +2,18 @@
 
 ``BinanceFeed.handle`` is synchronous and does no I/O, so the same code runs
 under the live websocket, the replay exchange, the benchmark and the tests.
-It asks for I/O through two callbacks: ``request_snapshot(symbol)`` when a
+It asks for I/O through callbacks: ``request_snapshot(symbol)`` when a
 book must be (re)synchronised from REST, answered later with
-``on_snapshot``; and ``on_server_shutdown()`` when the exchange announces
-one. Books follow Binance's official procedure ("How to manage a local order
-book correctly"): buffer diffs, take a REST snapshot whose ``lastUpdateId``
-is not older than the first buffered ``U``, drop diffs with
-``u <= lastUpdateId``, then require ``U <= last + 1`` for every diff. Any
-break writes a gap record, resyncs that symbol only, and no book record is
-emitted until the book is whole again.
+``on_snapshot``; ``on_server_shutdown()`` when the exchange announces one;
+and ``on_trade_gap(symbol, first, last, gap)`` when trade ids are missing, so
+the collector can fetch them over REST.
+
+Books follow Binance's official procedure ("How to manage a local order book
+correctly"): buffer diffs, take a REST snapshot whose ``lastUpdateId`` is not
+older than the first buffered ``U``, drop diffs with ``u <= lastUpdateId``,
+then require ``U <= last + 1`` for every diff. Any break writes a gap record,
+resyncs that symbol only, and no book record is emitted until the book is
+whole again.
 
 The hot path is one msgspec decode per frame: every subscribed stream's frame
 is a tagged struct (``schemas.stream_frame``), so one decoder reads the stream
@@ -131,6 +134,7 @@ class BinanceFeed:
         book_cadence: str = "update",
         request_snapshot: Callable[[str], None] = lambda symbol: None,
         on_server_shutdown: Callable[[], None] = lambda: None,
+        on_trade_gap: Callable[[str, int, int, Gap], None] = lambda sym, first, last, gap: None,
     ) -> None:
         self.symbols = symbols
         self.streams = streams
@@ -138,6 +142,7 @@ class BinanceFeed:
         self._cadence = CADENCE_NS[book_cadence]
         self._request_snapshot = request_snapshot
         self._on_server_shutdown = on_server_shutdown
+        self._on_trade_gap = on_trade_gap  # (symbol, first missing id, last missing id, gap)
         self.frames = 0
         self.stats: Counter[str] = Counter()
         self.state = {s: SymbolState(s, book_depth) for s in symbols}
@@ -427,16 +432,18 @@ class BinanceFeed:
 
     def close_gap(
         self, symbol: str, kind: str, end_ts: int, ts_recv: int, out: list[Record], detail: str = ""
-    ) -> None:
+    ) -> Gap:
         gap = self.open_gaps.pop((symbol, kind))
         text = f"{gap.detail}; {detail}" if detail else gap.detail
-        out.append(gap._replace(end_ts=max(end_ts, gap.start_ts), detail=text, ts_recv=ts_recv))
+        closed = gap._replace(end_ts=max(end_ts, gap.start_ts), detail=text, ts_recv=ts_recv)
+        out.append(closed)
         log.info(
             "part=collect exchange=binance symbol=%s stream=%s gap closed after %.3f s",
             symbol,
             kind,
             (end_ts - gap.start_ts) / 1e9,
         )
+        return closed
 
     def on_disconnect(
         self,
@@ -528,22 +535,14 @@ class BinanceFeed:
     ) -> None:
         missing = f"trade ids {last + 1}..{tid - 1} missing ({tid - last - 1})"
         if (s.symbol, "trade") in self.open_gaps:
-            self.close_gap(s.symbol, "trade", ts, ts_recv, out, missing)
-            return
-        self.stats["gaps"] += 1
-        out.append(
-            Gap(
-                EXCHANGE,
-                s.symbol,
-                "trade",
-                s.last_ts.get("trade", ts),
-                ts,
-                "sequence_gap",
-                missing,
-                ts_recv,
-            )
-        )
-        log.warning("part=collect exchange=binance symbol=%s %s", s.symbol, missing)
+            gap = self.close_gap(s.symbol, "trade", ts, ts_recv, out, missing)
+        else:
+            self.stats["gaps"] += 1
+            start = s.last_ts.get("trade", ts)
+            gap = Gap(EXCHANGE, s.symbol, "trade", start, ts, "sequence_gap", missing, ts_recv)
+            out.append(gap)
+            log.warning("part=collect exchange=binance symbol=%s %s", s.symbol, missing)
+        self._on_trade_gap(s.symbol, last + 1, tid - 1, gap)
 
     def _on_ticker(
         self, s: SymbolState, m: wire.BookTickerMsg, ts_recv: int, out: list[Record]
