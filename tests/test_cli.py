@@ -189,3 +189,54 @@ def test_bad_config_and_missing_recordings_say_what_to_do(tmp_path: Path) -> Non
     )
     assert missing.returncode == 2
     assert "nowhere" in missing.stderr and "source=binance" in missing.stderr
+
+
+def test_collect_polls_news_feeds_beside_market_data(tmp_path: Path, exchange: int) -> None:
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from ccf.config import shared_dir
+
+    handler = functools.partial(
+        SimpleHTTPRequestHandler, directory=str(shared_dir() / "data" / "news")
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    data = f"data_dir={tmp_path / 'data'}"
+    feeds = (
+        f"news.feeds=[{{name: coindesk, url: {base}/coindesk_2026-09-30.xml}}, "
+        f"{{name: cointelegraph, url: {base}/cointelegraph_2026-02-15.xml}}]"
+    )
+    try:
+        with process(
+            "collect",
+            f"replay.port={exchange}",
+            data,
+            "news.enabled=true",
+            feeds,
+            "collect.print_every_s=0",
+            log=tmp_path / "collect.log",
+        ) as col:
+
+            def news_in() -> bool:
+                if not (tmp_path / "data" / "ccf.sqlite").exists():
+                    return False
+                news = status_json(data).get("news") or {}
+                return (
+                    bool(news)
+                    and rows(status_json(data), "trade") > 0
+                    and SqliteStore(tmp_path / "data" / "ccf.sqlite", readonly=True).query(
+                        "SELECT count(*) FROM news"
+                    )[0][0]
+                    >= 35
+                )
+
+            wait_for(news_in, 60, "news and trades in the store")
+            col.send_signal(signal.SIGTERM)
+            assert col.wait(30) == 0
+    finally:
+        server.shutdown()
+    text = subprocess.run([*CCF, "status", data], capture_output=True, text=True, check=True).stdout
+    assert "coindesk" in text and "cointelegraph" in text

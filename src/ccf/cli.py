@@ -79,27 +79,36 @@ def _missing_recordings(settings: Settings) -> None:
         raise typer.Exit(2)
 
 
+def _collect_all(settings: Settings, record: bool) -> None:
+    """Market data and, when ``news.enabled`` with feeds listed, news, in one loop."""
+    from ccf.sources.collector import Collector
+    from ccf.sources.news import NewsCollector, news_wanted
+
+    async def main(stop: asyncio.Event) -> None:
+        parts = [Collector(settings, record=record).run(stop)]
+        if news_wanted(settings):
+            parts.append(NewsCollector(settings).run(stop))
+        await asyncio.gather(*parts)
+
+    run_until_stopped(main)
+
+
 @app.command()
 def collect(
     overrides: list[str] = OVERRIDES,
     config: list[Path] = CONFIG,
     record: bool = typer.Option(False, help="also write every raw frame (see ccf record)"),
 ) -> None:
-    """Stream books, trades, quotes and candles into the store. Ctrl-C flushes and exits."""
-    from ccf.sources.collector import Collector
-
-    settings = _settings(overrides, config)
-    run_until_stopped(Collector(settings, record=record).run)
+    """Stream books, trades, quotes and candles (and news, with news.enabled=true) into the
+    store. Ctrl-C flushes and exits."""
+    _collect_all(_settings(overrides, config), record)
 
 
 @app.command()
 def record(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
     """Collect as `ccf collect` does and write every raw frame, with its receive time, to
     <data_dir>/recordings, replayable with `ccf exchange replay.files=[...]`."""
-    from ccf.sources.collector import Collector
-
-    settings = _settings(overrides, config)
-    run_until_stopped(Collector(settings, record=True).run)
+    _collect_all(_settings(overrides, config), True)
 
 
 @app.command()

@@ -117,6 +117,11 @@ class ReplayConfig(_Section):
         1.0, ge=0, description="1 = real time, 10 = ten times faster, 0 = flat out"
     )
     loop: bool = True
+    rebase_time: bool = Field(
+        True,
+        description="shift every exchange time so the first event happens when the replay "
+        "starts (looks live); false keeps the recorded times",
+    )
     max_passes: int = Field(
         0, ge=0, description="with loop: stop after this many passes; 0 = forever"
     )
@@ -141,6 +146,47 @@ class RecordConfig(_Section):
     dir: Path | None = Field(None, description="default <data_dir>/recordings")
 
 
+class FeedConfig(_Section):
+    """One RSS/Atom feed: its name (the ``source`` of its news) and URL."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="e.g. coindesk")
+    url: str = Field(pattern=r"^https?://\S+$")
+    interval_s: float | None = Field(None, gt=0, description="default news.interval_s")
+
+
+class NewsConfig(_Section):
+    """RSS/Atom news, polled by ``ccf collect`` when enabled and ``feeds`` is not empty."""
+
+    enabled: bool = Field(False, description="off by default: the offline demo stays offline")
+    feeds: tuple[FeedConfig, ...] = ()
+    interval_s: float = Field(120.0, gt=0, description="poll interval of a feed")
+    jitter: float = Field(0.1, ge=0, le=1, description="+- this fraction of the interval")
+    timeout_s: float = Field(20.0, gt=0, description="whole request, body included")
+    max_body_bytes: int = Field(5_000_000, gt=0, description="stop reading a body past this")
+    max_redirects: int = Field(5, ge=0)
+    concurrency: int = Field(16, gt=0, description="requests in flight at most")
+    user_agent: str = "ccf-news/0.1 (RSS reader)"
+    backoff: BackoffConfig = BackoffConfig(base_s=30.0, cap_s=1800.0)
+    future_tolerance_s: float = Field(
+        300.0, ge=0, description="publish dates later than now + this are clamped"
+    )
+    title_window_s: float = Field(
+        3 * 86400.0, ge=0, description="same title counts as the same story within this span"
+    )
+    dedupe_days: float = Field(
+        30.0, ge=0, description="stories loaded from the store at start to deduplicate; 0 = all"
+    )
+
+    @field_validator("feeds")
+    @classmethod
+    def _unique_names(cls, v: tuple[FeedConfig, ...]) -> tuple[FeedConfig, ...]:
+        names = [f.name for f in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"feed names must be unique; repeated: {dup}")
+        return v
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -152,6 +198,7 @@ class Settings(_Section):
     collect: CollectConfig = CollectConfig()
     replay: ReplayConfig = ReplayConfig()
     record: RecordConfig = RecordConfig()
+    news: NewsConfig = NewsConfig()
 
     @field_validator("symbols")
     @classmethod

@@ -32,6 +32,38 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _news_status(store: SqliteStore) -> dict[str, Any]:
+    """Stories per feed, the newest story, and which feeds work (from ``feed_status``)."""
+    sources = store.news_sources()
+    feeds = store.feed_statuses()
+    newest = max((r[4] for r in sources if r[4] is not None), default=None)
+    return {
+        "stories": sum(r[2] for r in sources),
+        "last_ingested": _iso(newest),
+        "sources": [
+            {"source": src, "stories": n, "first": first, "last_seen": _iso(last)}
+            for src, n, first, last, _ in sources
+        ],
+        "feeds_ok": sum(f.state == "ok" for f in feeds),
+        "feeds_failing": sum(f.state == "failing" for f in feeds),
+        "feeds": [
+            {
+                "feed": f.feed,
+                "state": f.state,
+                "last_success": _iso(f.last_success_at),
+                "last_error": f.last_error,
+                "last_error_at": _iso(f.last_error_at),
+                "consecutive_failures": f.consecutive_failures,
+                "bozo": f.bozo,
+                "items_seen": f.items_seen,
+                "new_items": f.new_items,
+                "next_poll": _iso(f.next_poll_at),
+            }
+            for f in feeds
+        ],
+    }
+
+
 def gather_status(settings: Settings) -> dict[str, Any]:
     """Everything ``ccf status`` shows, as plain data (``--json`` prints it as is)."""
     path = settings.db_path
@@ -91,6 +123,7 @@ def gather_status(settings: Settings) -> dict[str, Any]:
             "dead_letters": store.dead_letter_counts(),
             "open_gaps": open_gaps,
             "parts": parts,
+            "news": _news_status(store),
         }
     finally:
         store.close()
@@ -127,4 +160,21 @@ def format_status(status: dict[str, Any]) -> str:
             f"  {p['part']:<10} {p['state']:<15} pid {p['pid']} since {p['since']} "
             f"(heartbeat {p['heartbeat']})"
         )
+    news = status.get("news")
+    if news and (news["sources"] or news["feeds"]):
+        lines.append(
+            f"news: {news['stories']:,} stories, newest ingested {news['last_ingested'] or '-'}; "
+            f"feeds {news['feeds_ok']} ok, {news['feeds_failing']} failing"
+        )
+        lines += [
+            f"  {s['source']:<16} {s['stories']:>7,} stories ({s['first']:,} first), "
+            f"last seen {s['last_seen']}"
+            for s in news["sources"]
+        ]
+        lines += [
+            f"  failing: {f['feed']}: {f['last_error']} ({f['consecutive_failures']} in a row, "
+            f"last success {f['last_success'] or 'never'})"
+            for f in news["feeds"]
+            if f["state"] == "failing"
+        ]
     return "\n".join(lines)

@@ -325,12 +325,15 @@ class SqliteStore:
         cols = ", ".join(FeedStatus._fields)
         return [FeedStatus(*r) for r in self.query(f"SELECT {cols} FROM feed_status ORDER BY feed")]
 
-    def news_sources(self) -> list[tuple[str, int, int, int | None]]:
-        """Per feed: stories carried, stories it carried first, newest sighting (ns)."""
+    def news_sources(self) -> list[tuple[str, int, int, int | None, int | None]]:
+        """Per feed: stories carried, stories it carried first, its newest sighting and
+        the ingestion time of its newest story (ns)."""
         if not self._has_table("news_source"):
             return []
         return self.query(
-            "SELECT s.source, count(*), sum(n.source = s.source), max(s.seen_at) "
+            "SELECT s.source, count(DISTINCT s.item_id), "
+            "count(DISTINCT CASE WHEN n.source = s.source THEN n.item_id END), "
+            "max(s.seen_at), max(n.ingested_at) "
             "FROM news_source s JOIN news n ON n.item_id = s.item_id "
             "GROUP BY s.source ORDER BY s.source"
         )
