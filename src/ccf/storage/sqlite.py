@@ -271,7 +271,10 @@ class SqliteStore:
         ):
             gaps[(stream, exch, sym)] = (n, n_open or 0)
         out = []
+        tables = {n for (n,) in self._con.execute("SELECT name FROM sqlite_master")}
         for kind in EVENT_KINDS:
+            if kind not in tables:  # a store made by an older version
+                continue
             t = _TIME_COLUMN[kind]
             for exch, sym, n, first, last, last_recv in self._con.execute(
                 f"SELECT exchange, symbol, count(*), min({t}), max({t}), max(ts_recv) "
