@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from itertools import islice
@@ -15,8 +17,13 @@ import aiohttp
 import pytest
 
 from ccf.config import ReplayConfig, shared_dir
+from ccf.sources.replay.clock import rebase_shift_ms
 from ccf.sources.replay.exchange import ReplayExchange, running_exchange
-from ccf.sources.replay.timeline import DEPTH, Market, Resync, Timeline, load_timeline
+from ccf.sources.replay.frames import Frame, Resync
+from ccf.sources.replay.market import Market
+from ccf.sources.replay.stamps import DEPTH_KEYS, TRADE_KEYS, find_spans, shift_spans
+from ccf.sources.replay.timeline import Timeline, load_timeline
+from ccf.sources.replay.wire import DEPTH, TRADE
 
 DATA = shared_dir() / "data" / "binance"
 pytestmark = pytest.mark.skipif(
@@ -241,8 +248,8 @@ async def test_loop_boundary_has_no_gap_and_book_matches_rest(
     syms = ("btcusdt", "ethusdt")
     passes_seen: set[int] = set()
 
-    def pass_of(d: dict[str, Any]) -> int:
-        return (d["E"] * 10**6 - timeline.start_ns) // timeline.period_ns
+    def pass_of(d: dict[str, Any], shift_ms: int) -> int:
+        return ((d["E"] - shift_ms) * 10**6 - timeline.start_ns) // timeline.period_ns
 
     # speed 0 runs ahead while the client fetches its snapshots: 8 passes leave room to cross two
     async with exchange(files, timeline, loop=True, max_passes=8) as (ex, http):
@@ -278,7 +285,7 @@ async def test_loop_boundary_has_no_gap_and_book_matches_rest(
                         else:
                             books[s][side][p] = q
                 last[s], applied[s] = d["u"], applied[s] + 1
-                passes_seen.add(pass_of(d))
+                passes_seen.add(pass_of(d, ex.time_shift_ms))
 
             for s in syms:
                 for d in buffered[s]:
@@ -291,6 +298,7 @@ async def test_loop_boundary_has_no_gap_and_book_matches_rest(
             state = ex.state()
             assert state["loop_count"] == 7 and state["finished"]
             assert len(passes_seen) >= 3, passes_seen  # two loop boundaries crossed without a gap
+            assert passes_seen <= set(range(8))
             for s in syms:
                 r = await http.get(
                     f"{ex.url}/api/v3/depth", params={"symbol": s.upper(), "limit": 5000}
@@ -326,7 +334,138 @@ async def test_speed_paces_by_event_time(files: tuple[Path, ...], timeline: Time
         assert ex.state()["started"]
     assert times == sorted(times)  # one timeline, ordered by event time
     assert [c for c, _ in clocks] == sorted(c for c, _ in clocks)
-    assert all(seen <= clock <= timeline.end_ns // 10**6 for clock, seen in clocks), clocks
+    end_ms = timeline.end_ns // 10**6 + ex.time_shift_ms
+    assert all(seen <= clock <= end_ms for clock, seen in clocks), clocks
+
+
+# --- exchange times ----------------------------------------------------------
+
+
+def recorded_by_id(timeline: Timeline) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Pass-0 payloads as recorded, by (symbol, kind, u or t)."""
+    return {
+        (it.symbol, it.kind, it.last_id): json.loads(it.payload)
+        for it in timeline.items
+        if isinstance(it, Frame) and it.kind in (DEPTH, TRADE)
+    }
+
+
+async def drain(ws: aiohttp.ClientWebSocketResponse) -> list[tuple[str, dict[str, Any]]]:
+    """Every combined frame until the stream goes quiet: (stream, data)."""
+    out = []
+    with contextlib.suppress(asyncio.TimeoutError):
+        while True:
+            msg = await ws.receive(timeout=0.5)
+            assert msg.type is aiohttp.WSMsgType.TEXT, msg
+            frame = json.loads(msg.data)
+            out.append((frame["stream"], frame["data"]))
+    return out
+
+
+async def test_rebased_times_are_one_shift_from_the_recording_starting_now(
+    files: tuple[Path, ...], timeline: Timeline
+) -> None:
+    recorded = recorded_by_id(timeline)
+    period_ms = timeline.period_ns // 10**6
+    streams = [f"{s}@{k}" for s in timeline.symbols for k in ("depth@100ms", "trade", "aggTrade")]
+    async with exchange(files, timeline, loop=True, max_passes=2) as (ex, http):
+        before = time.time_ns() // 10**6
+        idle = (await (await http.get(f"{ex.url}/api/v3/time")).json())["serverTime"]
+        assert before <= idle <= time.time_ns() // 10**6 + 1  # not started: the wall clock
+        t0 = time.time_ns() // 10**6
+        async with http.ws_connect(f"{ex.ws_url}/stream?streams=" + "/".join(streams)) as ws:
+            frames = await drain(ws)
+        shift = ex.time_shift_ms
+        assert ex.finished and shift == ex.state()["time_shift_ms"] != 0
+        # the replay's first event happened when it started: at the subscription, give or take
+        first_ms = timeline.start_ns // 10**6 + shift
+        assert t0 - 1 <= first_ms <= t0 + 2000
+        deltas: dict[int, set[int]] = {0: set(), 1: set()}
+        for stream, d in frames:
+            sym, kind = stream.split("@")[0], DEPTH if "@depth" in stream else TRADE
+            own_id = d["u"] if kind == DEPTH else d.get("t", d.get("a"))
+            info = timeline.symbols[sym]
+            step = info.id_step if kind == DEPTH else info.trade_step
+            for k in (0, 1):
+                rec = recorded.get((sym, kind, own_id - k * step))
+                if rec is not None:
+                    deltas[k] |= {d[key] - rec[key] for key in ("E", "T") if key in rec}
+                    break
+            else:
+                assert d.get("e") == "depthUpdate"  # only the synthetic resync is not recorded
+        assert deltas == {0: {shift}, 1: {shift + period_ms}}
+        server_time = (await (await http.get(f"{ex.url}/api/v3/time")).json())["serverTime"]
+        assert server_time == timeline.end_ns // 10**6 + period_ms + shift
+        params = {"symbol": "BTCUSDT", "interval": "1m", "limit": 1000}
+        rows = await (await http.get(f"{ex.url}/api/v3/klines", params=params)).json()
+        assert rows and all(t0 - 60_000 <= r[0] <= server_time for r in rows)
+
+
+async def test_rebase_off_serves_the_recorded_bytes(
+    files: tuple[Path, ...], timeline: Timeline
+) -> None:
+    payloads = {
+        (it.symbol, it.kind, it.last_id): it.payload
+        for it in timeline.items
+        if isinstance(it, Frame) and not it.patched
+    }
+    async with exchange(files, timeline, rebase_time=False, loop=False) as (ex, http):
+        idle = (await (await http.get(f"{ex.url}/api/v3/time")).json())["serverTime"]
+        assert idle == timeline.start_ns // 10**6
+        url = f"{ex.ws_url}/ws/btcusdt@trade/ethusdt@depth@100ms"
+        async with http.ws_connect(url) as ws:
+            got = [json.loads(t) for t in await texts(ws, 60)]
+            raw = await texts(ws, 20)
+        assert ex.time_shift_ms == ex.state()["time_shift_ms"] == 0
+    for d in got:
+        key = ("btcusdt", TRADE, d["t"]) if d["e"] == "trade" else ("ethusdt", DEPTH, d["u"])
+        assert d == json.loads(payloads[key])
+    assert {t.encode() for t in raw} <= set(payloads.values())  # untouched
+
+
+def test_rebase_splices_times_as_reserializing_would(timeline: Timeline) -> None:
+    shift = 86_400_000 * 800 + 7
+    plain, rebased = Market(timeline), Market(timeline)
+    rebased.rebase(shift)
+    for k, item in timeline.passes(loop=True, max_passes=2):
+        a, b = plain.step(k, item), rebased.step(k, item)
+        want = json.loads(a.payload)
+        for key in ("E", "T"):
+            if key in want:
+                want[key] += shift
+        assert json.loads(b.payload) == want
+        if b.kind == TRADE:
+            agg = json.loads(Market.agg_trade(b))
+            assert (agg["E"], agg["T"]) == (want["E"], want["T"])
+
+
+def test_times_are_rewritten_where_their_digits_were_not_found(tmp_path: Path) -> None:
+    rec = tmp_path / "spaced.jsonl"
+    lines = [
+        {"lastUpdateId": 10, "bids": [["1.0", "1.0"]], "asks": [["2.0", "1.0"]]},
+        {"e": "depthUpdate", "E": 1_700_000_000_000, "s": "ABCUSDT", "U": 11, "u": 12}
+        | {"b": [], "a": [["2.0", "0.5"]]},
+        {"e": "trade", "E": 1_700_000_000_100, "s": "ABCUSDT", "t": 5, "p": "2.0", "q": "0.1"}
+        | {"T": 1_700_000_000_099, "m": True, "M": True},
+    ]
+    rec.write_text("".join(f"{1000 + i} {json.dumps(obj)}\n" for i, obj in enumerate(lines)))
+    tl = load_timeline([rec])
+    assert [it.stamps for it in tl.items if isinstance(it, Frame)] == [(), ()]  # '"E": 1'
+    market = Market(tl)
+    market.rebase(1000)
+    depth, trade = (json.loads(market.step(0, it).payload) for it in tl.items)
+    assert depth["E"] == 1_700_000_001_000 and depth["u"] == 12
+    assert (trade["E"], trade["T"], trade["t"]) == (1_700_000_001_100, 1_700_000_001_099, 5)
+
+
+def test_stamp_spans() -> None:
+    p = b'{"e":"trade","E":999,"t":7,"T":998,"m":true}'
+    spans = find_spans(p, TRADE_KEYS, (999, 998))
+    assert shift_spans(p, spans, 1) == b'{"e":"trade","E":1000,"t":7,"T":999,"m":true}'
+    assert find_spans(p, TRADE_KEYS, (999, 5)) == ()  # a match that is not the parsed value
+    assert find_spans(b'{"E":"x"}', DEPTH_KEYS, (1,)) == ()
+    assert rebase_shift_ms(1_500_000, 3_000_000) == 2  # 1.5 ms rounds to whole ms
+    assert rebase_shift_ms(10**6, 10**6 + 499_999) == 0
 
 
 # --- REST --------------------------------------------------------------------
@@ -361,7 +500,8 @@ async def test_exchange_info_time_ping_and_klines(
         assert [s["symbol"] for s in info["symbols"]] == ["BTCUSDT", "ETHUSDT"]
         assert info["rateLimits"][0]["limit"] == 6000
         server_time = (await (await http.get(f"{ex.url}/api/v3/time")).json())["serverTime"]
-        assert server_time == timeline.end_ns // 10**6
+        shift = ex.time_shift_ms
+        assert server_time == timeline.end_ns // 10**6 + shift
         assert await (await http.get(f"{ex.url}/api/v3/ping")).json() == {}
         trades = [it for it in timeline.items if it.kind == "trade" and it.symbol == "btcusdt"]
         for interval in ("1s", "1m"):
@@ -373,7 +513,7 @@ async def test_exchange_info_time_ping_and_klines(
             assert sum(row[8] for row in rows) == len(trades)
             assert [row[0] for row in rows] == sorted(row[0] for row in rows)
         first = json.loads(trades[0].payload)
-        assert rows[0][1] == first["p"] and rows[0][0] == first["T"] // 60000 * 60000
+        assert rows[0][1] == first["p"] and rows[0][0] == (first["T"] + shift) // 60000 * 60000
         r = await http.get(
             f"{ex.url}/api/v3/klines", params={"symbol": "BTCUSDT", "interval": "7m"}
         )

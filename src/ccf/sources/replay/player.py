@@ -1,0 +1,133 @@
+"""The player: one task that walks the timeline at ``speed`` and fans each frame out.
+
+Each frame goes to the connections subscribed at that moment, so a client
+that connects later misses what came before, as on the real exchange. At
+speed 0 it runs flat out, yielding to the event loop every few hundred frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ccf.config import ReplayConfig
+from ccf.sources.replay.clock import ReplayClock
+from ccf.sources.replay.faults import Faults
+from ccf.sources.replay.hub import Hub
+from ccf.sources.replay.market import Emitted, Market
+from ccf.sources.replay.wire import BOOK_TICKER, DEPTH, TRADE
+
+log = logging.getLogger(__name__)
+
+_YIELD_EVERY = 256  # frames between event-loop yields at speed 0
+_RAW, _AGG = 0, -1  # stream renderers; a positive number is a partial-depth level count
+Route = tuple[str, bytes, int]  # stream name, its combined-frame prefix, renderer
+
+
+def stream_routes(sym: str) -> dict[str, list[Route]]:
+    """Per frame kind: the stream names it feeds, their combined-frame prefix, and renderer."""
+    names: dict[str, list[tuple[str, int]]] = {
+        DEPTH: [(f"{sym}@depth@100ms", _RAW), (f"{sym}@depth", _RAW), (f"{sym}@depth@1000ms", _RAW)]
+        + [(f"{sym}@depth{n}{s}", n) for n in (5, 10, 20) for s in ("", "@100ms", "@1000ms")],
+        TRADE: [(f"{sym}@trade", _RAW), (f"{sym}@aggTrade", _AGG)],
+        BOOK_TICKER: [(f"{sym}@bookTicker", _RAW)],
+    }
+    return {
+        kind: [(n, f'{{"stream":"{n}","data":'.encode(), r) for n, r in lst]
+        for kind, lst in names.items()
+    }
+
+
+class Player:
+    """Plays once :attr:`go` is set (first subscription, or at once); counts what it sent."""
+
+    def __init__(
+        self,
+        cfg: ReplayConfig,
+        market: Market,
+        clock: ReplayClock,
+        hub: Hub,
+        faults: Faults,
+    ) -> None:
+        self._cfg = cfg
+        self._market = market
+        self._timeline = market.timeline
+        self._clock = clock
+        self._hub = hub
+        self._faults = faults
+        self._routes = {s: stream_routes(s) for s in self._timeline.symbols}
+        self.go = asyncio.Event()
+        self.frames_dispatched = 0
+        self.finished = False
+
+    async def run(self) -> None:
+        await self.go.wait()
+        self._market.rebase(self._clock.start())
+        hub, clock = self._hub, self._clock
+        speed, period = self._cfg.speed, self._timeline.period_ns
+        anchor_ts: int | None = None
+        anchor_wall = 0.0
+        current_pass = 0
+        log.info(
+            "part=exchange replay started speed=%s frames_per_pass=%d time_shift_ms=%d",
+            speed,
+            len(self._timeline.items),
+            self._market.time_shift_ms,
+        )
+        for k, item in self._timeline.passes(self._cfg.loop, self._cfg.max_passes):
+            ts = item.ts_ns + k * period
+            if k != current_pass:
+                current_pass = k
+                log.info("part=exchange pass started pass=%d frames_sent=%d", k, hub.frames_sent)
+            if speed:
+                if anchor_ts is None:
+                    anchor_ts, anchor_wall = ts, time.monotonic()
+                wait = anchor_wall + (ts - anchor_ts) / 1e9 / speed - time.monotonic()
+                if wait > 0.0005:
+                    await hub.flush()
+                    clock.hold(ts)
+                    await asyncio.sleep(wait)
+                elif wait < -1.0:  # fell behind (slow clients): carry on from here, no burst
+                    anchor_ts, anchor_wall = ts, time.monotonic()
+            self.frames_dispatched += 1
+            if self.frames_dispatched % _YIELD_EVERY == 0:
+                await hub.flush()
+                await asyncio.sleep(0)
+            clock.sent(ts)
+            self._broadcast(self._market.step(k, item))
+        await hub.flush()
+        clock.hold(None)
+        self.finished = True
+        log.info(
+            "part=exchange replay finished passes=%d frames_sent=%d",
+            current_pass + 1,
+            hub.frames_sent,
+        )
+
+    def _broadcast(self, em: Emitted) -> None:
+        skip = em.kind == DEPTH and not em.synthetic and self._faults.skip_diff()
+        partial: dict[int, bytes] = {}
+        subs, send = self._hub.subs, self._hub.send
+        for name, prefix, renderer in self._routes[em.symbol][em.kind]:
+            conns = subs.get(name)
+            if not conns:
+                continue
+            if renderer == _RAW:
+                if skip:
+                    continue
+                payload = em.payload
+            elif renderer == _AGG:
+                payload = self._market.agg_trade(em)
+            else:
+                if renderer not in partial:
+                    partial[renderer] = self._market.partial(em.symbol, renderer)
+                payload = partial[renderer]
+            wrapped = None
+            for conn in tuple(conns):
+                if conn.combined:
+                    if wrapped is None:
+                        wrapped = prefix + payload + b"}"
+                    send(conn, wrapped, name)
+                else:
+                    send(conn, payload, name)

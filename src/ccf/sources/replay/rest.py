@@ -1,0 +1,230 @@
+"""The public market-data REST endpoints, with Binance's weights and rate-limit answers.
+
+Every ``/api/`` call is charged its weight against a per-minute budget
+(``X-MBX-USED-WEIGHT-1M``); over it the answer is 429 with Retry-After, and
+a client that keeps going after ``ban_after_429s`` of them is banned (418).
+Injected REST faults take the same path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ccf.sources.replay.candles import INTERVALS_MS, Candles
+from ccf.sources.replay.clock import ReplayClock
+from ccf.sources.replay.faults import Faults
+from ccf.sources.replay.market import Market
+from ccf.sources.replay.wire import dumps, loads
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def depth_weight(limit: int) -> int:
+    """REST weight of ``/api/v3/depth`` by limit (binance_formats.md 2.3)."""
+    return 5 if limit <= 100 else 25 if limit <= 500 else 50 if limit <= 1000 else 250
+
+
+class WeightLimiter:
+    """REQUEST_WEIGHT per wall-clock minute; 429 over the limit, a 418 ban for ignoring 429s."""
+
+    def __init__(self, limit: int, ban_after_429s: int, ban_s: float) -> None:
+        self.limit = limit
+        self._ban_after = ban_after_429s
+        self._ban_s = ban_s
+        self._minute = -1
+        self.used = 0
+        self._strikes = 0
+        self.banned_until = 0.0
+
+    def charge(self, weight: int, now: float) -> tuple[int, int | None, int]:
+        """``(used weight, error status or None, Retry-After seconds)`` for one request."""
+        minute = int(now // 60)
+        if minute != self._minute:
+            self._minute, self.used = minute, 0
+        if now < self.banned_until:
+            return self.used, 418, math.ceil(self.banned_until - now)
+        self.used += weight
+        if self.used <= self.limit:
+            self._strikes = 0
+            return self.used, None, 0
+        self._strikes += 1
+        if self._strikes > self._ban_after:
+            self.banned_until = now + self._ban_s
+            log.warning(
+                "part=exchange rest ban for_s=%.0f after_429s=%d", self._ban_s, self._strikes - 1
+            )
+            return self.used, 418, math.ceil(self._ban_s)
+        return self.used, 429, max(1, math.ceil(60 - now % 60))
+
+
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=dumps(obj), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def _rest_error(code: int, msg: str) -> web.Response:
+    return json_response({"code": code, "msg": msg}, status=400)
+
+
+class _BadParam(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+def _int_param(request: web.Request, name: str, default: int | None = None) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 20:
+        raise _BadParam(
+            _rest_error(
+                -1100,
+                f"Illegal characters found in parameter '{name}'; "
+                "legal range is '^[0-9]{1,20}$'.",
+            )
+        )
+    return int(raw)
+
+
+def _weight(request: web.Request) -> int:
+    path = request.path
+    if path == "/api/v3/depth":
+        raw = request.query.get("limit", "100")
+        return depth_weight(int(raw)) if raw.isdigit() and len(raw) <= 20 else 5
+    return {"/api/v3/exchangeInfo": 20, "/api/v3/klines": 2}.get(path, 1)
+
+
+class RestApi:
+    """Handlers for depth, exchangeInfo, time, ping and klines, and the limiter around them."""
+
+    def __init__(
+        self,
+        market: Market,
+        candles: Candles,
+        clock: ReplayClock,
+        faults: Faults,
+        limiter: WeightLimiter,
+        exchange_info: dict[str, Any],
+    ) -> None:
+        self._market = market
+        self._candles = candles
+        self._clock = clock
+        self._faults = faults
+        self.limiter = limiter
+        self._exchange_info = exchange_info
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/v3/depth", self._depth)
+        app.router.add_get("/api/v3/exchangeInfo", self._info)
+        app.router.add_get("/api/v3/time", self._time)
+        app.router.add_get("/api/v3/ping", self._ping)
+        app.router.add_get("/api/v3/klines", self._klines)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/api/"):
+            return await handler(request)
+        used, status, retry = self.limiter.charge(_weight(request), time.time())
+        if status is None:
+            injected = self._faults.rest_fault()
+            if injected is not None:
+                status, retry = injected
+        headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
+        if status == 429:
+            return json_response(
+                {
+                    "code": -1003,
+                    "msg": f"Too much request weight used; current limit is {self.limiter.limit} "
+                    "request weight per 1 MINUTE. Please use WebSocket Streams for live updates "
+                    "to avoid "
+                    "polling the API.",
+                },
+                429,
+                {**headers, "Retry-After": str(retry)},
+            )
+        if status == 418:
+            until = int((time.time() + retry) * 1000)
+            return json_response(
+                {
+                    "code": -1003,
+                    "msg": f"Way too much request weight used; IP banned until {until}. "
+                    "Please use WebSocket Streams for live updates to avoid bans.",
+                },
+                418,
+                {**headers, "Retry-After": str(retry)},
+            )
+        try:
+            resp = await handler(request)
+        except _BadParam as e:
+            resp = e.response
+        except web.HTTPException as e:
+            e.headers.update(headers)
+            raise
+        resp.headers.update(headers)
+        return resp
+
+    def _symbol(self, request: web.Request) -> str:
+        sym = request.query.get("symbol", "")
+        if not sym:
+            raise _BadParam(
+                _rest_error(
+                    -1102,
+                    "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
+                )
+            )
+        if sym.lower() not in self._market.timeline.symbols:
+            raise _BadParam(_rest_error(-1121, "Invalid symbol."))
+        return sym.lower()
+
+    async def _depth(self, request: web.Request) -> web.Response:
+        sym = self._symbol(request)
+        limit = min(max(_int_param(request, "limit", 100) or 1, 1), 5000)
+        if self._faults.stale_snapshot():
+            log.info("part=exchange fault stale snapshot symbol=%s", sym)
+            return json_response(self._market.stale_depth(sym, limit))
+        return json_response(self._market.depth(sym, limit))
+
+    async def _info(self, request: web.Request) -> web.Response:
+        wanted: list[str] = []
+        if "symbol" in request.query:
+            wanted = [self._symbol(request).upper()]
+        elif "symbols" in request.query:
+            try:
+                wanted = [str(s).upper() for s in loads(request.query["symbols"])]
+            except ValueError:
+                raise _BadParam(
+                    _rest_error(-1100, "Illegal characters found in parameter 'symbols'.")
+                ) from None
+            if any(s.lower() not in self._market.timeline.symbols for s in wanted):
+                raise _BadParam(_rest_error(-1121, "Invalid symbol."))
+        info = dict(self._exchange_info, serverTime=self._clock.now_ms())
+        if wanted:
+            info["symbols"] = [s for s in info["symbols"] if s["symbol"] in wanted]
+        return json_response(info)
+
+    async def _time(self, request: web.Request) -> web.Response:
+        return json_response({"serverTime": self._clock.now_ms()})
+
+    async def _ping(self, request: web.Request) -> web.Response:
+        return json_response({})
+
+    async def _klines(self, request: web.Request) -> web.Response:
+        sym = self._symbol(request)
+        iv = INTERVALS_MS.get(request.query.get("interval", ""))
+        if iv is None:
+            raise _BadParam(_rest_error(-1120, "Invalid interval."))
+        start, end = _int_param(request, "startTime"), _int_param(request, "endTime")
+        limit = min(max(_int_param(request, "limit", 500) or 1, 1), 1000)
+        now, shift = self._clock.read_ms()
+        return json_response(self._candles.rows(sym, iv, start, end, limit, now, shift))
