@@ -23,6 +23,7 @@ from ccf.sources.news import NewsCollector, news_wanted
 from ccf.sources.news.normalize import canonical_link
 from ccf.status import format_status, gather_status
 from ccf.storage import SqliteStore
+from tests import parts
 from tests.sources.news_fixtures import (
     COINDESK,
     COINTELEGRAPH,
@@ -61,23 +62,9 @@ def news_settings(tmp_path: Path, feeds: dict[str, str], *extra: str) -> Setting
 async def run_until(
     settings: Settings, done: Callable[[NewsCollector], bool], timeout_s: float = 10
 ) -> NewsCollector:
-    """Run a collector until ``done`` holds, then stop it cleanly (everything flushed)."""
-    collector = NewsCollector(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(collector.run(stop))
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not done(collector):
-            if task.done():
-                task.result()
-                pytest.fail("the news collector stopped by itself")
-            if time.monotonic() > deadline:
-                pytest.fail(f"not done after {timeout_s} s: {collector.statuses}")
-            await asyncio.sleep(0.02)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
-    return collector
+    return await parts.run_until(
+        NewsCollector(settings), done, timeout_s, lambda c: c.statuses, poll_s=0.02
+    )
 
 
 def rows(settings: Settings, sql: str) -> list[tuple]:

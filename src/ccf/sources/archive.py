@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Literal
 
 from ccf.records import NS_PER_MS, AggTrade, Candle, Record
-from ccf.sources.binance.history import interval_ms
+from ccf.sources.binance.history import interval_ms, kline_to_candle
 
 EXCHANGE = "binance"
+ALWAYS_CLOSED = 2**62  # a "now" after every archived candle
 MICROS_FROM = 10**14  # ms timestamps are ~1.7e12 today, µs ~1.7e15
 NAN = float("nan")
 FileKind = Literal["klines", "aggTrades", "ohlcv"]
@@ -154,26 +155,22 @@ def _records(
                 )
             elif info.kind == "klines":
                 o_t, o, h, low, c, v, c_t, qv, cnt, tb, tq = row[:11]
-                close = to_ms(int(c_t))
-                yield Candle(
-                    EXCHANGE,
-                    sym,
-                    info.interval or "",
-                    to_ms(int(o_t)) * NS_PER_MS,
-                    close * NS_PER_MS,
-                    float(o),
-                    float(h),
-                    float(low),
-                    float(c),
-                    float(v),
-                    float(qv),
+                kline = (
+                    to_ms(int(o_t)),
+                    o,
+                    h,
+                    low,
+                    c,
+                    v,
+                    to_ms(int(c_t)),
+                    qv,
                     int(cnt),
-                    float(tb),
-                    float(tq),
-                    True,
-                    close * NS_PER_MS,
-                    ts_recv,
+                    tb,
+                    tq,
+                    "",
                 )
+                # archived candles are all closed: "now" is after every one of them
+                yield kline_to_candle(sym, info.interval or "", kline, ALWAYS_CLOSED, ts_recv)
             else:
                 o_t, o, h, low, c, v = row[:6]
                 open_ms = int(o_t)
