@@ -261,7 +261,7 @@ class Collector:
         now = time.time_ns()
         kinds = {stream_kind(st) for st in self.settings.collect.streams}
         for summary in store.summaries():
-            kind = "book" if summary.kind == "book" else summary.kind
+            kind = summary.kind
             if (
                 summary.symbol in self.feed.state
                 and kind in kinds
