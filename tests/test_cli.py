@@ -82,6 +82,7 @@ def test_collect_status_kill_restart_and_clean_stop(tmp_path: Path, exchange: in
     with process(*args, log=tmp_path / "collect1.log") as collector:
         # another process reads the store while the collector writes it
         wait_for(lambda: (tmp_path / "data" / "ccf.sqlite").exists(), 30, "the store")
+        wait_for(lambda: rows(status_json(data), "trade") > 0, 30, "the first trades")
         seen = []
         for _ in range(6):
             status = status_json(data)
@@ -160,12 +161,10 @@ def test_record_then_replay_the_recording(tmp_path: Path, exchange: int) -> None
             def caught_up() -> bool:
                 if not (replayed / "ccf.sqlite").exists():
                     return False
-                got.update(
-                    r[0]
-                    for r in SqliteStore(replayed / "ccf.sqlite", readonly=True).query(
-                        "SELECT trade_id FROM trade"
-                    )
-                )
+                store = SqliteStore(replayed / "ccf.sqlite", readonly=True)
+                if not store.query("SELECT 1 FROM sqlite_master WHERE name='trade'"):
+                    return False  # the file is there, its schema not yet
+                got.update(r[0] for r in store.query("SELECT trade_id FROM trade"))
                 return len(got) >= 0.9 * len(want)
 
             wait_for(caught_up, 60, "the replayed trades")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ENV_PREFIX = "CCF__"
@@ -103,6 +103,12 @@ class FaultConfig(_Section):
     stall_after_frames: int = Field(0, ge=0, description="stop sending after N frames...")
     stall_s: float = Field(0.0, ge=0, description="...for this long")
     stale_snapshots: int = Field(0, ge=0, description="serve the next N depth snapshots stale")
+    rest_duplicate_pages: int = Field(
+        0,
+        ge=0,
+        description="the next N paged history answers (klines, aggTrades, historicalTrades with "
+        "startTime/fromId) start half a page early, repeating rows: clients must dedupe",
+    )
     shutdown_after_frames: int = Field(0, ge=0, description="send serverShutdown after N frames")
 
 
@@ -112,7 +118,11 @@ class ReplayConfig(_Section):
     files: tuple[Path, ...] = Field(
         (), description="recordings to serve; default: the spot_*.jsonl.gz under $CCF_SHARED"
     )
-    klines: tuple[Path, ...] = Field((), description="one-minute candle CSVs to serve as klines")
+    klines: tuple[Path, ...] = Field(
+        (),
+        description="one-minute candle CSVs (SYMBOL-1m-*.csv[.gz]) played alongside the "
+        "recordings from the replay's start: their symbols' minute klines, REST and @kline_*",
+    )
     speed: float = Field(
         1.0, ge=0, description="1 = real time, 10 = ten times faster, 0 = flat out"
     )
@@ -209,10 +219,6 @@ class Settings(_Section):
         if bad:
             raise ValueError(f"not a Binance symbol: {bad}; write them like btcusdt")
         return tuple(s.lower() for s in v)
-
-    @model_validator(mode="after")
-    def _streams_fit(self) -> Settings:
-        return self
 
     @property
     def db_path(self) -> Path:

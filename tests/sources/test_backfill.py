@@ -90,8 +90,61 @@ async def test_rate_limits_and_overlapping_pages(
     end = start + 2500 * 60_000
     store = SqliteStore(tmp_path / "s.sqlite")
     async with running_exchange(ReplayConfig(port=0, klines=(KLINES,)), timeline) as ex:
-        ex.set_faults(rest_429=1, rest_418=1, retry_after_s=1)
+        ex.set_faults(rest_429=1, rest_418=1, retry_after_s=1, rest_duplicate_pages=2)
         summary, rest = await backfill_klines(ex, store, start, end)
+        assert ex.state()["fault_counts"]["rest_duplicate_pages"] == 2
     assert rest.stats["rate_limited"] == 1 and rest.stats["banned"] == 1
-    assert summary.rows == 2500 and summary.gaps == []
+    assert summary.rows == 2500 and summary.new_rows == 2500 and summary.gaps == []
     assert store.query("SELECT count(*) FROM candle") == [(2500,)]
+
+
+async def played_out(ex: ReplayExchange) -> None:
+    """Wait until the whole recording has been played: all of it is history now."""
+    import asyncio
+
+    for _ in range(1200):
+        if ex.state()["finished"]:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("the replay did not finish")
+
+
+async def test_agg_trades_cover_every_recorded_trade_once(
+    tmp_path: Path, timeline: Timeline
+) -> None:
+    from decimal import Decimal
+
+    from tests.sources.recorded import recorded
+
+    rec = recorded("btcusdt")
+    cfg = ReplayConfig(port=0, speed=0, loop=False, start="immediately")
+    store = SqliteStore(tmp_path / "s.sqlite")
+    async with running_exchange(cfg, timeline) as ex:
+        await played_out(ex)
+        shift = ex.state()["time_shift_ms"]
+        times = [t for t, _, _ in rec.trades.values()]
+        start, end = min(times) + shift, max(times) + shift + 1
+        async with aiohttp.ClientSession() as session:
+            rest = BinanceRest(session, ex.url)
+            job = Backfill(load_settings(environ={}), store)
+            first = await job.agg_trades(rest, "btcusdt", start, end)
+            ex.set_faults(rest_duplicate_pages=3)
+            store2 = SqliteStore(tmp_path / "dup.sqlite")
+            dup = await Backfill(load_settings(environ={}), store2).agg_trades(
+                rest, "btcusdt", start, end
+            )
+            again = await job.agg_trades(rest, "btcusdt", start, end)
+    assert first.gaps == [] and again.new_rows == 0
+    rows = store.query(
+        "SELECT first_trade_id, last_trade_id, qty, price, ts_event FROM agg_trade ORDER BY agg_id"
+    )
+    covered = [t for f, last, *_ in rows for t in range(f, last + 1)]
+    assert covered == sorted(rec.trades)  # every trade exactly once, in order
+    for f, last, qty, price, ts in rows:
+        parts = [rec.trades[t] for t in range(f, last + 1)]
+        assert {p for _, p, _ in parts} == {price}
+        assert {t for t, _, _ in parts} == {ts // NS - shift}
+        assert Decimal(str(qty)) == sum(Decimal(str(q)) for _, _, q in parts)
+    assert dup.rows >= first.rows and store2.query("SELECT count(*) FROM agg_trade") == [
+        (len(rows),)
+    ]  # overlapping pages deduplicated by key

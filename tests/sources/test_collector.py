@@ -8,7 +8,6 @@ SQLite store. Expected values come from the recordings, read independently
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from ccf.sources.collector import Collector, plan_connections
 from ccf.sources.replay.exchange import ReplayExchange, running_exchange
 from ccf.sources.replay.timeline import Timeline, load_timeline
 from ccf.storage import SqliteStore
+from tests import parts
 from tests.sources.recorded import SYMBOLS, recorded, recording_files, same_levels
 
 NS = 1_000_000
@@ -49,23 +49,7 @@ def settings_for(tmp_path: Path, ex: ReplayExchange, *extra: str) -> Settings:
 async def collect_until(
     settings: Settings, done: Callable[[Collector], bool], timeout_s: float = 120
 ) -> Collector:
-    """Run the collector until ``done`` holds, then stop it cleanly (everything flushed)."""
-    collector = Collector(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(collector.run(stop))
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not done(collector):
-            if task.done():
-                task.result()  # raises what stopped it
-                pytest.fail("the collector stopped by itself")
-            if time.monotonic() > deadline:
-                pytest.fail(f"not done after {timeout_s} s: {collector.status()}")
-            await asyncio.sleep(0.05)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-    return collector
+    return await parts.run_until(Collector(settings), done, timeout_s, lambda c: c.status())
 
 
 def connects(c: Collector) -> int:
@@ -103,7 +87,7 @@ def assert_books_exact(store: SqliteStore, symbol: str) -> int:
 def gaps(store: SqliteStore, symbol: str | None = None) -> list[tuple]:
     where, params = ("WHERE symbol=?", (symbol,)) if symbol else ("", ())
     return store.query(
-        f"SELECT symbol, stream, start_ts, end_ts, reason, detail FROM gap {where} "
+        f"SELECT symbol, stream, start_ts, end_ts, reason, detail, filled FROM gap {where} "
         "ORDER BY start_ts",
         params,
     )
@@ -148,18 +132,35 @@ async def test_every_trade_and_the_exact_book_at_every_update(
 
 
 def assert_trades_missing_only_where_gaps_say(store: SqliteStore, symbol: str) -> int:
-    """Stored trades = recorded trades minus exactly the ids the gap records name."""
+    """Every recorded trade is stored, live, except the ids a trade gap names; those are
+    stored as backfilled when the gap says it was filled. Returns how many ids gaps named."""
     named: set[int] = set()
-    for *_, detail in gaps(store, symbol):
+    filled: set[int] = set()
+    for _, stream, _, _, _, detail, was_filled in gaps(store, symbol):
         for part in detail.split("; "):
-            if part.startswith("trade ids "):
+            if stream == "trade" and part.startswith("trade ids "):
                 lo, hi = part.split()[2].split("..")
-                named |= set(range(int(lo), int(hi) + 1))
-    have = set(stored_trade_ids(store, symbol))
-    rec_ids = set(recorded(symbol).trades)
-    first, last = min(have), max(have)
-    expected = {t for t in rec_ids if first <= t <= last} - named
-    assert have == expected
+                ids = set(range(int(lo), int(hi) + 1))
+                named |= ids
+                filled |= ids if was_filled else set()
+    rows = dict(store.query("SELECT trade_id, backfilled FROM trade WHERE symbol=?", (symbol,)))
+    live = {t for t, backfilled in rows.items() if not backfilled}
+    rec = recorded(symbol).trades
+    assert set(rows) <= set(rec)  # nothing invented
+    first, last = min(live), max(live)
+    assert live == {t for t in rec if first <= t <= last} - named
+    assert filled <= {t for t, backfilled in rows.items() if backfilled}
+    assert {t for t, backfilled in rows.items() if backfilled} <= named
+    for t, backfilled in rows.items():  # backfilled rows are the real trades
+        if backfilled:
+            assert (
+                store.query(
+                    "SELECT ts_event / 1000000, price, qty FROM trade WHERE "
+                    "symbol=? AND trade_id=?",
+                    (symbol, t),
+                )[0][1:]
+                == rec[t][1:]
+            )
     return len(named)
 
 
@@ -385,3 +386,48 @@ async def test_partial_depth_books_match_the_rebuild(tmp_path: Path, timeline: T
         )
         assert len(rows) > 0.95 * len(ref)
         assert all(same_levels(r[1:], ref[r[0]]) for r in rows)
+
+
+async def test_closed_live_candles_equal_backfilled_ones(
+    tmp_path: Path, timeline: Timeline
+) -> None:
+    import aiohttp
+
+    from ccf.sources.backfill import Backfill
+    from ccf.sources.binance.rest import BinanceRest
+
+    cols = (
+        "open_time, close_time, open, high, low, close, volume, quote_volume, trades, "
+        "taker_buy_volume, taker_buy_quote_volume"
+    )
+    async with running_exchange(ReplayConfig(port=0, speed=0, loop=False), timeline) as ex:
+        settings = settings_for(
+            tmp_path,
+            ex,
+            "collect.streams=[trade,kline_1m,kline_1s]",
+            "collect.silence_timeout_s=120",
+        )
+        await collect_until(settings, lambda c: trades_seen(c) >= all_trades())
+        live = SqliteStore(settings.db_path, readonly=True)
+        backfilled = SqliteStore(tmp_path / "backfill.sqlite")
+        async with aiohttp.ClientSession() as session:
+            rest = BinanceRest(session, ex.url)
+            job = Backfill(settings, backfilled)
+            for sym in SYMBOLS:
+                for iv in ("1m", "1s"):
+                    ((lo, hi),) = live.query(
+                        "SELECT min(open_time), max(open_time) FROM candle "
+                        "WHERE symbol=? AND interval=?",
+                        (sym, iv),
+                    )
+                    await job.klines(rest, sym, iv, lo // NS, hi // NS + 1)
+    for sym in SYMBOLS:
+        for iv in ("1m", "1s"):
+            query = (
+                f"SELECT {cols} FROM candle WHERE symbol=? AND interval=? AND closed=1 "
+                "ORDER BY open_time"
+            )
+            got_live = live.query(query, (sym, iv))
+            got_rest = {r[0]: r for r in backfilled.query(query, (sym, iv))}
+            assert len(got_live) >= (9 if iv == "1m" else 600)
+            assert all(got_rest[r[0]] == r for r in got_live), (sym, iv)

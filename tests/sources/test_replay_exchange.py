@@ -151,8 +151,8 @@ async def test_combined_stream_wraps_frames(files: tuple[Path, ...], timeline: T
     for f in frames:
         data = f["data"]
         kind = {"btcusdt@trade": "trade", "ethusdt@depth@100ms": "depthUpdate"}.get(f["stream"])
-        if kind is None:  # each trade is its own aggTrade
-            assert data["e"] == "aggTrade" and data["a"] == data["f"] == data["l"]
+        if kind is None:  # one frame per aggregate of trades f..l (test_replay_history.py)
+            assert data["e"] == "aggTrade" and data["f"] <= data["l"]
         else:
             assert data["e"] == kind
 
@@ -383,7 +383,7 @@ async def test_rebased_times_are_one_shift_from_the_recording_starting_now(
         deltas: dict[int, set[int]] = {0: set(), 1: set()}
         for stream, d in frames:
             sym, kind = stream.split("@")[0], DEPTH if "@depth" in stream else TRADE
-            own_id = d["u"] if kind == DEPTH else d.get("t", d.get("a"))
+            own_id = d["u"] if kind == DEPTH else d.get("t", d.get("l"))  # aggTrade: last trade
             info = timeline.symbols[sym]
             step = info.id_step if kind == DEPTH else info.trade_step
             for k in (0, 1):
@@ -434,9 +434,10 @@ def test_rebase_splices_times_as_reserializing_would(timeline: Timeline) -> None
             if key in want:
                 want[key] += shift
         assert json.loads(b.payload) == want
-        if b.kind == TRADE:
-            agg = json.loads(Market.agg_trade(b))
-            assert (agg["E"], agg["T"]) == (want["E"], want["T"])
+        agg_bytes = rebased.agg_trade(b) if b.kind == TRADE else None
+        if agg_bytes is not None:  # the trade completed an aggregate: same times as the trade
+            agg = json.loads(agg_bytes)
+            assert (agg["E"], agg["T"], agg["l"]) == (want["E"], want["T"], want["t"])
 
 
 def test_times_are_rewritten_where_their_digits_were_not_found(tmp_path: Path) -> None:
@@ -520,22 +521,55 @@ async def test_exchange_info_time_ping_and_klines(
         assert r.status == 400 and (await r.json())["code"] == -1120
 
 
-async def test_klines_from_csv_history(
+async def test_klines_from_csv_history_then_played_from_the_replay_start(
     tmp_path: Path, files: tuple[Path, ...], timeline: Timeline
 ) -> None:
+    """A CSV is the symbol's past at its own times, then plays again from the replay's start."""
     csv = tmp_path / "ETHUSDT-1m-2026-03-23.csv"
-    rows = [(1774267740000 + i * 60_000, 10 + i, 12 + i, 9 + i, 11 + i, 2.0) for i in range(4)]
+    rows = [(1774267740000 + i * 60_000, 10 + i, 12 + i, 9 + i, 11 + i, 2.5) for i in range(9)]
     lines = ["open_time_ms,open,high,low,close,volume"] + [",".join(map(str, r)) for r in rows]
     csv.write_text("\n".join(lines) + "\n")
-    async with exchange(files, timeline, klines=(csv,)) as (ex, http):
-        params = {"symbol": "ETHUSDT", "interval": "1m", "startTime": rows[0][0], "limit": 2}
+
+    def row(t: int, r: tuple[int, ...]) -> list[Any]:
+        o, h, lo, c = (f"{x:.8f}" for x in r[1:5])
+        return (
+            [t, o, h, lo, c, "2.50000000", t + 59_999, "0.00000000", 0] + ["0.00000000"] * 2 + ["0"]
+        )
+
+    params: dict[str, Any] = {"symbol": "ETHUSDT", "interval": "1m", "startTime": 0}
+    # 30 passes of the ~11 s slice: about 5.4 minutes of event time, played flat out
+    async with exchange(files, timeline, klines=(csv,), loop=True, max_passes=30) as (ex, http):
+        history = await (await http.get(f"{ex.url}/api/v3/klines", params=params)).json()
+        ex.player.go.set()
+        while not ex.finished:  # noqa: ASYNC110 - the exchange has no finish event to wait on
+            await asyncio.sleep(0.01)
         one = await (await http.get(f"{ex.url}/api/v3/klines", params=params)).json()
-        params["interval"] = "3m"
-        three = await (await http.get(f"{ex.url}/api/v3/klines", params=params)).json()
-    assert [r[0] for r in one] == [rows[0][0], rows[1][0]] and one[0][1] == "10.00000000"
-    # 3m buckets are aligned to the epoch; the first three 1m bars make one
-    assert three[0][0] == 1774267740000 and three[0][5] == "6.00000000"
-    assert three[0][2] == "14.00000000" and three[0][4] == "13.00000000"
+        page = await (
+            await http.get(f"{ex.url}/api/v3/klines", params=params | {"startTime": rows[7][0]})
+        ).json()
+        newest = await (
+            await http.get(
+                f"{ex.url}/api/v3/klines", params={**params, "startTime": "", "limit": 3}
+            )
+        ).json()
+        three = await (
+            await http.get(f"{ex.url}/api/v3/klines", params=params | {"interval": "3m"})
+        ).json()
+        now = ex.market.event_ms
+        first_event = timeline.start_ns // 10**6 + ex.time_shift_ms
+    assert history == [row(r[0], r) for r in rows]  # before the replay: the file as it is
+    assert now is not None
+    first_open = -(-first_event // 60_000) * 60_000
+    closed = (now - first_open) // 60_000  # minutes whose close time has been played
+    assert 4 <= closed < len(rows)
+    live = [row(first_open + i * 60_000, rows[i]) for i in range(closed)]
+    assert one == history + live
+    assert page == one[7:]  # paging skips the months between the file and the replay
+    assert newest == live[-3:]
+    # 3m candles regroup the minutes (aligned to the epoch, the newest one partial)
+    assert [r[0] for r in three] == sorted({r[0] // 180_000 * 180_000 for r in one})
+    assert sum(float(r[5]) for r in three) == 2.5 * len(one)
+    assert three[0][1] == one[0][1] and three[-1][4] == one[-1][4]
 
 
 async def test_weight_limit_429_then_418_ban(files: tuple[Path, ...], timeline: Timeline) -> None:

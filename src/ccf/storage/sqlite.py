@@ -124,7 +124,14 @@ class SqliteStore:
         self._con = connect(self.path, readonly=readonly)
         self._book_sql: dict[int, str] = {}
         if not readonly:
-            self._create(book_depth)
+            # one transaction: a reader never sees a half-made schema
+            self._con.execute("BEGIN IMMEDIATE")
+            try:
+                self._create(book_depth)
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
 
     # -- schema -----------------------------------------------------------------------------
 

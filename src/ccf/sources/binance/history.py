@@ -110,36 +110,59 @@ async def klines(
             },
             2,
         )
-        rows = [r for r in _decode_klines(body) if start_ms <= r[0] < end_ms]
+        raw = _decode_klines(body)
+        rows = [r for r in raw if cursor <= r[0] < end_ms]  # an overlapping page repeats rows
         if not rows:
+            if raw and raw[-1][0] < cursor:
+                raise NoProgress(f"klines page ends at {raw[-1][0]}, before the cursor {cursor}")
             return
-        if rows[-1][0] < cursor:
-            raise NoProgress(f"klines page ends at {rows[-1][0]} before the cursor {cursor}")
         yield [kline_to_candle(symbol, interval, r, now_ms, ts_recv) for r in rows]
         cursor = rows[-1][0] + step
+
+
+async def _first_agg_id(rest: BinanceRest, symbol: str, start_ms: int, end_ms: int) -> int | None:
+    """The id of the first aggregate trade at or after ``start_ms``, or None before ``end_ms``.
+
+    Asks for windows small enough to come back whole (fewer than a page of rows), so
+    the answer does not depend on which end of an over-full window the exchange keeps.
+    """
+    window, t = 60_000, start_ms
+    while t < end_ms:
+        hi = min(end_ms, t + window)
+        body, _ = await rest.get(
+            "/api/v3/aggTrades",
+            {"symbol": symbol.upper(), "startTime": t, "endTime": hi - 1, "limit": PAGE},
+            4,
+        )
+        rows = _decode_agg(body)
+        if len(rows) >= PAGE and window > 1:
+            window //= 2  # too busy to see all of it: look at a shorter stretch
+        elif rows:
+            return min(r.a for r in rows)
+        else:
+            t, window = hi, min(2 * window, 3_600_000)  # quiet: look further, wider
+    return None
 
 
 async def agg_trades(
     rest: BinanceRest, symbol: str, start_ms: int, end_ms: int, from_id: int | None = None
 ) -> AsyncIterator[list[AggTrade]]:
-    """Aggregate trades with ``start_ms <= T < end_ms``, by id; ``from_id`` resumes."""
-    last = -1
-    while True:
-        params: dict[str, int | str] = {"symbol": symbol.upper(), "limit": PAGE}
+    """Aggregate trades with ``start_ms <= T < end_ms`` in id order; ``from_id`` resumes."""
+    if from_id is None:
+        from_id = await _first_agg_id(rest, symbol, start_ms, end_ms)
         if from_id is None:
-            # Binance allows startTime with endTime only within one hour: start, then walk ids.
-            params |= {"startTime": start_ms, "endTime": min(end_ms, start_ms + 3_600_000) - 1}
-        else:
-            params["fromId"] = from_id
-        body, ts_recv = await rest.get("/api/v3/aggTrades", params, 4)
-        rows = _decode_agg(body)
-        if not rows:
-            if from_id is None and start_ms + 3_600_000 < end_ms:
-                start_ms += 3_600_000  # a quiet hour: look in the next one
-                continue
             return
-        if rows[-1].a <= last:
-            raise NoProgress(f"aggTrades page ends at id {rows[-1].a}, already past {last}")
+    last = from_id - 1
+    while True:
+        body, ts_recv = await rest.get(
+            "/api/v3/aggTrades", {"symbol": symbol.upper(), "fromId": last + 1, "limit": PAGE}, 4
+        )
+        raw = _decode_agg(body)
+        rows = [r for r in raw if r.a > last]  # an overlapping page repeats rows
+        if not rows:
+            if raw:
+                raise NoProgress(f"aggTrades page ends at id {raw[-1].a}, not past {last}")
+            return
         last = rows[-1].a
         page = [
             AggTrade(
@@ -155,13 +178,12 @@ async def agg_trades(
                 ts_recv,
             )
             for r in rows
-            if start_ms <= r.T < end_ms and r.a >= (from_id or 0)
+            if start_ms <= r.T < end_ms
         ]
         if page:
             yield page
         if rows[-1].T >= end_ms:
             return
-        from_id = last + 1
 
 
 async def trades_by_id(

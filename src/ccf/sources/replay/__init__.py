@@ -6,12 +6,16 @@ Modules, one job each, from the recording to the socket:
 - ``timeline``: recordings merged by event time (``load_timeline``), loop passes
 - ``stamps``: exchange times rewritten in a payload's bytes
 - ``book``: the exchange's order book, with the levels' wire strings
-- ``market``: frames rendered for a pass (id and time shifts), REST depth
-- ``candles``: klines from played trades and 1m CSV history
+- ``tape``: a symbol's trades as exact-decimal columns, and their aggregate trades
+- ``market``: frames rendered for a pass (id and time shifts), REST depth, trades played
+- ``history``: the played trades across passes (ordinals, ids, times) for REST history
+- ``bars``: candle math shared by REST and live klines (exact integers)
+- ``candles``: REST klines from played trades, or from 1m CSVs played alongside
+- ``klines_live``: ``@kline_<interval>`` streams, equal to REST klines once closed
 - ``clock``: replay event time, rebased onto the wall clock
 - ``hub``: connections, subscriptions, queued writes and backpressure
 - ``player``: walks the timeline at ``speed`` and fans frames out
-- ``ws`` / ``rest``: the websocket and REST endpoints; ``exchange_info``
+- ``ws`` / ``rest`` / ``rest_history``: the websocket and REST endpoints; ``exchange_info``
 - ``faults``: what to break, and when
 - ``exchange``: the app that wires them (``ReplayExchange``, ``running_exchange``, ``serve``)
 """

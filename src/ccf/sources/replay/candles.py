@@ -1,8 +1,27 @@
-"""Klines: bars built from the trades the replay has played, plus optional 1m CSV history.
+"""REST klines: candles of the trades played so far, or of a one-minute CSV played alongside.
 
-Trade bars carry the same exchange times as the stream (pass period and
-rebase shift included). CSV bars keep the times in their files: they are
-history of their own, served whatever the replay clock says.
+Two sources, one per (symbol, interval):
+
+- **trades**: bars folded from the played trades (:mod:`.bars`), every pass
+  with the times it was sent with. Empty intervals are filled from the
+  previous close up to the candle holding the replay's current time, as on
+  Binance; there are no candles before a symbol's first trade.
+- **csv** (``replay.klines``, intervals that are whole minutes), in two parts:
+
+  * *history*: the file's bars at their own times, when the file ends before
+    the replay starts (the default: recordings are rebased to now), so a
+    backfill finds the symbol's past;
+  * *live*: the same bars again, moved by a whole number of minutes so the
+    first opens at the first minute boundary at or after the replay's first
+    event, and played at the replay's pace: a bar exists once its close time
+    has been played, when its ``@kline_*`` frame is sent (:mod:`.klines_live`).
+
+  Candles are counted as on Binance, where paging skips a span without
+  candles: the history's end and the live start are months apart. The file
+  has no trade count, quote or taker volume (0) nor trade ids (-1). A symbol
+  with a CSV takes its minute candles from it; ``1s`` still come from its trades.
+
+Bars of a finished pass never change, so they are cached per (symbol, interval, pass).
 """
 
 from __future__ import annotations
@@ -10,241 +29,178 @@ from __future__ import annotations
 import csv
 import gzip
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ccf.sources.replay.bars import (
+    MINUTE_MS,
+    Bar,
+    bucket_open,
+    empty_bar,
+    fill,
+    fold,
+    kline_row,
+    merge_runs,
+    rebucket,
+    window,
+)
+from ccf.sources.replay.clock import ReplayClock
+from ccf.sources.replay.history import Played, played
 from ccf.sources.replay.market import Market
-from ccf.sources.replay.timeline import TradeTape
+from ccf.sources.replay.tape import to_units
 from ccf.sources.replay.wire import NS_PER_MS
-
-INTERVALS_MS = {
-    "1s": 1_000,
-    "1m": 60_000,
-    "3m": 180_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "30m": 1_800_000,
-    "1h": 3_600_000,
-    "2h": 7_200_000,
-    "4h": 14_400_000,
-    "6h": 21_600_000,
-    "8h": 28_800_000,
-    "12h": 43_200_000,
-    "1d": 86_400_000,
-    "3d": 259_200_000,
-    "1w": 604_800_000,
-}
-_WEEK_ORIGIN_MS = 4 * 86_400_000  # weekly candles open on Monday; 1970-01-01 was a Thursday
-
-# open_ms, open, high, low, close, volume, quote volume, trades, taker-buy volume, taker-buy quote
-Bar = tuple[int, float, float, float, float, float, float, int, float, float]
-
-
-def bucket_open(t_ms: int, iv_ms: int) -> int:
-    origin = _WEEK_ORIGIN_MS if iv_ms == INTERVALS_MS["1w"] else 0
-    return t_ms - (t_ms - origin) % iv_ms
-
-
-def _merge_bar(a: Bar, b: Bar) -> Bar:
-    """``a`` then ``b`` as one bar (b is later)."""
-    return (
-        a[0],
-        a[1],
-        max(a[2], b[2]),
-        min(a[3], b[3]),
-        b[4],
-        a[5] + b[5],
-        a[6] + b[6],
-        a[7] + b[7],
-        a[8] + b[8],
-        a[9] + b[9],
-    )
-
-
-def tape_bars(
-    tape: TradeTape, iv_ms: int, shift_ms: int, lo: int = 0, hi: int | None = None
-) -> list[Bar]:
-    """Bars of ``iv_ms`` from trades of indexes [lo, hi), trade times shifted by ``shift_ms``."""
-    hi = len(tape.times_ms) if hi is None else hi
-    bars: list[Bar] = []
-    cur: list[Any] | None = None
-    times, prices, qtys, buys = tape.times_ms, tape.prices, tape.qtys, tape.taker_buy
-    for i in range(lo, hi):
-        t = bucket_open(times[i] + shift_ms, iv_ms)
-        p, q = prices[i], qtys[i]
-        bq = q if buys[i] else 0.0
-        if cur is None or cur[0] != t:
-            if cur is not None:
-                bars.append(tuple(cur))  # type: ignore[arg-type]
-            cur = [t, p, p, p, p, q, p * q, 1, bq, p * bq]
-        else:
-            cur[2] = max(cur[2], p)
-            cur[3] = min(cur[3], p)
-            cur[4] = p
-            cur[5] += q
-            cur[6] += p * q
-            cur[7] += 1
-            cur[8] += bq
-            cur[9] += p * bq
-    if cur is not None:
-        bars.append(tuple(cur))  # type: ignore[arg-type]
-    return bars
-
-
-def aggregate_bars(bars: Sequence[Bar], iv_ms: int) -> list[Bar]:
-    """Re-bucket sorted bars into ``iv_ms`` bars (a coarser or equal interval)."""
-    out: list[Bar] = []
-    for b in bars:
-        t = bucket_open(b[0], iv_ms)
-        if out and out[-1][0] == t:
-            out[-1] = _merge_bar(out[-1], b)
-        else:
-            out.append((t, *b[1:]))  # type: ignore[arg-type]
-    return out
 
 
 def load_kline_csv(path: Path) -> tuple[str, list[Bar]]:
-    """``(symbol, 1m bars)`` from ``SYMBOL-1m-...csv[.gz]``.
+    """``(symbol, 1m bars)`` from ``SYMBOL-1m-...csv[.gz]``, gaps filled with empty bars.
 
-    Columns: open_time_ms,open,high,low,close,volume.
-
-    The file has no quote volume, trade count or taker volume: quote volume is
-    estimated at the typical price (h+l+c)/3, the others are 0.
+    Columns: open_time_ms,open,high,low,close,volume (no trade count, quote or
+    taker volume: they stay 0, trade ids -1).
     """
     opener = gzip.open if path.suffix == ".gz" else open
-    bars: list[Bar] = []
+    rows: list[Bar] = []
     with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
         for row in csv.DictReader(f):
-            o, h, lo, c, v = (float(row[k]) for k in ("open", "high", "low", "close", "volume"))
-            bars.append(
-                (int(row["open_time_ms"]), o, h, lo, c, v, v * (h + lo + c) / 3, 0, 0.0, 0.0)
+            o, h, lo, c, v = (to_units(row[k]) for k in ("open", "high", "low", "close", "volume"))
+            rows.append(Bar(int(row["open_time_ms"]), o, h, lo, c, v, 0, 0, 0, 0, -1, -1))
+    rows.sort()
+    bars: list[Bar] = []
+    for b in rows:
+        if bars and b.open_ms <= bars[-1].open_ms:
+            continue  # a repeated minute: the first one stays
+        if bars:
+            close = bars[-1].c
+            bars += (
+                empty_bar(t, close)
+                for t in range(bars[-1].open_ms + MINUTE_MS, b.open_ms, MINUTE_MS)
             )
-    bars.sort()
+        bars.append(b)
     return path.name.split("-", 1)[0].lower(), bars
 
 
-def select_window(
-    bars: Sequence[Bar], iv_ms: int, start: int | None, end: int | None, limit: int, now_ms: int
-) -> list[Bar]:
-    """Binance kline paging over sorted, merged bars; empty intervals between bars are filled.
-
-    With ``start`` the oldest ``limit`` bars opening at or after it, else the
-    newest ``limit`` bars opening at or before ``end`` (and never after now).
-    """
-    hi = now_ms if end is None else min(end, now_ms)
-    lo = -(10**18) if start is None else start
-    filled: list[Bar] = []
-    for b in bars:
-        if not lo <= b[0] <= hi:
-            continue
-        while filled and filled[-1][0] + iv_ms < b[0]:
-            c = filled[-1][4]
-            filled.append((filled[-1][0] + iv_ms, c, c, c, c, 0.0, 0.0, 0, 0.0, 0.0))
-        filled.append(b)
-    return filled[:limit] if start is not None else filled[-limit:]
-
-
-def merge_sorted_bars(groups: Sequence[Sequence[Bar]]) -> list[Bar]:
-    """Merge bar lists; bars with the same open time (pass boundaries) combine in order."""
-    out: list[Bar] = []
-    for b in sorted((b for g in groups for b in g), key=lambda b: b[0]):
-        if out and out[-1][0] == b[0]:
-            out[-1] = _merge_bar(out[-1], b)
-        else:
-            out.append(b)
-    return out
-
-
-def bar_row(b: Bar, iv_ms: int) -> list[Any]:
-    """The 12-column Binance kline array."""
-    f = "{:.8f}".format
-    return [
-        b[0],
-        f(b[1]),
-        f(b[2]),
-        f(b[3]),
-        f(b[4]),
-        f(b[5]),
-        b[0] + iv_ms - 1,
-        f(b[6]),
-        b[7],
-        f(b[8]),
-        f(b[9]),
-        "0",
-    ]
-
-
-def window_bounds(
-    iv_ms: int, start: int | None, end: int | None, limit: int, now_ms: int
-) -> tuple[int, int]:
-    """Trade-time range [lo, hi) that can hold the answer's bars."""
-    if start is not None:
-        lo = bucket_open(start, iv_ms)
-        hi = lo + (limit + 1) * iv_ms
-        if end is not None:
-            hi = min(hi, end + iv_ms)
-    else:
-        top = bucket_open(now_ms if end is None else min(end, now_ms), iv_ms)
-        lo, hi = top - limit * iv_ms, top + iv_ms
-    return lo, min(hi, now_ms + 1)
-
-
 class Candles:
-    """Klines from the trades the market has played so far (all passes), plus optional 1m CSVs.
-
-    Bars of a finished pass never change, so they are cached per (symbol, interval, time shift).
-    """
+    """Kline rows for REST, and the CSV placement the live streams share."""
 
     _CACHE_MAX = 4096
 
-    def __init__(self, market: Market, csv_bars: dict[str, list[Bar]] | None = None) -> None:
+    def __init__(
+        self, market: Market, clock: ReplayClock, csv_bars: dict[str, list[Bar]] | None = None
+    ) -> None:
         self._market = market
-        self._csv = csv_bars or {}
-        self._cache: dict[tuple[str, int, int], list[Bar]] = {}
+        self._clock = clock
+        self.csv = {s: bars for s, bars in (csv_bars or {}).items() if bars}
+        self._csv_opens = {s: [b.open_ms for b in bars] for s, bars in self.csv.items()}
+        self._cache: dict[tuple[str, int, int, int], list[Bar]] = {}
+        self._regrouped: dict[tuple[str, int, int], tuple[list[Bar], list[int]]] = {}
 
-    def _pass_bars(self, sym: str, iv_ms: int, k: int, now_ms: int, shift_ms: int) -> list[Bar]:
-        tape = self._market.timeline.tapes[sym]
-        shift = shift_ms + k * self._market.timeline.period_ns // NS_PER_MS
-        if k < self._market.pass_index:
-            key = (sym, iv_ms, shift)
-            if key not in self._cache:
-                if len(self._cache) >= self._CACHE_MAX:
-                    self._cache.clear()
-                self._cache[key] = tape_bars(tape, iv_ms, shift)
-            return self._cache[key]
-        return tape_bars(tape, iv_ms, shift, 0, bisect_right(tape.times_ms, now_ms - shift))
+    @property
+    def symbols(self) -> set[str]:
+        """Symbols with candles: recorded ones and those with a CSV."""
+        return set(self._market.timeline.symbols) | set(self.csv)
+
+    def uses_csv(self, sym: str, iv_ms: int) -> bool:
+        return sym in self.csv and iv_ms % MINUTE_MS == 0
+
+    def _replay_start_ms(self) -> int:
+        """Exchange time of the replay's first event (before the start: if it started now)."""
+        return self._market.timeline.start_ns // NS_PER_MS + self._clock.shift_ms
+
+    def csv_offset(self, sym: str) -> int:
+        """Milliseconds added to the CSV's times: its first bar opens as the replay starts."""
+        start = self._replay_start_ms()
+        return -(-start // MINUTE_MS) * MINUTE_MS - self.csv[sym][0].open_ms
+
+    def csv_available(self, sym: str, event_ms: int | None) -> int:
+        """How many CSV bars have closed by ``event_ms`` (moved by :meth:`csv_offset`)."""
+        if event_ms is None or not self.csv.get(sym):
+            return 0
+        return bisect_right(self._csv_opens[sym], event_ms - MINUTE_MS - self.csv_offset(sym))
 
     def rows(
-        self,
-        sym: str,
-        iv_ms: int,
-        start: int | None,
-        end: int | None,
-        limit: int,
-        now_ms: int,
-        shift_ms: int = 0,
+        self, sym: str, iv_ms: int, start: int | None, end: int | None, limit: int
     ) -> list[list[Any]]:
-        """Binance's 12-column kline rows.
+        """Binance's 12-column kline rows, paged as ``/api/v3/klines`` pages them."""
+        if self.uses_csv(sym, iv_ms):
+            bars = self._csv_rows(sym, iv_ms, start, end, limit)
+        else:
+            view = played(self._market, sym)
+            bars = self._trade_rows(view, sym, iv_ms, start, end, limit) if view else []
+        return [kline_row(b, iv_ms) for b in bars]
 
-        ``now_ms`` and the paging bounds are exchange times: recorded trade times
-        plus the pass period and ``shift_ms`` (the clock's rebase).
-        """
-        csv_bars = self._csv.get(sym)
-        # CSV history may lie after the recording: it is served whatever the replay clock says
-        horizon = max(now_ms, csv_bars[-1][0] + 59_999) if csv_bars else now_ms
-        lo, hi = window_bounds(iv_ms, start, end, limit, horizon)
-        groups: list[Sequence[Bar]] = []
-        tape = self._market.timeline.tapes.get(sym)
-        if tape is not None and tape.times_ms:
-            period = self._market.timeline.period_ns // NS_PER_MS
-            k_lo = max(0, (lo - shift_ms - tape.times_ms[-1]) // period)
-            k_hi = min(self._market.pass_index, (hi - shift_ms - tape.times_ms[0]) // period)
-            groups += [
-                self._pass_bars(sym, iv_ms, k, now_ms, shift_ms) for k in range(k_lo, k_hi + 1)
-            ]
-        if csv_bars and iv_ms % 60_000 == 0:
-            i, j = bisect_left(csv_bars, (lo,)), bisect_left(csv_bars, (hi,))
-            groups.append(aggregate_bars(csv_bars[i:j], iv_ms))
-        bars = select_window(merge_sorted_bars(groups), iv_ms, start, end, limit, horizon)
-        return [bar_row(b, iv_ms) for b in bars]
+    # --- trades --------------------------------------------------------------
+
+    def _trade_rows(
+        self, v: Played, sym: str, iv: int, start: int | None, end: int | None, limit: int
+    ) -> list[Bar]:
+        if not v.trades or v.event_ms is None:
+            return []
+        bottom = bucket_open(v.trade_time(0), iv)
+        span = window(iv, start, end, limit, bottom, bucket_open(v.event_ms, iv))
+        if span is None:
+            return []
+        first, last = span
+        lo, hi = v.trade_at(first), v.trade_at(last + iv)
+        seed = v.trade_price(lo - 1) if lo else None
+        groups = []
+        for k, i, j in v.segments(lo, hi):
+            if k < v.current_pass:  # a finished pass: cut its cached bars to the window
+                bars = self._pass_bars(v, sym, iv, k)
+                groups.append(bars[bisect_left(bars, (first,)) : bisect_left(bars, (last + 1,))])
+            else:
+                groups.append(fold(v.tape, i, j, iv, v.dt(k), k * v.tape.id_step))
+        return fill(merge_runs(groups), iv, first, last, seed)
+
+    def _pass_bars(self, v: Played, sym: str, iv: int, k: int) -> list[Bar]:
+        key = (sym, iv, k, v.shift_ms)
+        bars = self._cache.get(key)
+        if bars is None:
+            if len(self._cache) >= self._CACHE_MAX:
+                self._cache.clear()
+            bars = fold(v.tape, 0, v.tape.count, iv, v.dt(k), k * v.tape.id_step)
+            self._cache[key] = bars
+        return bars
+
+    # --- CSV -------------------------------------------------------------------
+
+    def _csv_rows(
+        self, sym: str, iv: int, start: int | None, end: int | None, limit: int
+    ) -> list[Bar]:
+        """The oldest ``limit`` candles from ``start``, else the newest up to ``end``."""
+        bars = self.csv[sym]
+        parts = []  # (candles, their opens, how many exist yet), oldest part first
+        if bars[-1].open_ms + MINUTE_MS <= self._replay_start_ms():
+            past, past_opens = self._regroup(sym, iv, 0)
+            parts.append((past, past_opens, len(past)))
+        n = self.csv_available(sym, self._market.event_ms)
+        if n:
+            offset = self.csv_offset(sym)
+            live, opens = self._regroup(sym, iv, offset)
+            last = bucket_open(bars[n - 1].open_ms + offset, iv)
+            count = bisect_right(opens, last)
+            # the newest candle holds only the minutes closed so far
+            newest = bisect_left(self._csv_opens[sym], last - offset, 0, n)
+            live = live[: count - 1] + rebucket(bars[newest:n], iv, offset)
+            parts.append((live, opens, count))
+        hi_open = end if end is not None else 1 << 62
+        out: list[Bar] = []
+        if start is not None:
+            for candles, opens, count in parts:
+                i = bisect_left(opens, start, 0, count)
+                j = min(bisect_right(opens, hi_open, 0, count), i + limit - len(out))
+                out += candles[i:j]
+            return out
+        for candles, opens, count in reversed(parts):
+            j = bisect_right(opens, hi_open, 0, count)
+            out[:0] = candles[max(0, j - limit + len(out)) : j]
+        return out
+
+    def _regroup(self, sym: str, iv: int, offset: int) -> tuple[list[Bar], list[int]]:
+        """The CSV moved by ``offset`` in ``iv`` candles, and their opens (cached)."""
+        key = (sym, iv, offset)
+        got = self._regrouped.get(key)
+        if got is None:
+            if len(self._regrouped) >= self._CACHE_MAX:
+                self._regrouped.clear()
+            candles = rebucket(self.csv[sym], iv, offset)
+            got = self._regrouped[key] = (candles, [b.open_ms for b in candles])
+        return got

@@ -2,7 +2,7 @@
 
 One aiohttp application on one port serves ``/stream?streams=a/b``,
 ``/ws/<stream>`` and ``/ws`` (:mod:`.ws`), the public market-data REST
-endpoints (:mod:`.rest`), and two admin endpoints (``GET /_replay/state``,
+endpoints (:mod:`.rest`, :mod:`.rest_history`), and two admin endpoints (``GET /_replay/state``,
 ``POST /_replay/faults``). One player task (:mod:`.player`) walks the
 timeline at ``speed``; with ``rebase_time`` its exchange times start at the
 wall-clock moment it starts (:mod:`.clock`).
@@ -28,9 +28,11 @@ from ccf.sources.replay.clock import ReplayClock
 from ccf.sources.replay.exchange_info import load_exchange_info
 from ccf.sources.replay.faults import Faults
 from ccf.sources.replay.hub import Hub
+from ccf.sources.replay.klines_live import LiveKlines
 from ccf.sources.replay.market import Market
 from ccf.sources.replay.player import Player
 from ccf.sources.replay.rest import RestApi, WeightLimiter, json_response
+from ccf.sources.replay.rest_history import HistoryApi
 from ccf.sources.replay.tasks import TaskSet
 from ccf.sources.replay.timeline import Timeline, load_timeline
 from ccf.sources.replay.wire import NS_PER_MS, loads
@@ -56,18 +58,20 @@ class ReplayExchange:
         self.limiter = WeightLimiter(cfg.weight_limit_per_minute, cfg.ban_after_429s, cfg.ban_s)
         self._tasks = TaskSet()
         self.hub = Hub(self.faults, self.clock, self._tasks, on_subscribe=self._on_subscribe)
-        self.player = Player(cfg, self.market, self.clock, self.hub, self.faults)
         csv = dict(load_kline_csv(p) for p in cfg.klines)
+        self.candles = Candles(self.market, self.clock, csv)
+        self.klines = LiveKlines(self.market, self.candles, self.hub.subs)
+        self.player = Player(cfg, self.market, self.clock, self.hub, self.faults, self.klines)
         info = load_exchange_info(list(timeline.symbols), cfg.weight_limit_per_minute)
-        self._rest = RestApi(
-            self.market, Candles(self.market, csv), self.clock, self.faults, self.limiter, info
-        )
+        self._rest = RestApi(self.market, self.clock, self.faults, self.limiter, info)
+        self._history = HistoryApi(self.market, self.candles, self.faults)
         self._ws = WsEndpoint(cfg, self.hub, self._tasks)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     def _on_subscribe(self) -> None:
         self.player.go.set()
+        self.klines.wake()
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -106,6 +110,7 @@ class ReplayExchange:
         app.router.add_get("/ws", self._ws.handle)
         app.router.add_get("/ws/{streams:.*}", self._ws.handle)
         self._rest.add_routes(app)
+        self._history.add_routes(app)
         app.router.add_get("/_replay/state", self._state)
         app.router.add_post("/_replay/faults", self._set_faults)
         return app

@@ -111,6 +111,13 @@ class Faults:
                 return status, self._cfg.retry_after_s
         return None
 
+    def duplicate_page(self) -> bool:
+        """True when this paged history answer must start earlier, repeating rows."""
+        if not self._cfg.rest_duplicate_pages:
+            return False
+        self._consume("rest_duplicate_pages")
+        return True
+
     def stale_snapshot(self) -> bool:
         if not self._cfg.stale_snapshots:
             return False

@@ -85,7 +85,7 @@ class Line:
     last_id: int = 0
     payload: bytes = b""
     snapshot: Snapshot | None = None
-    trade: tuple[int, float, float, bool] | None = None  # T, price, qty, buyer is maker
+    trade: tuple[int, str, str, bool] | None = None  # T, price, qty (wire strings), buyer is maker
     stamps: Spans = ()
 
 
@@ -124,7 +124,7 @@ def parse_line(recv_ns: int, text: str) -> tuple[str, Line] | None:
         stamps = find_spans(payload, DEPTH_KEYS, (data["E"],))
         line = Line(recv_ns, kind, data["E"], data["U"], data["u"], payload, stamps=stamps)
     elif kind == TRADE:
-        taker = (data["T"], float(data["p"]), float(data["q"]), bool(data["m"]))
+        taker = (data["T"], str(data["p"]), str(data["q"]), bool(data["m"]))
         stamps = find_spans(payload, TRADE_KEYS, (data["E"], data["T"]))
         line = Line(
             recv_ns, kind, data["E"], data["t"], data["t"], payload, trade=taker, stamps=stamps

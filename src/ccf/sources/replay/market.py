@@ -4,6 +4,9 @@ Pass ``k`` adds ``k`` periods to every exchange time and ``k`` id steps to
 every id, so passes join without a gap. On top, every exchange time gets the
 clock's rebase shift (:meth:`Market.rebase`). Pass 0 without a shift sends the
 recorded bytes untouched; with one, only the time digits are spliced.
+
+The market also counts the trades each pass has played (``played``) and the
+time of the last frame (``event_ms``): REST history answers no further.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from ccf.sources.replay.book import Book
 from ccf.sources.replay.frames import Frame, Item, Resync
 from ccf.sources.replay.stamps import shift_spans
+from ccf.sources.replay.tape import agg_row
 from ccf.sources.replay.timeline import Timeline
 from ccf.sources.replay.wire import DEPTH, NS_PER_MS, TRADE, dumps, loads
 
@@ -27,6 +31,7 @@ class Emitted:
     payload: bytes
     data: dict[str, Any] | None  # parsed payload when it was needed anyway
     synthetic: bool = False
+    tape_index: int = -1  # a trade's place on its symbol's tape
 
 
 class Market:
@@ -38,6 +43,8 @@ class Market:
         self.last_trade_id: dict[str, int | None] = dict.fromkeys(tl.symbols)
         self.pass_index = 0
         self.time_shift_ms = 0
+        self.played: dict[str, int] = dict.fromkeys(tl.symbols, 0)  # trades, current pass
+        self.event_ms: int | None = None  # exchange time of the last frame played
         self._period_ms = tl.period_ns // NS_PER_MS
         self._dt_ms = 0  # added to recorded exchange times in the current pass
 
@@ -54,6 +61,8 @@ class Market:
         if k != self.pass_index:
             self.pass_index = k
             self._dt_ms = self.time_shift_ms + k * self._period_ms
+            self.played = dict.fromkeys(self.played, 0)
+        self.event_ms = item.ts_ns // NS_PER_MS + self._dt_ms
         sym = item.symbol
         if isinstance(item, Resync):
             return self._resync(item)
@@ -75,15 +84,17 @@ class Market:
         if item.kind == TRADE:
             tshift = k * self.timeline.symbols[sym].trade_step
             self.last_trade_id[sym] = item.first_id + tshift
+            i = self.played[sym]
+            self.played[sym] = i + 1
             if k == 0:
                 if not self._dt_ms:
-                    return Emitted(sym, TRADE, item.payload, None)
-                return Emitted(sym, TRADE, self._retimed(item, None), None)
+                    return Emitted(sym, TRADE, item.payload, None, tape_index=i)
+                return Emitted(sym, TRADE, self._retimed(item, None), None, tape_index=i)
             data = loads(item.payload)
             data["E"] += self._dt_ms
             data["T"] += self._dt_ms
             data["t"] += tshift
-            return Emitted(sym, TRADE, dumps(data), data)
+            return Emitted(sym, TRADE, dumps(data), data, tape_index=i)
         if k == 0:
             return Emitted(sym, item.kind, item.payload, None)
         data = loads(item.payload)
@@ -138,22 +149,14 @@ class Market:
         """A ``<sym>@depth<levels>`` payload from the current book (no e/E/s, like spot)."""
         return dumps(self.depth(sym, levels))
 
-    @staticmethod
-    def agg_trade(em: Emitted) -> bytes:
-        """Each trade as its own aggregate trade (a = f = l = trade id)."""
-        d = em.data if em.data is not None else loads(em.payload)
-        t = d["t"]
-        agg = {
-            "e": "aggTrade",
-            "E": d["E"],
-            "s": d["s"],
-            "a": t,
-            "p": d["p"],
-            "q": d["q"],
-            "f": t,
-            "l": t,
-            "T": d["T"],
-            "m": d["m"],
-            "M": True,
-        }
-        return dumps(agg)
+    def agg_trade(self, em: Emitted) -> bytes | None:
+        """The ``@aggTrade`` payload of the aggregate this trade completes; None mid-aggregate.
+
+        Same ids and values as ``/api/v3/aggTrades``; ``E`` is the completing trade's event time.
+        """
+        tape = self.timeline.tapes[em.symbol]
+        j = tape.agg_ending[em.tape_index] if em.tape_index >= 0 else -1
+        if j < 0:
+            return None
+        head = {"e": "aggTrade", "E": self.event_ms, "s": em.symbol.upper()}
+        return dumps(head | agg_row(tape, j, self.pass_index, self._dt_ms))

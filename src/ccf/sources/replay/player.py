@@ -3,6 +3,8 @@
 Each frame goes to the connections subscribed at that moment, so a client
 that connects later misses what came before, as on the real exchange. At
 speed 0 it runs flat out, yielding to the event loop every few hundred frames.
+Besides the recorded streams it sends ``@aggTrade`` (one frame when an
+aggregate's last trade is played) and ``@kline_<interval>`` (:mod:`.klines_live`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from ccf.config import ReplayConfig
 from ccf.sources.replay.clock import ReplayClock
 from ccf.sources.replay.faults import Faults
 from ccf.sources.replay.hub import Hub
+from ccf.sources.replay.klines_live import LiveKlines
 from ccf.sources.replay.market import Emitted, Market
 from ccf.sources.replay.wire import BOOK_TICKER, DEPTH, TRADE
 
@@ -49,6 +52,7 @@ class Player:
         clock: ReplayClock,
         hub: Hub,
         faults: Faults,
+        klines: LiveKlines,
     ) -> None:
         self._cfg = cfg
         self._market = market
@@ -56,6 +60,7 @@ class Player:
         self._clock = clock
         self._hub = hub
         self._faults = faults
+        self._klines = klines
         self._routes = {s: stream_routes(s) for s in self._timeline.symbols}
         self.go = asyncio.Event()
         self.frames_dispatched = 0
@@ -64,7 +69,7 @@ class Player:
     async def run(self) -> None:
         await self.go.wait()
         self._market.rebase(self._clock.start())
-        hub, clock = self._hub, self._clock
+        hub, clock, market, klines = self._hub, self._clock, self._market, self._klines
         speed, period = self._cfg.speed, self._timeline.period_ns
         anchor_ts: int | None = None
         anchor_wall = 0.0
@@ -95,7 +100,11 @@ class Player:
                 await hub.flush()
                 await asyncio.sleep(0)
             clock.sent(ts)
-            self._broadcast(self._market.step(k, item))
+            self._broadcast(market.step(k, item))
+            now_ms = market.event_ms
+            if now_ms is not None and now_ms >= klines.due_ms:
+                for name, payload in klines.tick(now_ms):
+                    self._send(name, payload)
         await hub.flush()
         clock.hold(None)
         self.finished = True
@@ -118,7 +127,10 @@ class Player:
                     continue
                 payload = em.payload
             elif renderer == _AGG:
-                payload = self._market.agg_trade(em)
+                agg = self._market.agg_trade(em)
+                if agg is None:
+                    continue  # the aggregate goes out with its last trade
+                payload = agg
             else:
                 if renderer not in partial:
                     partial[renderer] = self._market.partial(em.symbol, renderer)
@@ -131,3 +143,12 @@ class Player:
                     send(conn, wrapped, name)
                 else:
                     send(conn, payload, name)
+
+    def _send(self, name: str, payload: bytes) -> None:
+        """One payload to the subscribers of a stream the market does not route (klines)."""
+        conns = self._hub.subs.get(name)
+        if not conns:
+            return
+        wrapped = f'{{"stream":"{name}","data":'.encode() + payload + b"}"
+        for conn in tuple(conns):
+            self._hub.send(conn, wrapped if conn.combined else payload, name)

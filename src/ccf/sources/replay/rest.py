@@ -3,7 +3,8 @@
 Every ``/api/`` call is charged its weight against a per-minute budget
 (``X-MBX-USED-WEIGHT-1M``); over it the answer is 429 with Retry-After, and
 a client that keeps going after ``ban_after_429s`` of them is banned (418).
-Injected REST faults take the same path.
+Injected REST faults take the same path. Depth, exchangeInfo, time and ping
+are here; the history endpoints (klines, trades) are in :mod:`.rest_history`.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from typing import Any
 
 from aiohttp import web
 
-from ccf.sources.replay.candles import INTERVALS_MS, Candles
 from ccf.sources.replay.clock import ReplayClock
 from ccf.sources.replay.faults import Faults
 from ccf.sources.replay.market import Market
@@ -25,6 +25,14 @@ from ccf.sources.replay.wire import dumps, loads
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# binance_formats.md section 3; depth is weighed by its limit
+WEIGHTS = {
+    "/api/v3/exchangeInfo": 20,
+    "/api/v3/klines": 2,
+    "/api/v3/aggTrades": 4,
+    "/api/v3/trades": 25,
+    "/api/v3/historicalTrades": 25,
+}
 
 
 def depth_weight(limit: int) -> int:
@@ -73,22 +81,25 @@ def json_response(
     )
 
 
-def _rest_error(code: int, msg: str) -> web.Response:
+def rest_error(code: int, msg: str) -> web.Response:
+    """Binance's error body, HTTP 400."""
     return json_response({"code": code, "msg": msg}, status=400)
 
 
-class _BadParam(Exception):
+class BadRequest(Exception):
+    """Raised by a handler; the middleware answers its ``response`` (weight charged)."""
+
     def __init__(self, response: web.Response) -> None:
         self.response = response
 
 
-def _int_param(request: web.Request, name: str, default: int | None = None) -> int | None:
+def int_param(request: web.Request, name: str, default: int | None = None) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
     if not raw.isdigit() or len(raw) > 20:
-        raise _BadParam(
-            _rest_error(
+        raise BadRequest(
+            rest_error(
                 -1100,
                 f"Illegal characters found in parameter '{name}'; "
                 "legal range is '^[0-9]{1,20}$'.",
@@ -97,28 +108,45 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
     return int(raw)
 
 
+def limit_param(request: web.Request, default: int, most: int) -> int:
+    """``limit``, clamped to ``[1, most]``."""
+    return min(max(int_param(request, "limit", default) or 1, 1), most)
+
+
+def symbol_param(request: web.Request, known: Container[str]) -> str:
+    """The lower-case ``symbol``; Binance's errors when it is missing or unknown."""
+    sym = request.query.get("symbol", "")
+    if not sym:
+        raise BadRequest(
+            rest_error(
+                -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+            )
+        )
+    if sym.lower() not in known:
+        raise BadRequest(rest_error(-1121, "Invalid symbol."))
+    return sym.lower()
+
+
 def _weight(request: web.Request) -> int:
     path = request.path
     if path == "/api/v3/depth":
         raw = request.query.get("limit", "100")
         return depth_weight(int(raw)) if raw.isdigit() and len(raw) <= 20 else 5
-    return {"/api/v3/exchangeInfo": 20, "/api/v3/klines": 2}.get(path, 1)
+    return WEIGHTS.get(path, 1)
 
 
 class RestApi:
-    """Handlers for depth, exchangeInfo, time, ping and klines, and the limiter around them."""
+    """Handlers for depth, exchangeInfo, time and ping, and the limiter around every call."""
 
     def __init__(
         self,
         market: Market,
-        candles: Candles,
         clock: ReplayClock,
         faults: Faults,
         limiter: WeightLimiter,
         exchange_info: dict[str, Any],
     ) -> None:
         self._market = market
-        self._candles = candles
         self._clock = clock
         self._faults = faults
         self.limiter = limiter
@@ -129,7 +157,6 @@ class RestApi:
         app.router.add_get("/api/v3/exchangeInfo", self._info)
         app.router.add_get("/api/v3/time", self._time)
         app.router.add_get("/api/v3/ping", self._ping)
-        app.router.add_get("/api/v3/klines", self._klines)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -166,7 +193,7 @@ class RestApi:
             )
         try:
             resp = await handler(request)
-        except _BadParam as e:
+        except BadRequest as e:
             resp = e.response
         except web.HTTPException as e:
             e.headers.update(headers)
@@ -175,21 +202,11 @@ class RestApi:
         return resp
 
     def _symbol(self, request: web.Request) -> str:
-        sym = request.query.get("symbol", "")
-        if not sym:
-            raise _BadParam(
-                _rest_error(
-                    -1102,
-                    "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.",
-                )
-            )
-        if sym.lower() not in self._market.timeline.symbols:
-            raise _BadParam(_rest_error(-1121, "Invalid symbol."))
-        return sym.lower()
+        return symbol_param(request, self._market.timeline.symbols)
 
     async def _depth(self, request: web.Request) -> web.Response:
         sym = self._symbol(request)
-        limit = min(max(_int_param(request, "limit", 100) or 1, 1), 5000)
+        limit = limit_param(request, 100, 5000)
         if self._faults.stale_snapshot():
             log.info("part=exchange fault stale snapshot symbol=%s", sym)
             return json_response(self._market.stale_depth(sym, limit))
@@ -203,11 +220,11 @@ class RestApi:
             try:
                 wanted = [str(s).upper() for s in loads(request.query["symbols"])]
             except ValueError:
-                raise _BadParam(
-                    _rest_error(-1100, "Illegal characters found in parameter 'symbols'.")
+                raise BadRequest(
+                    rest_error(-1100, "Illegal characters found in parameter 'symbols'.")
                 ) from None
             if any(s.lower() not in self._market.timeline.symbols for s in wanted):
-                raise _BadParam(_rest_error(-1121, "Invalid symbol."))
+                raise BadRequest(rest_error(-1121, "Invalid symbol."))
         info = dict(self._exchange_info, serverTime=self._clock.now_ms())
         if wanted:
             info["symbols"] = [s for s in info["symbols"] if s["symbol"] in wanted]
@@ -218,13 +235,3 @@ class RestApi:
 
     async def _ping(self, request: web.Request) -> web.Response:
         return json_response({})
-
-    async def _klines(self, request: web.Request) -> web.Response:
-        sym = self._symbol(request)
-        iv = INTERVALS_MS.get(request.query.get("interval", ""))
-        if iv is None:
-            raise _BadParam(_rest_error(-1120, "Invalid interval."))
-        start, end = _int_param(request, "startTime"), _int_param(request, "endTime")
-        limit = min(max(_int_param(request, "limit", 500) or 1, 1), 1000)
-        now, shift = self._clock.read_ms()
-        return json_response(self._candles.rows(sym, iv, start, end, limit, now, shift))

@@ -15,26 +15,17 @@ import math
 import statistics
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ccf.sources.recording import read_frames
 from ccf.sources.replay.frames import SNAPSHOT, Frame, Item, Line, Resync, Snapshot, parse_line
+from ccf.sources.replay.tape import TradeTape
 from ccf.sources.replay.wire import BOOK_TICKER, DEPTH, NS_PER_MS, TRADE
 
 log = logging.getLogger(__name__)
 
 PASS_STEP_MS = 100  # pause between passes: one diff-depth interval
-
-
-@dataclass(slots=True)
-class TradeTape:
-    """A symbol's recorded trades (pass 0) as columns, sorted by trade time, for klines."""
-
-    times_ms: list[int] = field(default_factory=list)
-    prices: list[float] = field(default_factory=list)
-    qtys: list[float] = field(default_factory=list)
-    taker_buy: list[bool] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,16 +182,21 @@ def _build_symbol(sym: str, recs: list[Line]) -> tuple[list[Item], SymbolInfo, T
             if r.kind == BOOK_TICKER:
                 max_book_id = max(max_book_id, r.last_id)
             elif r.trade is not None:
+                if tape.ids and (r.first_id <= tape.ids[-1] or r.trade[0] < tape.times_ms[-1]):
+                    # the tape must stay in id and time order: it is what REST pages through
+                    log.warning(
+                        "part=exchange trade out of order symbol=%s t=%d after=%d dropped",
+                        sym,
+                        r.first_id,
+                        tape.ids[-1],
+                    )
+                    items.pop()
+                    continue
                 first_t = r.first_id if first_t is None else first_t
                 last_t = r.last_id
                 t_ms, price, qty, maker = r.trade
-                tape.times_ms.append(t_ms)
-                tape.prices.append(price)
-                tape.qtys.append(qty)
-                tape.taker_buy.append(not maker)
-    if tape.times_ms != sorted(tape.times_ms):
-        cols = sorted(zip(tape.times_ms, tape.prices, tape.qtys, tape.taker_buy, strict=True))
-        tape = TradeTape(*(list(c) for c in zip(*cols, strict=True)))
+                tape.add(r.first_id, t_ms, price, qty, maker, ts // NS_PER_MS)
+    tape.finish()
     trade_step = (last_t - first_t + 1) if first_t is not None and last_t is not None else 0
     info = SymbolInfo(start, prev_u, max_book_id - start.last_update_id + 1, trade_step, len(items))
     log.info(
