@@ -56,6 +56,13 @@ def connects(c: Collector) -> int:
     return sum(conn.connects for conn in c.connections)
 
 
+def reconnected_and_whole(c: Collector) -> bool:
+    """At least one reconnect behind it, every gap closed, every book synced."""
+    return (
+        connects(c) >= 2 and not c.feed.open_gaps and all(s.synced for s in c.feed.state.values())
+    )
+
+
 def trades_seen(c: Collector) -> int:
     return sum(c.counts[(s, "trade")] for s in SYMBOLS)
 
@@ -267,11 +274,7 @@ async def test_a_stalled_stream_is_dropped_and_reopened(tmp_path: Path, timeline
         settings = settings_for(tmp_path, ex, "collect.silence_timeout_s=1")
         await collect_until(
             settings,
-            lambda c: (
-                connects(c) >= 2
-                and not c.feed.open_gaps
-                and all(s.synced for s in c.feed.state.values())
-            ),
+            reconnected_and_whole,
         )
     store = SqliteStore(settings.db_path, readonly=True)
     details = {g[5] for g in gaps(store)}
@@ -302,11 +305,7 @@ async def test_server_shutdown_and_connection_age_reconnect(
         settings = settings_for(tmp_path / "age", ex, "collect.max_connection_age_s=1.5")
         await collect_until(
             settings,
-            lambda c: (
-                connects(c) >= 2
-                and not c.feed.open_gaps
-                and all(s.synced for s in c.feed.state.values())
-            ),
+            reconnected_and_whole,
             timeout_s=60,
         )
     store = SqliteStore(settings.db_path, readonly=True)

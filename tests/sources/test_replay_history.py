@@ -57,9 +57,12 @@ async def get(http: aiohttp.ClientSession, ex: ReplayExchange, path: str, **para
     return await r.json()
 
 
-async def drain(ex: ReplayExchange, ws: aiohttp.ClientWebSocketResponse) -> list[tuple[str, Any]]:
-    """Every combined frame until the replay has finished and the stream went quiet."""
-    out = []
+async def drain(
+    ex: ReplayExchange, ws: aiohttp.ClientWebSocketResponse, *, combined: bool = True
+) -> list[tuple[str | None, Any]]:
+    """Every frame until the replay has finished and the stream went quiet, as
+    (stream, payload); raw streams carry no name, so theirs is None."""
+    out: list[tuple[str | None, Any]] = []
     while True:
         try:
             msg = await ws.receive(timeout=0.3)
@@ -69,20 +72,7 @@ async def drain(ex: ReplayExchange, ws: aiohttp.ClientWebSocketResponse) -> list
             continue
         assert msg.type is aiohttp.WSMsgType.TEXT, msg
         frame = json.loads(msg.data)
-        out.append((frame["stream"], frame["data"]))
-
-
-async def drain_raw(ex: ReplayExchange, ws: aiohttp.ClientWebSocketResponse) -> list[Any]:
-    """Raw-stream frames until the replay finished: (None, payload)."""
-    out = []
-    while True:
-        try:
-            msg = await ws.receive(timeout=0.3)
-        except TimeoutError:
-            if ex.finished:
-                return out
-            continue
-        out.append((None, json.loads(msg.data)))
+        out.append((frame["stream"], frame["data"]) if combined else (None, frame))
 
 
 async def finished(ex: ReplayExchange) -> None:
@@ -155,7 +145,7 @@ async def test_aggregates_cover_every_trade_once_across_passes(timeline: Timelin
 async def test_trades_history_equals_the_trade_stream_and_weights(timeline: Timeline) -> None:
     async with exchange(timeline) as (ex, http):
         async with http.ws_connect(f"{ex.ws_url}/ws/ethusdt@trade") as ws:
-            sent = [d for _, d in await drain_raw(ex, ws)]
+            sent = [d for _, d in await drain(ex, ws, combined=False)]
         rows = await pages(http, ex, "historicalTrades", "id", sent[0]["t"], symbol="ETHUSDT")
         recent = await get(http, ex, "trades", symbol="ETHUSDT", limit=700)
         latest = await get(http, ex, "historicalTrades", symbol="ETHUSDT")
