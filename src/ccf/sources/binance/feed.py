@@ -250,10 +250,15 @@ class BinanceFeed:
     def _dead_letter(
         self, symbol: str, reason: str, frame: str, ts_recv: int, out: list[Record]
     ) -> None:
-        self.stats["dead_letters"] += 1
-        log.warning(
-            "part=collect exchange=binance symbol=%s dead letter: %s", symbol or "-", reason
-        )
+        n = self.stats["dead_letters"] = self.stats["dead_letters"] + 1
+        if n <= 10 or n & (n - 1) == 0:  # the first ten, then every power of two: no log storm
+            log.warning(
+                "part=collect exchange=binance symbol=%s dead letter #%d: %s (all are kept in "
+                "the dead_letter table)",
+                symbol or "-",
+                n,
+                reason,
+            )
         out.append(DeadLetter(EXCHANGE, symbol, reason, frame[:MAX_DEAD_LETTER_CHARS], ts_recv))
 
     def _handler(self, stream: str, kind: str) -> Handler:
