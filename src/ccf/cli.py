@@ -277,6 +277,40 @@ def backfill_import(
 
 
 @app.command()
+def features(
+    overrides: list[str] = OVERRIDES,
+    config: list[Path] = CONFIG,
+    start: str = typer.Option(
+        None, "--from", help="backfill from this UTC time (2024-08-08T23:54, epoch ms)"
+    ),
+    end: str = typer.Option(None, "--to", help="backfill up to this UTC time (exclusive)"),
+) -> None:
+    """Feature rows from the raw store: live, following what the collector writes (resumes
+    after the last bucket written; Ctrl-C stops), or with --from/--to a backfill of history
+    by the same engine. Rerunning a backfill rewrites nothing."""
+    from ccf.features.runner import FeatureRunner, run_backfill
+    from ccf.features.spec import feature_set
+
+    settings = _settings(overrides, config)
+    try:
+        fs = feature_set(settings.features)
+    except ConfigError as e:
+        typer.echo(f"ccf: {e}", err=True)
+        raise typer.Exit(2) from None
+    if start is None and end is None:
+        run_until_stopped(FeatureRunner(settings, fs).run)
+        return
+    start_ns = None if start is None else _time_ms(start, "--from") * 1_000_000
+    end_ns = None if end is None else _time_ms(end, "--to") * 1_000_000
+    try:
+        summary = run_backfill(settings, start_ns, end_ns)
+    except FileNotFoundError as e:
+        typer.echo(f"ccf: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(summary.text())
+
+
+@app.command()
 def status(
     overrides: list[str] = OVERRIDES,
     config: list[Path] = CONFIG,
@@ -292,8 +326,9 @@ def status(
 
 @app.command()
 def run(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
-    """The whole pipeline: for now the replay exchange (when source=replay) and the collector,
-    each its own process, restarted if it dies. Ctrl-C stops everything cleanly."""
+    """The whole pipeline: for now the replay exchange (when source=replay), the collector and
+    the feature runner, each its own process, restarted if it dies. Ctrl-C stops everything
+    cleanly."""
     from ccf.supervisor import run_pipeline
 
     settings = _settings(overrides, config)

@@ -197,6 +197,52 @@ class NewsConfig(_Section):
         return v
 
 
+_DURATION = r"^\d+(ns|us|ms|s|m|h|d)$"
+
+
+class FeaturesConfig(_Section):
+    """One feature set (``ccf features``): buckets, sources and the feature list.
+
+    The keys from ``name`` to ``features`` define the rows; a hash of them is the
+    set's version, so changing any of them writes a new table. The others only
+    say how the part runs.
+    """
+
+    name: str = Field("default", pattern=r"^[a-z][a-z0-9_]{0,39}$")
+    bucket: str = Field("1s", description="bucket length: 100ms, 1s, 1m, ...")
+    allowed_lateness: str = Field("1s", description="event time an event may trail the newest one")
+    source: Literal["book", "candle"] = Field(
+        "book", description="book: books and trades; candle: closed candles"
+    )
+    candle_interval: str = Field("1m", pattern=r"^\d+[smhdw]$|^1M$")
+    book_depth: int = Field(5, gt=0, le=5000, description="levels per side in the rows")
+    book_source: str = Field("diff", description="book records' source: diff or depth20, ...")
+    features: tuple[dict[str, Any], ...] = Field(
+        (), description="feature kinds in order: [{kind: m_p}, {kind: spread}, ...]"
+    )
+    warmup: str = Field("10m", description="history replayed before the first row written")
+    path: Path | None = Field(None, description="SQLite file; default <data_dir>/features.sqlite")
+    poll_interval_s: float = Field(0.2, gt=0, description="how often the raw store is read")
+    max_rows_per_poll: int = Field(50_000, gt=0, description="per table and symbol")
+    online_rows: int = Field(1000, gt=0, description="rows kept in memory per symbol")
+    print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
+
+    @field_validator("bucket", "allowed_lateness", "warmup")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not re.fullmatch(_DURATION, v):
+            raise ValueError("not a duration: write e.g. 100ms, 1s, 5m, 1h (0s for none)")
+        return v
+
+    @field_validator("features")
+    @classmethod
+    def _kinds_named(cls, v: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        bad = [i for i, f in enumerate(v) if not isinstance(f.get("kind"), str)]
+        if bad:
+            raise ValueError(f"entries {bad} lack a kind: write e.g. {{kind: spread}}")
+        return v
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -209,6 +255,7 @@ class Settings(_Section):
     replay: ReplayConfig = ReplayConfig()
     record: RecordConfig = RecordConfig()
     news: NewsConfig = NewsConfig()
+    features: FeaturesConfig = FeaturesConfig()
 
     @field_validator("symbols")
     @classmethod
@@ -223,6 +270,10 @@ class Settings(_Section):
     @property
     def db_path(self) -> Path:
         return self.storage.path or self.data_dir / "ccf.sqlite"
+
+    @property
+    def features_path(self) -> Path:
+        return self.features.path or self.data_dir / "features.sqlite"
 
     @property
     def recordings_dir(self) -> Path:

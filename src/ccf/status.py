@@ -64,6 +64,14 @@ def _news_status(store: SqliteStore) -> dict[str, Any]:
     }
 
 
+def _features_status(settings: Settings) -> list[dict[str, Any]]:
+    from ccf.features.store import feature_status  # lazy: numpy only when asked
+
+    return [
+        {**f, "last_bucket": _iso(f["last_bucket"])} for f in feature_status(settings.features_path)
+    ]
+
+
 def gather_status(settings: Settings) -> dict[str, Any]:
     """Everything ``ccf status`` shows, as plain data (``--json`` prints it as is)."""
     path = settings.db_path
@@ -124,6 +132,7 @@ def gather_status(settings: Settings) -> dict[str, Any]:
             "open_gaps": open_gaps,
             "parts": parts,
             "news": _news_status(store),
+            "features": _features_status(settings),
         }
     finally:
         store.close()
@@ -159,6 +168,11 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(
             f"  {p['part']:<10} {p['state']:<15} pid {p['pid']} since {p['since']} "
             f"(heartbeat {p['heartbeat']})"
+        )
+    for f in status.get("features", []):
+        lines.append(
+            f"features {f['set']}@{f['version']} {f['symbol']:<10} {f['rows']:>9,} rows, "
+            f"last bucket {f['last_bucket']}, lag {f['lag_s']:.1f} s"
         )
     news = status.get("news")
     if news and (news["sources"] or news["feeds"]):

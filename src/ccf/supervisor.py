@@ -52,7 +52,8 @@ def plan_parts(settings: Settings, overrides: list[str], config: list[Path]) -> 
         parts.append(
             Part("exchange", [sys.executable, "-m", "ccf", "exchange", *overrides, *extra])
         )
-    parts.append(Part("collect", [sys.executable, "-m", "ccf", "collect", *overrides, *extra]))
+    for name in ("collect", "features"):
+        parts.append(Part(name, [sys.executable, "-m", "ccf", name, *overrides, *extra]))
     return parts
 
 
