@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ccf.features import spec
 from ccf.features.kinds import (  # noqa: F401  (imported to register their kinds)
     book,
     candles,
@@ -35,20 +36,8 @@ TRADES = ("buy_count", "buy_qty", "buy_notional", "sell_count", "sell_qty", "sel
 
 
 def base_columns(depth: int = DEPTH) -> tuple[str, ...]:
-    book_cols = [f"{s}_{i}" for i in range(depth) for s in ("a_p", "a_q", "b_p", "b_q")]
-    return (
-        "ts",
-        "ts_end",
-        *book_cols,
-        "book_updates",
-        "carried",
-        "gap",
-        *TRADES,
-        "last_trade_ts",
-        "last_trade_price",
-        *("open", "high", "low", "close", "volume"),
-        "news_count",
-    )
+    """The engine's own base columns: kinds are tested against what they will get."""
+    return spec.base_columns(depth)
 
 
 def make_row(

@@ -40,7 +40,8 @@ def vwap_to_notional(row: Row, levels: Levels, notional: float) -> float:
         if not (p > 0 and q >= 0):  # also catches NaN: the walk cannot go on
             return NAN
         if p * q >= left:
-            return notional / (qty + left / p)
+            taken = qty + left / p  # 0 only when left / p underflows on a nonsense price
+            return notional / taken if taken else NAN
         left -= p * q
         qty += q
     return NAN
