@@ -274,24 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{np.__version__}, {platform.machine()}"
     )
     results: list[tuple[str, int, float, float]] = []  # name, events, seconds, peak MiB
-    t_full, rows_full = best_of(args.repeats, lambda: run_engine(full, events))
-    results.append(
-        (
-            f"ccf engine, default set ({len(full.columns)} cols)",
-            len(events),
-            t_full,
-            peak_mib(lambda: run_engine(full, events)),
-        )
-    )
-    t_small, rows_small = best_of(args.repeats, lambda: run_engine(small, events))
-    results.append(
-        (
-            f"ccf engine, log-ratio set ({len(small.columns)} cols)",
-            len(events),
-            t_small,
-            peak_mib(lambda: run_engine(small, events)),
-        )
-    )
+    engine_rows = {}
+    for label, fs in (("default set", full), ("log-ratio set", small)):
+        secs, engine_rows[label] = best_of(args.repeats, lambda fs=fs: run_engine(fs, events))
+        mib = peak_mib(lambda fs=fs: run_engine(fs, events))
+        results.append((f"ccf engine, {label} ({len(fs.columns)} cols)", len(events), secs, mib))
+    rows_full, rows_small = engine_rows["default set"], engine_rows["log-ratio set"]
     t_batched, base = best_of(1, lambda: run_pandas(events, batched=True))
     results.append(
         (

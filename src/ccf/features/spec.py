@@ -70,11 +70,21 @@ class FeatureSet:
 
     @property
     def table(self) -> str:
-        return f"features_{self.name}_{self.version}"
+        return table_name(self.name, self.version)
 
     @property
     def float_columns(self) -> tuple[str, ...]:
-        return tuple(c for c in self.columns if c not in INT_COLUMNS)
+        return float_columns(self.columns)
+
+
+def table_name(name: str, version: str) -> str:
+    """The store table of one feature-set version."""
+    return f"features_{name}_{version}"
+
+
+def float_columns(columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The columns stored as float64 (all but the int64 bucket times)."""
+    return tuple(c for c in columns if c not in INT_COLUMNS)
 
 
 def canonical_form(cfg: FeaturesConfig) -> dict[str, Any]:

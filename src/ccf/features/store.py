@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ccf.features.spec import INT_COLUMNS, FeatureSet
+from ccf.features.spec import FeatureSet, float_columns, table_name
 from ccf.storage.sqlite import connect
 
 if TYPE_CHECKING:
@@ -54,11 +54,11 @@ class StoredSet:
 
     @property
     def table(self) -> str:
-        return f"features_{self.name}_{self.version}"
+        return table_name(self.name, self.version)
 
     @property
     def float_columns(self) -> tuple[str, ...]:
-        return tuple(c for c in self.columns if c not in INT_COLUMNS)
+        return float_columns(self.columns)
 
 
 class Window(NamedTuple):
