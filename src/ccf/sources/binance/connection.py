@@ -60,12 +60,15 @@ class StreamConnection:
         attempt = 0
         while not stop.is_set():
             why = await self._connect_once(stop)
-            self._on_down(self, why, self.live)
+            was_live = self.live
+            self._on_down(self, why, was_live)
             self.live = False
             self.connected_since = None
             if stop.is_set():
                 return
             self.disconnects += 1
+            if was_live or why.startswith("planned"):
+                attempt = 0  # a connection that worked ends the run of failures
             delay = backoff_s(
                 attempt, base=self._cfg.reconnect.base_s, cap=self._cfg.reconnect.cap_s
             )
@@ -75,7 +78,7 @@ class StreamConnection:
                 why,
                 delay,
             )
-            attempt = 0 if why.startswith("planned") else attempt + 1
+            attempt += 1
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
