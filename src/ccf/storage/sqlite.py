@@ -262,14 +262,6 @@ class SqliteStore:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._con.execute(sql, params).fetchall()
 
-    def iter_rows(self, table: str, symbol: str | None = None) -> Iterator[tuple[Any, ...]]:
-        if table not in _TIME_COLUMN:
-            raise ValueError(f"unknown table {table!r}; known: {sorted(_TIME_COLUMN)}")
-        where, params = ("WHERE symbol = ?", (symbol,)) if symbol else ("", ())
-        yield from self._con.execute(
-            f"SELECT * FROM {table} {where} ORDER BY symbol, {_TIME_COLUMN[table]}", params
-        )
-
     def summaries(self) -> list[StreamSummary]:
         gaps: dict[tuple[str, str, str], tuple[int, int]] = {}
         for exch, sym, stream, n, n_open in self._con.execute(

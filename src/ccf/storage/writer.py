@@ -38,8 +38,6 @@ class StoreWriter:
         self._queue: queue.SimpleQueue[Sequence[Record] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self.rows_written = 0
-        self.transactions = 0
-        self.pending = 0
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{part}-store-writer", daemon=True)
         self._thread.start()
@@ -50,7 +48,6 @@ class StoreWriter:
         """Queue a list of records; the caller must not change it afterwards."""
         self._raise_if_failed()
         if records:
-            self.pending += len(records)
             self._queue.put(records)
 
     def close(self) -> None:
@@ -106,5 +103,3 @@ class StoreWriter:
             chunk = batch[i : i + self._batch_rows]
             store.write(chunk)
             self.rows_written += len(chunk)
-            self.pending -= len(chunk)
-            self.transactions += 1

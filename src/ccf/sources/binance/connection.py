@@ -50,7 +50,6 @@ class StreamConnection:
         self.reconnect_requested: str | None = None
         self.connects = 0
         self.disconnects = 0
-        self.connected_since: float | None = None
 
     def request_reconnect(self, why: str) -> None:
         """Ask the receive loop to drop this connection and open a new one."""
@@ -63,7 +62,6 @@ class StreamConnection:
             was_live = self.live
             self._on_down(self, why, was_live)
             self.live = False
-            self.connected_since = None
             if stop.is_set():
                 return
             self.disconnects += 1
@@ -94,7 +92,6 @@ class StreamConnection:
             ) as ws:
                 self.connects += 1
                 opened = time.monotonic()
-                self.connected_since = time.time()
                 log.info("part=collect conn=%s connected streams=%d", self.name, len(self.streams))
                 await self._subscribe_rest(ws)
                 while True:

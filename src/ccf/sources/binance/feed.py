@@ -173,11 +173,6 @@ class BinanceFeed:
             else _decode_nothing
         )
 
-    def stream_names(self) -> list[str]:
-        return list(self._routes)
-
-    # -- frames -----------------------------------------------------------------------------
-
     def handle(self, frame: str, ts_recv: int, out: list[Record]) -> None:
         """Parse one frame, update state, append the records it yields to ``out``."""
         self.frames += 1
