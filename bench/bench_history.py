@@ -86,7 +86,7 @@ def main() -> None:
             for _ in range(args.repeat):
                 with tempfile.TemporaryDirectory() as d:
                     store = SqliteStore(Path(d) / "s.sqlite")
-                    job = Backfill(load_settings(environ={}), store)
+                    job = Backfill(store)
                     t0 = time.perf_counter()
                     summary = await job.klines(
                         BinanceRest(session, ex.url),

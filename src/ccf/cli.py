@@ -159,7 +159,7 @@ def _time_ms(text: str, option: str) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def _print_summary_with_progress(
+def _with_progress(
     run: Callable[..., object], total_ms: tuple[int, int] | None, label: str
 ) -> object:
     """Run ``run(progress)`` under a progress bar over event time (or rows)."""
@@ -229,7 +229,7 @@ def _backfill_rest(
         typer.echo("ccf: --end must be after --start", err=True)
         raise typer.Exit(2)
     try:
-        summary = _print_summary_with_progress(
+        summary = _with_progress(
             lambda progress: asyncio.run(
                 run_rest_backfill(
                     settings, what, symbol.lower(), start_ms, end_ms, interval, progress
@@ -263,7 +263,7 @@ def backfill_import(
 
     settings = _settings(overrides, config)
     try:
-        summary = _print_summary_with_progress(
+        summary = _with_progress(
             lambda progress: run_import(
                 settings, source, symbol=symbol, interval=interval, progress=progress
             ),

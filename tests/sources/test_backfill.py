@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ccf.config import ReplayConfig, load_settings, shared_dir
+from ccf.config import ReplayConfig, shared_dir
 from ccf.sources.backfill import Backfill, Summary
 from ccf.sources.binance.rest import BinanceRest
 from ccf.sources.replay.exchange import ReplayExchange, running_exchange
@@ -52,10 +52,9 @@ async def backfill_klines(
         if stop_after_pages is not None and pages >= stop_after_pages:
             raise Interrupted
 
-    settings = load_settings(environ={})
     async with aiohttp.ClientSession() as session:
         rest = BinanceRest(session, ex.url)
-        job = Backfill(settings, store, progress)
+        job = Backfill(store, progress)
         return await job.klines(rest, "btcusdt", "1m", start, end), rest
 
 
@@ -126,13 +125,11 @@ async def test_agg_trades_cover_every_recorded_trade_once(
         start, end = min(times) + shift, max(times) + shift + 1
         async with aiohttp.ClientSession() as session:
             rest = BinanceRest(session, ex.url)
-            job = Backfill(load_settings(environ={}), store)
+            job = Backfill(store)
             first = await job.agg_trades(rest, "btcusdt", start, end)
             ex.set_faults(rest_duplicate_pages=3)
             store2 = SqliteStore(tmp_path / "dup.sqlite")
-            dup = await Backfill(load_settings(environ={}), store2).agg_trades(
-                rest, "btcusdt", start, end
-            )
+            dup = await Backfill(store2).agg_trades(rest, "btcusdt", start, end)
             again = await job.agg_trades(rest, "btcusdt", start, end)
     assert first.gaps == [] and again.new_rows == 0
     rows = store.query(

@@ -411,7 +411,7 @@ async def test_closed_live_candles_equal_backfilled_ones(
         backfilled = SqliteStore(tmp_path / "backfill.sqlite")
         async with aiohttp.ClientSession() as session:
             rest = BinanceRest(session, ex.url)
-            job = Backfill(settings, backfilled)
+            job = Backfill(backfilled)
             for sym in SYMBOLS:
                 for iv in ("1m", "1s"):
                     ((lo, hi),) = live.query(

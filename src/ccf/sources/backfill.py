@@ -82,10 +82,7 @@ def missing_runs(times_ms: Sequence[int], step_ms: int) -> list[tuple[int, int]]
 class Backfill:
     """Runs one backfill against a store; REST calls go through ``BinanceRest``."""
 
-    def __init__(
-        self, settings: Settings, store: SqliteStore, progress: Progress | None = None
-    ) -> None:
-        self.settings = settings
+    def __init__(self, store: SqliteStore, progress: Progress | None = None) -> None:
         self.store = store
         self.progress = progress or (lambda pos, rows: None)
 
@@ -278,7 +275,7 @@ async def run_rest_backfill(
                 weight_limit=settings.collect.rest_weight_limit,
                 timeout_s=settings.collect.rest_timeout_s,
             )
-            job = Backfill(settings, store, progress)
+            job = Backfill(store, progress)
             if what == "klines":
                 return await job.klines(rest, symbol, interval, start_ms, end_ms)
             return await job.agg_trades(rest, symbol, start_ms, end_ms)
@@ -299,7 +296,7 @@ def run_import(
         archive.verify_checksum(data, checksum, source)
     store = SqliteStore(settings.db_path, book_depth=settings.collect.book_depth)
     try:
-        return Backfill(settings, store, progress).import_file(
+        return Backfill(store, progress).import_file(
             data, source.rsplit("/", 1)[-1], symbol=symbol, interval=interval
         )
     finally:
