@@ -16,7 +16,7 @@ import logging
 import os
 import statistics
 import time
-from collections import Counter
+from collections import Counter, deque
 from typing import Any
 
 import aiohttp
@@ -84,7 +84,7 @@ class Collector:
         self._trade_fills: asyncio.Queue[tuple[str, int, int, Gap]] = asyncio.Queue()
         self._epoch: Counter[str] = Counter()  # bumps on disconnect: late snapshots are dropped
         self.counts: Counter[tuple[str, str]] = Counter()  # (symbol, kind) -> records
-        self._latency_ms: list[float] = []
+        self._latency_ms: deque[float] = deque(maxlen=2000)  # recent trades' recv - event
         self.writer: StoreWriter | None = None
         self.rest: BinanceRest | None = None
         self.started_at = time.time_ns()
@@ -233,8 +233,7 @@ class Collector:
                 last = self.counts.copy()
 
     def status(self) -> dict[str, Any]:
-        lat = self._latency_ms[-2000:]
-        self._latency_ms = lat
+        lat = self._latency_ms
         return {
             "frames": self.feed.frames,
             "feed": dict(self.feed.stats),
