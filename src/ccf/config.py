@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ENV_PREFIX = "CCF__"
@@ -243,6 +250,123 @@ class FeaturesConfig(_Section):
         return v
 
 
+class SplitConfig(_Section):
+    """Fractions of the time range, in time order; the embargo between them is automatic."""
+
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.15, ge=0, lt=1)
+    test: float = Field(0.15, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum(self) -> SplitConfig:
+        if self.train + self.val + self.test > 1 + 1e-9:
+            raise ValueError("train + val + test must not exceed 1")
+        return self
+
+
+class TrainConfig(_Section):
+    """How deep models train (Lightning); tabular models read ``seed`` only."""
+
+    max_epochs: int = Field(20, gt=0)
+    batch_size: int = Field(256, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    patience: int = Field(3, ge=0, description="epochs without a better val loss before stopping")
+    accelerator: str = Field("auto", description="auto uses a GPU where present; cpu, gpu")
+    compile: bool = Field(False, description="torch.compile the training step (fixed shapes)")
+    max_train_samples: int | None = Field(
+        None, gt=0, description="use only the newest N training windows (warm starts, tests)"
+    )
+    progress_bar: bool = True
+    num_threads: int | None = Field(None, gt=0, description="torch CPU threads; default all")
+
+
+class TuneConfig(_Section):
+    trials: int = Field(20, gt=0, description="trials in the study in total (resumed studies too)")
+    timeout_s: float | None = Field(None, gt=0)
+    storage: str | None = Field(
+        None, description="Optuna storage URL; default sqlite:///<data_dir>/optuna.db"
+    )
+    study: str | None = Field(None, description="study name; default ccf-<model>-<feature set>")
+    pruning: bool = True
+
+
+class RegistryConfig(_Section):
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default sqlite:///<data_dir>/mlflow.db"
+    )
+    artifact_dir: Path | None = Field(None, description="default <data_dir>/mlartifacts")
+    model_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="default ccf-<feature set name>"
+    )
+    experiment: str = Field("ccf", pattern=r"^[A-Za-z0-9_. -]{1,100}$")
+
+
+class EvaluateConfig(_Section):
+    step: int = Field(1, gt=0, description="buckets between two walk-forward forecast origins")
+    refit_every: int = Field(0, ge=0, description="refit every K steps; 0 = never")
+    fee_bps: float = Field(7.5, ge=0, description="cost of one trade (both sides), basis points")
+    threshold_bps: float = Field(
+        2.0, ge=0, description="BUY/SELL when the forecast return passes this, basis points"
+    )
+    alpha: float = Field(
+        0.05, gt=0, lt=1, description="significance after multiple-test correction"
+    )
+    leak_mae_ratio: float = Field(0.99, gt=0, description="MAE/naive below this looks like a leak")
+    leak_direction: float = Field(0.56, gt=0.5, lt=1, description="hit rate above this, too")
+    promote_on: Literal["pinball", "absolute"] = Field(
+        "pinball", description="loss whose corrected DM test decides 'beats naive'"
+    )
+
+
+class MLConfig(_Section):
+    """Datasets, models, training, tuning, registry and evaluation (``ccf train`` ...)."""
+
+    targets: tuple[str, ...] = Field(
+        ("m_p",), min_length=1, description="columns forecast as log returns: m_p, close, ..."
+    )
+    horizons: tuple[int, ...] = Field((1, 5, 10), min_length=1, description="in buckets")
+    encoder_length: int = Field(60, gt=0, description="buckets of history a window holds")
+    inputs: tuple[str, ...] = Field(
+        (), description="covariates (globs); empty = every stationary feature column"
+    )
+    known_inputs: tuple[Literal["time_of_day", "day_of_week"], ...] = Field(
+        ("time_of_day",), description="covariates known ahead, from the bucket time"
+    )
+    normalizer: Literal["standard", "robust", "none"] = "standard"
+    vol_halflife: int = Field(
+        30, gt=0, description="EWMA half-life (buckets) of the vol that scales targets"
+    )
+    quantiles: tuple[float, ...] = Field((0.1, 0.25, 0.5, 0.75, 0.9))
+    models: tuple[str, ...] = Field(("naive", "lightgbm", "tft"), min_length=1)
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per model: {tft: {hidden_size: 16}, ...}"
+    )
+    seed: int = 42
+    split: SplitConfig = SplitConfig()
+    train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
+    registry: RegistryConfig = RegistryConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @field_validator("horizons")
+    @classmethod
+    def _horizons(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(h <= 0 for h in v) or list(v) != sorted(set(v)):
+            raise ValueError("horizons must be positive, distinct and increasing, e.g. [1, 5, 10]")
+        return v
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if list(v) != sorted(set(v)) or any(not 0 < q < 1 for q in v):
+            raise ValueError("quantiles must be increasing and inside (0, 1)")
+        if 0.5 not in v:
+            raise ValueError("quantiles must include 0.5 (the point forecast)")
+        if any(round(1 - q, 9) not in {round(x, 9) for x in v} for q in v):
+            raise ValueError("quantiles must pair up around 0.5 (0.1 with 0.9, ...)")
+        return v
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -256,6 +380,7 @@ class Settings(_Section):
     record: RecordConfig = RecordConfig()
     news: NewsConfig = NewsConfig()
     features: FeaturesConfig = FeaturesConfig()
+    ml: MLConfig = MLConfig()
 
     @field_validator("symbols")
     @classmethod
@@ -274,6 +399,24 @@ class Settings(_Section):
     @property
     def features_path(self) -> Path:
         return self.features.path or self.data_dir / "features.sqlite"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow's tracking URI: the configured server, else SQLite under the data dir."""
+        uri = self.ml.registry.tracking_uri
+        return uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return (self.ml.registry.artifact_dir or self.data_dir / "mlartifacts").resolve()
+
+    @property
+    def model_name(self) -> str:
+        return self.ml.registry.model_name or f"ccf-{self.features.name}"
+
+    @property
+    def optuna_storage(self) -> str:
+        return self.ml.tune.storage or f"sqlite:///{(self.data_dir / 'optuna.db').resolve()}"
 
     @property
     def recordings_dir(self) -> Path:

@@ -1,0 +1,1 @@
+"""Forecasters: naive, LightGBM quantiles, TFT and NHiTS, all behind ``base.Forecaster``."""
