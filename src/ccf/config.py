@@ -367,6 +367,77 @@ class MLConfig(_Section):
         return v
 
 
+class ServeConfig(_Section):
+    """The live predictor (``ccf predict``)."""
+
+    alias: str = Field("champion", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="model served")
+    shadow: bool = Field(True, description="run the challenger beside the champion")
+    poll_interval_s: float = Field(0.2, gt=0, description="how often the feature store is read")
+    alias_check_s: float = Field(5.0, gt=0, description="how often the registry's aliases are read")
+    max_model_age: str | None = Field(
+        None, description="flag forecasts of a model trained longer ago than this (e.g. 7d)"
+    )
+    max_input_lag_s: float = Field(
+        30.0, gt=0, description="flag forecasts whose newest input is older than this (wall clock)"
+    )
+    naive_history: int = Field(
+        20_000, gt=100, description="rows per symbol the live naive yardstick is fitted on"
+    )
+    print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
+
+    @field_validator("max_model_age")
+    @classmethod
+    def _age(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(_DURATION, v):
+            raise ValueError("not a duration: write e.g. 12h, 7d")
+        return v
+
+
+class MonitorConfig(_Section):
+    """Scoring, rolling accuracy, drift and quality (``ccf monitor``)."""
+
+    poll_interval_s: float = Field(1.0, gt=0)
+    windows: tuple[str, ...] = Field(
+        ("5m", "1h", "24h"), min_length=1, description="rolling windows of the accuracy aggregates"
+    )
+    drift_every: str = Field("10m", description="how often drift and quality reports run")
+    drift_rows: int = Field(
+        2000, gt=10, description="newest rows per symbol compared with the reference"
+    )
+    drift_share_alert: float = Field(
+        0.5, gt=0, le=1, description="alert when this share of columns drifted"
+    )
+    missing_alert: float = Field(
+        0.2, ge=0, le=1, description="alert when a column has more missing values than this"
+    )
+    reports_dir: Path | None = Field(None, description="default <data_dir>/reports")
+
+    @field_validator("windows", "drift_every")
+    @classmethod
+    def _durations(cls, v: Any) -> Any:
+        for d in (v,) if isinstance(v, str) else v:
+            if not re.fullmatch(_DURATION, d):
+                raise ValueError(f"not a duration: {d!r}; write e.g. 5m, 1h")
+        return v
+
+
+class MetricsConfig(_Section):
+    """Prometheus endpoints: one per part, on 127.0.0.1 unless configured."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    ports: dict[str, int] = Field(
+        default_factory=lambda: {
+            "exchange": 9100,
+            "collect": 9101,
+            "features": 9102,
+            "predict": 9103,
+            "monitor": 9104,
+        },
+        description="part -> port; 0 picks a free port",
+    )
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -381,6 +452,9 @@ class Settings(_Section):
     news: NewsConfig = NewsConfig()
     features: FeaturesConfig = FeaturesConfig()
     ml: MLConfig = MLConfig()
+    serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @field_validator("symbols")
     @classmethod
@@ -399,6 +473,18 @@ class Settings(_Section):
     @property
     def features_path(self) -> Path:
         return self.features.path or self.data_dir / "features.sqlite"
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.data_dir / "predictions.sqlite"
+
+    @property
+    def monitor_path(self) -> Path:
+        return self.data_dir / "monitor.sqlite"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.monitor.reports_dir or self.data_dir / "reports"
 
     @property
     def tracking_uri(self) -> str:

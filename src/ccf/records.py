@@ -221,6 +221,67 @@ class FeedStatus(NamedTuple):
     updated_at: int
 
 
+PredictionFlag = Literal[
+    "gap_in_window",  # the encoder window holds a gap-flagged or missing bucket: no forecast
+    "stale_input",  # the newest feature row is older than serve.max_input_lag_s
+    "stale_model",  # the model is older than serve.max_model_age
+    "warming_up",  # not enough history for a window yet
+]
+
+
+class Prediction(NamedTuple):
+    """One model's forecast of one target at one horizon, made at one bucket.
+
+    ``ts`` is the origin bucket's start; the forecast is for the log return of
+    ``target`` from the origin bucket's value (``last_value``) to the value of the
+    bucket starting at ``target_ts`` = ts + horizon buckets. ``quantiles`` follow
+    ``levels``; ``point`` is the 0.5 quantile. ``watermark`` is the newest event
+    time the inputs had seen (the row's bucket end). A flagged record carries its
+    reason and, for ``gap_in_window`` and ``warming_up``, NaN forecasts.
+    """
+
+    exchange: str
+    symbol: str
+    target: str
+    ts: int
+    horizon: int  # buckets
+    target_ts: int
+    role: str  # champion, challenger, naive
+    model: str  # registered name, or the model kind where unregistered
+    version: str
+    made_at: int  # wall clock, ns
+    watermark: int
+    last_value: float
+    point: float  # log return
+    levels: tuple[float, ...]
+    quantiles: tuple[float, ...]
+    flag: str | None
+
+
+class Score(NamedTuple):
+    """A prediction joined with what happened (written by ``ccf monitor``)."""
+
+    exchange: str
+    symbol: str
+    target: str
+    ts: int
+    horizon: int
+    role: str
+    model: str
+    version: str
+    truth: float  # realized log return
+    error: float  # point - truth
+    abs_error: float
+    sq_error: float
+    naive_abs_error: float  # |0 - truth|: the no-change forecast's error on the same target
+    direction_hit: float  # 1, 0, or NaN when truth or forecast is zero
+    inside: tuple[float, ...]  # per central interval (widest first): 1 inside, 0 outside
+    pinball: float  # mean over the quantiles
+    signal: int  # +1 BUY, -1 SELL, 0 HOLD
+    signal_return: float  # signal * truth - fee when traded, in log-return units
+    scored_at: int
+
+
 Record = (
     Book | Trade | AggTrade | Quote | Candle | Gap | DeadLetter | NewsItem | NewsSource | FeedStatus
 )

@@ -75,6 +75,9 @@ class Forecaster(ABC):
         self.spec = spec
         self.params: dict[str, Any] = {**self.defaults, **(params or {})}
         self.fit_result: FitResult | None = None
+        # first and last training origin (ns): set by the training pipeline, saved with the
+        # model; the drift monitor's reference window
+        self.trained_range: tuple[int, int] | None = None
 
     @abstractmethod
     def fit(
@@ -125,6 +128,7 @@ class Forecaster(ABC):
             "params": self.params,
             "spec": json.loads(self.spec.to_json()),
             "fit": asdict(self.fit_result) if self.fit_result else None,
+            "trained_range": list(self.trained_range) if self.trained_range else None,
             "saved_at": time.time_ns(),
         }
         (path / META).write_text(json.dumps(meta, indent=1, default=float))
@@ -153,6 +157,8 @@ def load(path: Path) -> Forecaster:
     model = model_class(meta["kind"])._load(path, spec, meta["params"])
     if meta.get("fit"):
         model.fit_result = FitResult(**meta["fit"])
+    if meta.get("trained_range"):
+        model.trained_range = tuple(meta["trained_range"])
     return model
 
 

@@ -1,0 +1,1 @@
+"""PREDICTIONS: the live predictor serving the registry's champion (``ccf predict``)."""

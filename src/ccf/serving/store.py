@@ -1,0 +1,170 @@
+"""The prediction store: one SQLite table of :class:`~ccf.records.Prediction` rows.
+
+Keyed by (symbol, target, origin bucket, horizon, role) and written with
+``INSERT OR IGNORE``: a restarted predictor, or one that switches models
+between two buckets, can never forecast a bucket twice. Quantiles are packed
+as a little-endian float64 blob. Rows also get a rowid, so a follower (the
+monitor, the dashboard) reads what is new with one indexed range read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from ccf.records import Prediction
+from ccf.storage.sqlite import connect
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS predictions (exchange TEXT, symbol TEXT, target TEXT, "
+    "ts INTEGER, horizon INTEGER, target_ts INTEGER, role TEXT, model TEXT, version TEXT, "
+    "made_at INTEGER, watermark INTEGER, last_value REAL, point REAL, levels BLOB, "
+    "quantiles BLOB, flag TEXT)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS predictions_key "
+    "ON predictions (symbol, target, ts, horizon, role)",
+    "CREATE INDEX IF NOT EXISTS predictions_target_ts ON predictions (target_ts)",
+    "CREATE TABLE IF NOT EXISTS serving (role TEXT PRIMARY KEY, model TEXT, version TEXT, "
+    "kind TEXT, trained_from INTEGER, trained_to INTEGER, loaded_at INTEGER, from_ts INTEGER, "
+    "spec TEXT)",
+)
+COLUMNS = Prediction._fields
+
+
+class ServingInfo(NamedTuple):
+    """The model behind a role: its training window is the drift monitor's reference."""
+
+    role: str
+    model: str
+    version: str
+    kind: str
+    trained_from: int | None  # first and last training origin, ns
+    trained_to: int | None
+    loaded_at: int  # wall clock, ns
+    from_ts: int | None  # the first origin bucket it forecast
+    spec: str  # DatasetSpec JSON
+
+
+def _pack(values: Sequence[float]) -> bytes:
+    return np.asarray(values, dtype="<f8").tobytes()
+
+
+def _unpack(blob: bytes) -> tuple[float, ...]:
+    return tuple(np.frombuffer(blob, dtype="<f8").tolist())
+
+
+class PredictionStore:
+    """Idempotent writes of predictions; reads by symbol and time or by rowid."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if readonly and not self.path.exists():
+            raise FileNotFoundError(f"no prediction store at {self.path}: run `ccf predict`")
+        self._con = connect(self.path, readonly=readonly)
+        if not readonly:
+            for sql in _SCHEMA:
+                self._con.execute(sql)
+        self._insert = (
+            f"INSERT OR IGNORE INTO predictions ({', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(COLUMNS))})"
+        )
+
+    def write(self, rows: Sequence[Prediction]) -> int:
+        """Store in one transaction; returns how many were new."""
+        if not rows:
+            return 0
+        con = self._con
+        before = con.total_changes
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.executemany(
+                self._insert,
+                [(*r[:13], _pack(r.levels), _pack(r.quantiles), r.flag) for r in rows],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return con.total_changes - before
+
+    def set_serving(self, info: ServingInfo) -> None:
+        """Record which model serves a role from which bucket on (one row per role)."""
+        self._con.execute(
+            "INSERT OR REPLACE INTO serving VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", tuple(info)
+        )
+
+    def serving(self) -> dict[str, ServingInfo]:
+        """Role -> the model serving it now (what the monitor takes its reference from)."""
+        rows = self._con.execute("SELECT * FROM serving").fetchall()
+        return {r[0]: ServingInfo(*r) for r in rows}
+
+    def last_ts(self, symbol: str, role: str = "champion") -> int | None:
+        """The newest origin bucket forecast for ``symbol`` by ``role``: where a restart resumes."""
+        return self._con.execute(
+            "SELECT max(ts) FROM predictions WHERE symbol = ? AND role = ?", (symbol, role)
+        ).fetchone()[0]
+
+    def since(self, rowid: int, limit: int = 100_000) -> tuple[list[Prediction], int]:
+        """Rows stored after ``rowid`` (oldest first) and the last rowid read."""
+        rows = self._con.execute(
+            f"SELECT rowid, {', '.join(COLUMNS)} FROM predictions WHERE rowid > ? "
+            "ORDER BY rowid LIMIT ?",
+            (rowid, limit),
+        ).fetchall()
+        out = [_record(r[1:]) for r in rows]
+        return out, (rows[-1][0] if rows else rowid)
+
+    def frame(
+        self,
+        symbols: Sequence[str] | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        role: str | None = None,
+    ) -> pd.DataFrame:
+        """Predictions with origin in [start, end) as a frame, one quantile column each."""
+        import pandas as pd
+
+        where, params = ["1"], []
+        if symbols is not None:
+            where.append(f"symbol IN ({', '.join('?' * len(symbols)) or 'NULL'})")
+            params += list(symbols)
+        if start_ns is not None:
+            where.append("ts >= ?")
+            params.append(start_ns)
+        if end_ns is not None:
+            where.append("ts < ?")
+            params.append(end_ns)
+        if role is not None:
+            where.append("role = ?")
+            params.append(role)
+        rows = self._con.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM predictions WHERE {' AND '.join(where)} "
+            "ORDER BY symbol, ts, horizon, role",
+            params,
+        ).fetchall()
+        recs = [_record(r) for r in rows]
+        df = pd.DataFrame(
+            [r[:13] + (r.flag,) for r in recs],
+            columns=[*COLUMNS[:13], "flag"],
+        )
+        if recs:
+            levels = recs[0].levels
+            q = np.array([r.quantiles for r in recs])
+            for i, lv in enumerate(levels):
+                df[f"q{lv:g}"] = q[:, i]
+        return df
+
+    def count(self) -> int:
+        return self._con.execute("SELECT count(*) FROM predictions").fetchone()[0]
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _record(r: Sequence) -> Prediction:
+    return Prediction(*r[:13], _unpack(r[13]), _unpack(r[14]), r[15])
