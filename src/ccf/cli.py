@@ -311,6 +311,23 @@ def features(
 
 
 @app.command()
+def predict(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
+    """Live forecasts: the registry's champion (serve.alias) forecasts every closed feature
+    bucket, the naive yardstick beside it and the challenger in shadow. Resumes after the
+    last bucket it forecast; a promotion takes over between two buckets. Ctrl-C stops."""
+    from ccf.serving.predictor import Predictor
+    from ccf.serving.source import RegistrySource
+
+    settings = _settings(overrides, config)
+    try:
+        predictor = Predictor(settings, RegistrySource(settings))
+        run_until_stopped(predictor.run)
+    except (LookupError, FileNotFoundError) as e:
+        typer.echo(f"ccf: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
 def status(
     overrides: list[str] = OVERRIDES,
     config: list[Path] = CONFIG,

@@ -78,6 +78,7 @@ class Forecaster(ABC):
         # first and last training origin (ns): set by the training pipeline, saved with the
         # model; the drift monitor's reference window
         self.trained_range: tuple[int, int] | None = None
+        self.saved_at: int | None = None  # wall clock ns, once saved or loaded
 
     @abstractmethod
     def fit(
@@ -131,6 +132,7 @@ class Forecaster(ABC):
             "trained_range": list(self.trained_range) if self.trained_range else None,
             "saved_at": time.time_ns(),
         }
+        self.saved_at = meta["saved_at"]
         (path / META).write_text(json.dumps(meta, indent=1, default=float))
         return path
 
@@ -157,6 +159,7 @@ def load(path: Path) -> Forecaster:
     model = model_class(meta["kind"])._load(path, spec, meta["params"])
     if meta.get("fit"):
         model.fit_result = FitResult(**meta["fit"])
+    model.saved_at = meta.get("saved_at")
     if meta.get("trained_range"):
         model.trained_range = tuple(meta["trained_range"])
     return model

@@ -1,0 +1,372 @@
+"""The live predictor: the registry's champion forecasts every closed bucket.
+
+It follows the feature store. For each symbol, every bucket that closed since
+the last one it forecast becomes a forecast origin, in order, none skipped:
+the window up to it is read from the store (the model's encoder plus the
+volatility warm-up), turned into arrays by the same ``dataset.build`` that made
+the training set, and forecast by each served model in one batched call:
+the champion, the naive yardstick (always), and the challenger in shadow.
+
+Models change only between two polls, so a promotion never splits a bucket:
+the new version forecasts from the next origin on, and the store's key
+(symbol, target, origin, horizon, role) makes a bucket forecast twice
+impossible. A restart resumes after the newest origin the champion forecast.
+
+A window the model should not trust gives a flagged record with the reason
+(``gap_in_window``, ``warming_up``: no forecast; ``stale_input``,
+``stale_model``: a forecast, flagged), never a silent forecast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+import pandas as pd
+
+from ccf.config import Settings
+from ccf.features.buckets import parse_duration
+from ccf.features.spec import feature_set
+from ccf.features.store import FeatureStore
+from ccf.ml import dataset
+from ccf.ml.models.base import Forecaster
+from ccf.ml.models.naive import Naive
+from ccf.records import Prediction
+from ccf.serving.store import PredictionStore, ServingInfo
+from ccf.storage import SqliteStore
+
+log = logging.getLogger(__name__)
+
+PART = "predict"
+MAX_ORIGINS = 5_000  # per symbol and poll while catching up
+HEARTBEAT_S = 5.0
+
+
+class ModelSource(Protocol):
+    """Where served models come from (the MLflow registry in production)."""
+
+    def version(self, alias: str) -> str | None:
+        """The version an alias points to now; None when the alias is not set."""
+
+    def load(self, alias: str) -> tuple[Forecaster, str, str]:
+        """(model, registered name, version) behind an alias."""
+
+
+class Served(NamedTuple):
+    role: str
+    model: Forecaster
+    name: str
+    version: str
+
+
+@dataclass
+class _SymbolState:
+    next_ts: int | None = None  # the next origin to forecast
+    origins: int = 0
+    flagged: Counter[str] = field(default_factory=Counter)
+    last_origin: int | None = None
+    last_lag_s: float | None = None  # wall clock at the forecast minus the input watermark
+
+
+def window_flags(
+    frame: pd.DataFrame, t: np.ndarray, encoder_length: int, valid: np.ndarray
+) -> list[str | None]:
+    """Why a window at row t cannot be forecast (None when it can).
+
+    A gap-flagged bucket inside the encoder, or rows missing from it, make the
+    window untrustworthy; too little history is ``warming_up``.
+    """
+    gap = frame["gap"].to_numpy(dtype=float) > 0 if "gap" in frame else np.zeros(len(frame), bool)
+    gaps = np.concatenate([[0], np.cumsum(gap)])
+    out: list[str | None] = []
+    for i in t:
+        lo = max(i - encoder_length + 1, 0)
+        if gaps[i + 1] - gaps[lo] > 0:
+            out.append("gap_in_window")
+        elif not valid[i]:
+            out.append("warming_up" if i < encoder_length - 1 else "gap_in_window")
+        else:
+            out.append(None)
+    return out
+
+
+class Predictor:
+    """``ccf predict``: see the module docstring."""
+
+    def __init__(self, settings: Settings, source: ModelSource) -> None:
+        self.settings = settings
+        self.source = source
+        self.fs = feature_set(settings.features)
+        self.bucket = self.fs.bucket_ns
+        self.state = {s: _SymbolState() for s in settings.symbols}
+        self.served: dict[str, Served] = {}
+        self.switches = 0
+        self.started_at = time.time_ns()
+        self.written = 0
+        self._max_age_ns = (
+            parse_duration(settings.serve.max_model_age) if settings.serve.max_model_age else None
+        )
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def _refresh_models(self, features: FeatureStore, preds: PredictionStore) -> None:
+        """Load the champion (and challenger) when their alias moved; refit naive with them."""
+        cfg = self.settings.serve
+        changed = False
+        for role, alias in (("champion", cfg.alias), ("challenger", "challenger")):
+            if role == "challenger" and not cfg.shadow:
+                continue
+            version = self.source.version(alias)
+            have = self.served.get(role)
+            if version is None:
+                if role == "champion" and have is None:
+                    raise LookupError(
+                        f"the registry has no model with alias {alias!r}: train one with "
+                        "`ccf train` (or `ccf run`, which trains a first model)"
+                    )
+                if have is not None and role == "challenger":
+                    del self.served[role]
+                continue
+            if have is not None and have.version == version:
+                continue
+            model, name, version = self.source.load(alias)
+            if have is not None and role == "champion":
+                self.switches += 1
+                log.info(
+                    "part=predict %s %s -> version %s from the next bucket on",
+                    role,
+                    have.version,
+                    version,
+                )
+            self.served[role] = Served(role, model, name, version)
+            changed |= role == "champion"
+            self._record_serving(preds, self.served[role])
+        if changed or "naive" not in self.served:
+            self.served["naive"] = self._fit_naive(features)
+            self._record_serving(preds, self.served["naive"])
+
+    def _fit_naive(self, features: FeatureStore) -> Served:
+        """The yardstick, fitted on the stored history with the champion's spec."""
+        spec = self.served["champion"].model.spec
+        n = self.settings.serve.naive_history
+        frames = []
+        for sym in self.settings.symbols:
+            last = features.last_bucket(sym)
+            if last is not None:
+                frames.append(features.frame([sym], last - n * self.bucket, last + 1))
+        data = dataset.build(pd.concat(frames), spec) if frames else None
+        model = Naive(spec)
+        origins = data.origins() if data is not None else None
+        if (
+            data is None
+            or origins is None
+            or not np.isfinite(data.targets(origins)).any(axis=0).all()
+        ):
+            raise LookupError(
+                "not enough feature history to fit the naive yardstick: wait for more buckets"
+            )
+        model.fit(data, origins, origins, self.settings.ml.train)
+        model.trained_range = (int(data.ts(origins).min()), int(data.ts(origins).max()))
+        return Served("naive", model, "naive", "live")
+
+    def _record_serving(self, preds: PredictionStore, s: Served) -> None:
+        nexts = [st.next_ts for st in self.state.values() if st.next_ts is not None]
+        tr = s.model.trained_range
+        preds.set_serving(
+            ServingInfo(
+                s.role,
+                s.name,
+                s.version,
+                s.model.kind,
+                tr[0] if tr else None,
+                tr[1] if tr else None,
+                time.time_ns(),
+                min(nexts) if nexts else None,
+                s.model.spec.to_json(),
+            )
+        )
+
+    # -- forecasting ----------------------------------------------------------------------------
+
+    def _resume(self, features: FeatureStore, preds: PredictionStore) -> None:
+        for sym, st in self.state.items():
+            last = preds.last_ts(sym, "champion")
+            if last is not None:
+                st.next_ts = last + self.bucket
+                log.info("part=predict symbol=%s resuming after origin %d", sym, last)
+            else:
+                newest = features.last_bucket(sym)
+                st.next_ts = newest  # a first start forecasts from the newest bucket on
+
+    def step(self, features: FeatureStore, preds: PredictionStore) -> int:
+        """One poll over every symbol; returns how many predictions were stored."""
+        stored = 0
+        for sym, st in self.state.items():
+            newest = features.last_bucket(sym)
+            if newest is None:
+                continue
+            if st.next_ts is None:
+                st.next_ts = newest
+            if newest < st.next_ts:
+                continue
+            end = min(newest, st.next_ts + (MAX_ORIGINS - 1) * self.bucket)
+            stored += self._forecast(sym, st, features, preds, end)
+        return stored
+
+    def _forecast(
+        self, sym: str, st: _SymbolState, features: FeatureStore, preds: PredictionStore, end: int
+    ) -> int:
+        assert st.next_ts is not None
+        history = max(m.model.spec.history for m in self.served.values())
+        frame = features.frame([sym], st.next_ts - history * self.bucket, end + 1)
+        now = time.time_ns()
+        rows: list[Prediction] = []
+        by_spec: dict[str, tuple[dataset.Dataset, np.ndarray]] = {}
+        ts = frame["ts"].to_numpy()
+        t = np.flatnonzero(ts >= st.next_ts)
+        watermark = frame["ts_end"].to_numpy()[t]
+        stale_input = (now - watermark) / 1e9 > self.settings.serve.max_input_lag_s
+        for served in self.served.values():
+            m = served.model
+            key = m.spec.to_json()
+            if key not in by_spec:
+                data = dataset.build(frame, m.spec)
+                by_spec[key] = (
+                    data,
+                    np.asarray(
+                        window_flags(frame, t, m.spec.encoder_length, data.series[0].valid),
+                        dtype=object,
+                    ),
+                )
+            data, flags = by_spec[key]
+            ok = np.array([f is None for f in flags], dtype=bool)
+            q = np.full(
+                (len(t), len(m.spec.targets), len(m.spec.horizons), len(m.spec.quantiles)), np.nan
+            )
+            if ok.any():
+                origins = dataset.Origins(np.zeros(int(ok.sum()), int), t[ok])
+                q[ok] = m.predict(data, origins)
+            stale_model = self._stale(m, now)
+            levels = tuple(m.spec.quantiles)
+            mid = levels.index(0.5)
+            last_values = np.exp(data.series[0].level[t])  # (n, K)
+            for i, ti in enumerate(t):
+                flag = (
+                    flags[i]
+                    or ("stale_model" if stale_model else None)
+                    or ("stale_input" if stale_input[i] else None)
+                )
+                for k, target in enumerate(m.spec.targets):
+                    for h, horizon in enumerate(m.spec.horizons):
+                        qs = q[i, k, h]
+                        rows.append(
+                            Prediction(
+                                self.settings.exchange,
+                                sym,
+                                target,
+                                int(ts[ti]),
+                                horizon,
+                                int(ts[ti]) + horizon * self.bucket,
+                                served.role,
+                                served.name,
+                                served.version,
+                                now,
+                                int(watermark[i]),
+                                float(last_values[i, k]),
+                                float(qs[mid]),
+                                levels,
+                                tuple(qs.tolist()),
+                                flag,
+                            )
+                        )
+            if served.role == "champion":
+                for f in flags:
+                    if f is not None:
+                        st.flagged[f] += 1
+        n = preds.write(rows)
+        st.origins += len(t)
+        st.last_origin = int(ts[t[-1]]) if len(t) else st.last_origin
+        st.last_lag_s = (time.time_ns() - int(watermark[-1])) / 1e9 if len(t) else st.last_lag_s
+        st.next_ts = end + self.bucket
+        self.written += n
+        return n
+
+    def _stale(self, m: Forecaster, now: int) -> bool:
+        saved = getattr(m, "saved_at", None)
+        return self._max_age_ns is not None and saved is not None and now - saved > self._max_age_ns
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        features = FeatureStore(s.features_path, self.fs, readonly=True)
+        preds = PredictionStore(s.predictions_path)
+        raw = SqliteStore(s.db_path, book_depth=s.collect.book_depth)  # heartbeats
+        next_alias = next_beat = 0.0
+        try:
+            await asyncio.to_thread(self._refresh_models, features, preds)
+            self._resume(features, preds)
+            log.info(
+                "part=predict serving %s; symbols=%s store=%s",
+                ", ".join(f"{r}={m.name}@{m.version}" for r, m in self.served.items()),
+                ",".join(s.symbols),
+                s.predictions_path,
+            )
+            while not stop.is_set():
+                if time.monotonic() >= next_alias:
+                    next_alias = time.monotonic() + s.serve.alias_check_s
+                    await asyncio.to_thread(self._refresh_models, features, preds)
+                n = await asyncio.to_thread(self.step, features, preds)
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + (s.serve.print_every_s or HEARTBEAT_S)
+                    self._heartbeat(raw, "running")
+                if n == 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), s.serve.poll_interval_s)
+        finally:
+            self._heartbeat(raw, "stopped")
+            raw.close()
+            preds.close()
+            features.close()
+            log.info(
+                "part=predict stopped: predictions=%d switches=%d", self.written, self.switches
+            )
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "served": {r: {"model": m.name, "version": m.version} for r, m in self.served.items()},
+            "switches": self.switches,
+            "written": self.written,
+            "symbols": {
+                sym: {
+                    "origins": st.origins,
+                    "last_origin": st.last_origin,
+                    "lag_s": st.last_lag_s,
+                    "flagged": dict(st.flagged),
+                }
+                for sym, st in self.state.items()
+            },
+        }
+
+    def _heartbeat(self, raw: SqliteStore, state: str) -> None:
+        import json
+
+        detail = self.status()
+        raw.heartbeat(PART, os.getpid(), self.started_at, time.time_ns(), state, json.dumps(detail))
+        if state == "running" and self.settings.serve.print_every_s:
+            for sym, d in detail["symbols"].items():
+                log.info(
+                    "part=predict symbol=%s origins=%d last_origin=%s lag_s=%s flagged=%s",
+                    sym,
+                    d["origins"],
+                    d["last_origin"],
+                    None if d["lag_s"] is None else round(d["lag_s"], 3),
+                    d["flagged"] or 0,
+                )
