@@ -20,7 +20,8 @@ class RegistrySource:
         self._registry = Registry(settings)
 
     def version(self, alias: str) -> str | None:
-        return self._registry.aliases().get(alias)
+        v = self._registry.aliases().get(alias)
+        return None if v is None else str(v)  # MLflow gives an int from some stores
 
     def load(self, alias: str) -> tuple[Forecaster, str, str]:
         model, v = self._registry.load(alias)

@@ -1,0 +1,285 @@
+"""The live predictor on feature rows of the real recordings, with a real MLflow registry.
+
+Feature rows are computed once from the recorded streams, then handed to the
+predictor's store a few buckets at a time, as the live feature part would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ccf.config import Settings, load_settings
+from ccf.features.engine import FeatureRow
+from ccf.features.runner import run_backfill
+from ccf.features.spec import feature_set
+from ccf.features.store import FeatureStore
+from ccf.ml.pipeline import train_round
+from ccf.ml.prepare import Source
+from ccf.ml.registry import Registry
+from ccf.serving.predictor import Predictor
+from ccf.serving.source import RegistrySource
+from ccf.serving.store import PredictionStore
+from tests.features.test_runner import fill
+
+S = 10**9
+SYMBOLS = ("btcusdt", "ethusdt")
+
+
+def settings_at(data_dir: Path, *extra: str) -> Settings:
+    return load_settings(
+        [
+            f"data_dir={data_dir}",
+            f"symbols=[{','.join(SYMBOLS)}]",
+            "log_level=WARNING",
+            "features.print_every_s=0",
+            "serve.print_every_s=0",
+            "serve.poll_interval_s=0.05",
+            "serve.alias_check_s=0.2",
+            "serve.max_input_lag_s=1e12",  # recorded in 2024: not stale for these tests
+            "ml.evaluate.step=5",
+            *extra,
+        ],
+        environ={},
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    """A data dir whose registry holds naive (champion) and lightgbm (challenger), trained
+    on the recorded feature rows; and those rows."""
+    root = tmp_path_factory.mktemp("serving")
+    settings = settings_at(root / "train")
+    fill(settings)
+    run_backfill(settings)
+    rnd = train_round(settings, Source(), ("naive", "lightgbm"))
+    assert rnd.aliases.keys() >= {"champion", "challenger"}
+    rows = FeatureStore(settings.features_path, feature_set(settings.features)).frame()
+    return root / "train", rows
+
+
+def live_dir(trained: tuple[Path, pd.DataFrame], tmp_path: Path) -> Settings:
+    """Settings sharing the trained registry, with an empty feature store to fill."""
+    train_dir, _ = trained
+    s = settings_at(tmp_path, f"ml.registry.tracking_uri=sqlite:///{train_dir / 'mlflow.db'}")
+    return s
+
+
+def feed(settings: Settings, rows: pd.DataFrame, upto_ts: int, since_ts: int = -1) -> int:
+    """Write the recorded feature rows with bucket start in (since, upto] to the live store."""
+    fs = feature_set(settings.features)
+    store = FeatureStore(settings.features_path, fs)
+    part = rows[(rows.ts > since_ts) & (rows.ts <= upto_ts)]
+    cols = list(fs.float_columns)
+    values = part[cols].to_numpy()
+    out = [
+        FeatureRow(sym, int(ts), int(te), tuple(v))
+        for sym, ts, te, v in zip(part.symbol, part.ts, part.ts_end, values, strict=True)
+    ]
+    n = store.write(out)
+    store.close()
+    return n
+
+
+def stores(settings: Settings) -> tuple[FeatureStore, PredictionStore]:
+    fs = feature_set(settings.features)
+    return FeatureStore(settings.features_path, fs, readonly=True), PredictionStore(
+        settings.predictions_path
+    )
+
+
+def test_every_closed_bucket_is_forecast_once_and_a_promotion_switches_between_buckets(
+    trained, tmp_path: Path
+) -> None:
+    _, rows = trained
+    settings = live_dir(trained, tmp_path)
+    buckets = np.sort(rows.ts.unique())
+    start = int(buckets[100])
+    feed(settings, rows, start)
+    predictor = Predictor(settings, RegistrySource(settings))
+    features, preds = stores(settings)
+    predictor._refresh_models(features, preds)
+    predictor._resume(features, preds)
+    champion_v = predictor.served["champion"].version
+    reg = Registry(settings)
+    # the round registered naive and lightgbm as versions 1 and 2: move to the other one
+    challenger_v = {"1", "2"}.difference({champion_v}).pop()
+    switched_at = None
+    since = start
+    for i, upto in enumerate(buckets[110::10]):
+        feed(settings, rows, int(upto), since)
+        since = int(upto)
+        if i == 20:  # promote the challenger mid-run
+            reg.set_alias("champion", challenger_v, "test: an alias move during the run")
+        predictor._refresh_models(features, preds)
+        if switched_at is None and predictor.served["champion"].version == challenger_v:
+            switched_at = predictor.state["btcusdt"].next_ts
+        predictor.step(features, preds)
+    df = preds.frame()
+    champ = df[df.role == "champion"]
+    for sym in SYMBOLS:
+        c = champ[champ.symbol == sym]
+        origins = np.sort(c.ts.unique())
+        # every bucket from the first one served to the newest, none skipped ...
+        assert np.array_equal(origins, buckets[(buckets >= start) & (buckets <= since)])
+        # ... and none forecast twice: one row per origin and horizon
+        assert len(c) == len(origins) * 3
+        before = c[c.ts < switched_at]
+        after = c[c.ts >= switched_at]
+        assert set(before.version) == {champion_v} and set(after.version) == {challenger_v}
+        assert len(before) and len(after)
+        # the naive yardstick beside it at every origin, and the challenger in shadow
+        for role in ("naive", "challenger"):
+            r = df[(df.role == role) & (df.symbol == sym)]
+            assert np.array_equal(np.sort(r.ts.unique()), origins)
+    assert predictor.switches == 1
+    ok = champ[champ.flag.isna()]
+    assert len(ok) > 0.8 * len(champ)
+    q = ok[[c for c in ok.columns if c.startswith("q")]].to_numpy()
+    assert np.isfinite(q).all() and (np.diff(q, axis=1) >= 0).all()
+    assert (ok.target_ts == ok.ts + ok.horizon * S).all()
+    # the last observed value is the mid of the origin bucket, as the feature rows hold it
+    merged = ok.merge(rows[["symbol", "ts", "m_p"]], on=["symbol", "ts"])
+    assert np.allclose(merged.last_value, merged.m_p, rtol=1e-12)
+    serving = preds.serving()
+    assert serving["champion"].version == challenger_v and serving["champion"].trained_to
+    assert serving["champion"].from_ts == switched_at
+
+
+def test_untrustworthy_windows_are_flagged_with_the_reason(trained, tmp_path: Path) -> None:
+    _, rows = trained
+    rows = rows.copy()
+    buckets = np.sort(rows.ts.unique())
+    gap_bucket = int(buckets[300])
+    rows.loc[rows.ts == gap_bucket, "gap"] = 1.0  # the collector lost data in this bucket
+    settings = live_dir(trained, tmp_path)
+    feed(settings, rows, int(buckets[200]))
+    predictor = Predictor(settings, RegistrySource(settings))
+    features, preds = stores(settings)
+    predictor._refresh_models(features, preds)
+    predictor._resume(features, preds)
+    feed(settings, rows, int(buckets[400]), int(buckets[200]))
+    predictor.step(features, preds)
+    df = preds.frame(symbols=["btcusdt"], role="champion")
+    enc = predictor.served["champion"].model.spec.encoder_length
+    flagged = df[df.flag == "gap_in_window"]
+    # every window holding the gap bucket, and only those: flagged, with no forecast
+    assert sorted(flagged.ts.unique()) == [int(b) for b in buckets[300 : 300 + enc]]
+    assert flagged[[c for c in df.columns if c.startswith("q")]].isna().all().all()
+    assert predictor.status()["symbols"]["btcusdt"]["flagged"] == {"gap_in_window": enc}
+    # recorded data is hours old for the default input lag, and a 1 ns old model is stale
+    stale = settings_at(
+        tmp_path / "stale",
+        f"ml.registry.tracking_uri={settings.tracking_uri}",
+        "serve.max_input_lag_s=30",
+    )
+    feed(stale, rows, int(buckets[100]))
+    p2 = Predictor(stale, RegistrySource(stale))
+    f2, s2 = stores(stale)
+    p2._refresh_models(f2, s2)
+    p2._resume(f2, s2)
+    feed(stale, rows, int(buckets[120]), int(buckets[100]))
+    p2.step(f2, s2)
+    assert set(s2.frame(role="champion").flag) == {"stale_input"}
+    old = settings_at(
+        tmp_path / "old",
+        f"ml.registry.tracking_uri={settings.tracking_uri}",
+        "serve.max_model_age=1ns",
+    )
+    feed(old, rows, int(buckets[100]))
+    p3 = Predictor(old, RegistrySource(old))
+    f3, s3 = stores(old)
+    p3._refresh_models(f3, s3)
+    p3._resume(f3, s3)
+    feed(old, rows, int(buckets[120]), int(buckets[100]))
+    p3.step(f3, s3)
+    assert set(s3.frame(role="champion").flag) == {"stale_model"}
+
+
+def test_without_a_champion_the_predictor_says_what_to_do(tmp_path: Path) -> None:
+    settings = settings_at(tmp_path)
+    fill(settings)
+    run_backfill(settings)
+    env = {**os.environ, "CCF__LOG_LEVEL": "WARNING"}
+    out = subprocess.run(
+        [sys.executable, "-m", "ccf", "predict", f"data_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 2
+    assert "no model with alias 'champion'" in out.stderr and "ccf train" in out.stderr
+
+
+def test_a_killed_predictor_resumes_where_it_stopped(trained, tmp_path: Path) -> None:
+    _, rows = trained
+    settings = live_dir(trained, tmp_path)
+    buckets = np.sort(rows.ts.unique())
+    feed(settings, rows, int(buckets[150]))
+    args = [
+        sys.executable,
+        "-m",
+        "ccf",
+        "predict",
+        f"data_dir={tmp_path}",
+        f"ml.registry.tracking_uri={settings.tracking_uri}",
+        "serve.max_input_lag_s=1e12",
+        "serve.poll_interval_s=0.05",
+        "log_level=INFO",
+    ]
+
+    def newest() -> int | None:
+        if not settings.predictions_path.exists():
+            return None
+        p = PredictionStore(settings.predictions_path, readonly=True)
+        try:
+            return p.last_ts("btcusdt") if p.count() else None
+        finally:
+            p.close()
+
+    def wait_for(ts: int, proc: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 120
+        while (newest() or 0) < ts:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, f"predictions stuck at {newest()}"
+            time.sleep(0.1)
+
+    log1 = open(tmp_path / "p1.log", "w")
+    proc = subprocess.Popen(args, stdout=log1, stderr=subprocess.STDOUT, text=True)
+    since = int(buckets[150])
+    try:
+        wait_for(since, proc)
+        for upto in buckets[160:400:10]:
+            feed(settings, rows, int(upto), since)
+            since = int(upto)
+            wait_for(since, proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    killed_at = newest()
+    feed(settings, rows, int(buckets[-1]), since)  # the features go on while it is down
+    log2 = open(tmp_path / "p2.log", "w")
+    proc = subprocess.Popen(args, stdout=log2, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(int(buckets[-1]), proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    resumed = (tmp_path / "p2.log").read_text()
+    assert f"resuming after origin {killed_at}" in resumed
+    p = PredictionStore(settings.predictions_path, readonly=True)
+    df = p.frame(role="champion")
+    for sym in SYMBOLS:
+        c = df[df.symbol == sym]
+        expect = buckets[buckets >= buckets[150]]
+        assert np.array_equal(np.sort(c.ts.unique()), expect)
+        assert len(c) == 3 * len(expect)  # no bucket lost to the kill, none doubled
