@@ -28,6 +28,7 @@ from ccf.features.online import OnlineRings
 from ccf.features.raw import RawReader, RawTail
 from ccf.features.spec import FeatureSet, feature_set
 from ccf.features.store import FeatureStore
+from ccf.monitoring.metrics import PartMetrics
 from ccf.storage import SqliteStore
 from ccf.storage.sqlite import connect
 
@@ -47,9 +48,14 @@ def _iso(ns: int | None) -> str | None:
 class FeatureRunner:
     """The live part: ``await FeatureRunner(settings).run(stop)``."""
 
-    def __init__(self, settings: Settings, fs: FeatureSet | None = None) -> None:
+    def __init__(
+        self, settings: Settings, fs: FeatureSet | None = None, metrics: PartMetrics | None = None
+    ) -> None:
         self.settings = settings
         self.fs = fs or feature_set(settings.features)
+        # Prometheus; `ccf features` serves it on metrics.ports.features
+        self.metrics = metrics or PartMetrics("features", settings)
+        self.metrics.add_refresh(self._sync_metrics)
         self.engine = FeatureEngine(self.fs, settings.symbols)
         self.online = OnlineRings(self.fs.float_columns, settings.features.online_rows)
         self.resume: dict[str, int | None] = {}  # first bucket to write, per symbol
@@ -86,9 +92,12 @@ class FeatureRunner:
         resume = self.resume
         rows = [r for r in rows if (resume.get(r.symbol) or r.ts) <= r.ts]
         store.write(rows)
+        now = time.time_ns()
+        observe = self.metrics.observe_lag
         for r in rows:
             self.rows_written[r.symbol] += 1
             self.last_bucket[r.symbol] = r.ts
+            observe("feature", (now - r.ts_end) / 1e9, r.symbol)  # exchange time -> row
         self.events += poll.events
         self.polls += 1
         return rows, poll.full
@@ -207,7 +216,15 @@ class FeatureRunner:
             "polls": self.polls,
             "read_s_max": round(self.read_s_max, 3),
             "symbols": symbols,
+            "metrics_url": self.metrics.url,
+            "metrics": self.metrics.snapshot(),
         }
+
+    def _sync_metrics(self) -> None:
+        m = self.metrics
+        for sym in self.settings.symbols:
+            m.advance(m.events_in, self.engine.stats(sym).events, sym)  # raw events bucketed
+            m.advance(m.events_out, self.rows_written[sym], sym)  # feature rows written
 
 
 # -- batch ------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from ccf.config import Settings
+from ccf.monitoring.metrics import PartMetrics
 from ccf.records import Book, Candle, DeadLetter, Gap, Quote, Record, Trade
 from ccf.sources.binance.connection import StreamConnection
 from ccf.sources.binance.feed import BinanceFeed, stream_kind
@@ -63,8 +64,13 @@ def plan_connections(
 
 
 class Collector:
-    def __init__(self, settings: Settings, *, record: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, *, record: bool = False, metrics: PartMetrics | None = None
+    ) -> None:
         self.settings = settings
+        # Prometheus; `ccf collect` serves it on metrics.ports.collect
+        self.metrics = metrics or PartMetrics("collect", settings)
+        self.metrics.add_refresh(self._sync_metrics)
         cfg = settings.collect
         self.feed = BinanceFeed(
             settings.symbols,
@@ -196,9 +202,11 @@ class Collector:
         counts = self.counts
         for r in batch:
             counts[(r.symbol, _KIND_NAMES[type(r)])] += 1
+        observe = self.metrics.observe_lag
         for r in batch[-200:]:
             if type(r) is Trade:
                 self._latency_ms.append((r.ts_recv - r.ts_event) / 1e6)
+                observe("receive", (r.ts_recv - r.ts_event) / 1e9, r.symbol)
         self.writer.submit(batch)
 
     async def _progress_loop(self, store: SqliteStore) -> None:
@@ -232,6 +240,21 @@ class Collector:
                     )
                 last = self.counts.copy()
 
+    def _sync_metrics(self) -> None:
+        """The running counts into the Prometheus counters (events in: exchange events per
+        symbol; out: every record handed to the store, gaps and dead letters too)."""
+        m = self.metrics
+        for sym in self.settings.symbols:
+            market = sum(self.counts[(sym, k)] for k in ("book", "trade", "quote", "candle"))
+            m.advance(m.events_in, market, sym)
+            written = market + self.counts[(sym, "gap")] + self.counts[(sym, "dead_letter")]
+            m.advance(m.events_out, written, sym)
+        stats = self.feed.stats
+        m.advance(m.gaps, stats["gaps"])
+        m.advance(m.resyncs, stats["resyncs"])
+        m.advance(m.dead_letters, stats["dead_letters"])
+        m.advance(m.reconnects, sum(max(0, c.connects - 1) for c in self.connections))
+
     def status(self) -> dict[str, Any]:
         lat = self._latency_ms
         return {
@@ -251,6 +274,8 @@ class Collector:
             ],
             "open_gaps": [f"{s}:{k}" for (s, k) in self.feed.open_gaps],
             "trade_latency_ms_p50": statistics.median(lat) if lat else None,
+            "metrics_url": self.metrics.url,
+            "metrics": self.metrics.snapshot(),
         }
 
     # -- lifecycle --------------------------------------------------------------------------

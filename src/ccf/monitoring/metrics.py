@@ -1,0 +1,333 @@
+"""Prometheus metrics per part: a registry of its own and an endpoint on its own port.
+
+Every part (``exchange``, ``collect``, ``features``, ``predict``, ``monitor``)
+makes one :class:`PartMetrics`; nothing goes into prometheus_client's global
+registry, so parts in one process (tests, notebooks) never share state. The
+same figures go into the part's heartbeat (:meth:`PartMetrics.snapshot`), so
+``ccf status`` and the dashboard read them without scraping.
+
+>>> m = PartMetrics("predict", MetricsConfig(ports={"predict": 0}))
+>>> m.count_in("btcusdt"); m.observe_lag("prediction", 0.2, "btcusdt")
+>>> m.snapshot()["ccf_events_in_total{symbol=btcusdt}"]
+1.0
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import psutil
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ccf.config import MetricsConfig, Settings
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from ccf.monitoring.drift import DriftResult
+    from ccf.monitoring.scoring import Aggregate
+
+log = logging.getLogger(__name__)
+
+# exchange time -> receive is milliseconds; -> feature about the lateness; a backlog, minutes
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800)
+STAGES = ("receive", "feature", "prediction", "score")
+_SKIP_SUFFIXES = ("_bucket", "_created")
+
+
+class MetricsPortError(RuntimeError):
+    """The part's metrics port cannot be opened; the message names the key to change."""
+
+
+class _ProcessCollector(Collector):
+    """CPU and memory of this process and the machine, read at scrape time (psutil)."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process(os.getpid())
+        self._proc.cpu_percent(None)  # the first call only starts the interval
+
+    def collect(self) -> Iterator[Metric]:
+        p = self._proc
+        with p.oneshot():
+            cpu = p.cpu_times()
+            mem = p.memory_info()
+            threads = p.num_threads()
+            percent = p.cpu_percent(None)
+        yield CounterMetricFamily(
+            "ccf_process_cpu_seconds",
+            "CPU time of the process (user + system)",
+            cpu.user + cpu.system,
+        )
+        yield GaugeMetricFamily(
+            "ccf_process_cpu_percent", "CPU use of the process since the last read", percent
+        )
+        yield GaugeMetricFamily("ccf_process_resident_memory_bytes", "Resident memory", mem.rss)
+        yield GaugeMetricFamily("ccf_process_threads", "Threads of the process", threads)
+        yield GaugeMetricFamily(
+            "ccf_system_memory_used_ratio",
+            "Share of the machine's memory in use",
+            psutil.virtual_memory().percent / 100,
+        )
+
+
+class _Refreshed(Collector):
+    """The part's registry, brought up to date by its refresh hooks before each read."""
+
+    def __init__(self, registry: CollectorRegistry, hooks: list[Callable[[], None]]) -> None:
+        self._registry = registry
+        self._hooks = hooks
+
+    def collect(self) -> Iterator[Metric]:
+        for hook in self._hooks:
+            hook()
+        yield from self._registry.collect()
+
+
+class PartMetrics:
+    """One part's metrics. The predictor's use::
+
+    metrics = PartMetrics("predict", settings)   # or settings.metrics
+    metrics.serve()                              # metrics.host:metrics.ports.predict
+    metrics.count_in(symbol)                     # a feature row read
+    metrics.count_out(symbol, len(predictions))  # predictions written
+    metrics.observe_lag("prediction", (made_at - bucket_end) / 1e9, symbol)
+    detail["metrics"] = metrics.snapshot()       # into the heartbeat
+    metrics.close()
+    """
+
+    def __init__(self, part: str, config: MetricsConfig | Settings) -> None:
+        cfg = config.metrics if isinstance(config, Settings) else config
+        if part not in cfg.ports:
+            raise MetricsPortError(
+                f"metrics.ports.{part}: no port configured for part {part!r}; add one "
+                f"(metrics.ports.{part}=9105, or 0 for a free port)"
+            )
+        self.part = part
+        self.config = cfg
+        self.port: int | None = None  # once served
+        self._server: WSGIServer | None = None
+        self._totals: dict[tuple[int, tuple[str, ...]], float] = {}
+        self._lock = threading.Lock()  # advance() runs in the scrape thread too
+        self._hooks: list[Callable[[], None]] = []
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self._exposed = _Refreshed(r, self._hooks)
+        info = Gauge("ccf_part_info", "The part this endpoint belongs to", ["part"], registry=r)
+        info.labels(part).set(1)
+        started = Gauge("ccf_part_start_time_seconds", "When the part started", registry=r)
+        started.set(time.time())
+        self.events_in = Counter(
+            "ccf_events_in", "Events the part read, per symbol", ["symbol"], registry=r
+        )
+        self.events_out = Counter(
+            "ccf_events_out", "Records the part wrote, per symbol", ["symbol"], registry=r
+        )
+        self.lag = Histogram(
+            "ccf_lag_seconds",
+            "Delay from exchange time to each stage: receive (collector), feature (row "
+            "written), prediction (forecast made), score (forecast scored)",
+            ["stage", "symbol"],
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.gaps = Counter("ccf_gaps", "Gaps opened in the data", registry=r)
+        self.resyncs = Counter("ccf_resyncs", "Order books resynchronized", registry=r)
+        self.reconnects = Counter("ccf_reconnects", "Exchange connections re-opened", registry=r)
+        self.dead_letters = Counter("ccf_dead_letters", "Frames kept as dead letters", registry=r)
+        r.register(_ProcessCollector())
+        self._base = {
+            "ccf_events_in",
+            "ccf_events_out",
+            "ccf_lag_seconds",
+            "ccf_gaps",
+            "ccf_resyncs",
+            "ccf_reconnects",
+            "ccf_dead_letters",
+            "ccf_process_cpu_seconds",
+            "ccf_process_cpu_percent",
+            "ccf_process_resident_memory_bytes",
+            "ccf_process_threads",
+        }
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def count_in(self, symbol: str, n: int = 1) -> None:
+        if n:
+            self.events_in.labels(symbol).inc(n)
+
+    def count_out(self, symbol: str, n: int = 1) -> None:
+        if n:
+            self.events_out.labels(symbol).inc(n)
+
+    def observe_lag(self, stage: str, seconds: float, symbol: str) -> None:
+        """One delay from exchange time to ``stage`` (see :data:`STAGES`)."""
+        if not math.isnan(seconds):
+            self.lag.labels(stage, symbol).observe(seconds)
+
+    def observe_lags(self, stage: str, seconds: Iterable[float], symbol: str) -> None:
+        child = self.lag.labels(stage, symbol)
+        for s in seconds:
+            child.observe(s)
+
+    def advance(self, counter: Counter, total: float, *labels: str) -> None:
+        """Bring a counter up to a running total the part keeps itself (a restart of that
+        total, which only happens with a new part, is never counted down)."""
+        key = (id(counter), labels)
+        with self._lock:
+            delta = total - self._totals.get(key, 0.0)
+            self._totals[key] = total
+            if delta > 0:
+                (counter.labels(*labels) if labels else counter).inc(delta)
+
+    def add_refresh(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` before every scrape and snapshot: a part that keeps its own running
+        counts moves them into the counters there (with :meth:`advance`), not on its hot
+        path. It runs in the endpoint's thread: it must only read the part's state."""
+        self._hooks.append(hook)
+
+    # -- the endpoint -----------------------------------------------------------------------
+
+    def serve(self) -> int | None:
+        """Open the endpoint on metrics.host:metrics.ports.<part> (0: a free port); returns
+        the port, or None with ``metrics.enabled=false``. A port in use raises
+        :class:`MetricsPortError` naming the key."""
+        if not self.config.enabled:
+            log.info("part=%s symbol=- metrics endpoint off (metrics.enabled=false)", self.part)
+            return None
+        host, port = self.config.host, self.config.ports[self.part]
+        try:
+            server, _ = start_http_server(port, addr=host, registry=self._exposed)
+        except OSError as e:
+            raise MetricsPortError(
+                f"metrics.ports.{self.part}: cannot serve metrics on {host}:{port} "
+                f"({e.strerror or e}); another process holds the port: stop it, choose another "
+                f"(metrics.ports.{self.part}=<port>, 0 for a free one) or turn the endpoints "
+                "off (metrics.enabled=false)"
+            ) from None
+        self._server = server
+        self.port = server.server_address[1]
+        log.info("part=%s symbol=- metrics on http://%s:%d/metrics", self.part, host, self.port)
+        return self.port
+
+    @property
+    def url(self) -> str | None:
+        return None if self.port is None else f"http://{self.config.host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    # -- for the heartbeat ------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, float]:
+        """The part's common figures as ``name{label=value,...} -> value`` (histograms as
+        their _sum and _count): what the heartbeat carries for the dashboard."""
+        out: dict[str, float] = {}
+        for family in self._exposed.collect():
+            if family.name not in self._base:
+                continue
+            for s in family.samples:
+                if s.name.endswith(_SKIP_SUFFIXES):
+                    continue
+                labels = ",".join(f"{k}={v}" for k, v in s.labels.items())
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = round(s.value, 6)
+        return out
+
+
+class MonitorMetrics(PartMetrics):
+    """The monitor's part metrics plus forecast accuracy, drift, quality and alerts."""
+
+    def __init__(self, config: MetricsConfig | Settings) -> None:
+        super().__init__("monitor", config)
+        r = self.registry
+        acc = ["symbol", "role", "horizon", "window"]
+        self.unscored = Counter(
+            "ccf_unscored",
+            "Predictions that got no score, per reason (no_forecast, gap, missing, ...)",
+            ["symbol", "reason"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "ccf_pending_predictions", "Predictions waiting for their target bucket", registry=r
+        )
+        self.accuracy = {
+            name: Gauge(f"ccf_forecast_{name}", text, acc, registry=r)
+            for name, text in (
+                ("mae", "Mean absolute error of the point forecast (log return)"),
+                ("rmse", "Root mean squared error of the point forecast"),
+                ("mase", "MAE over the naive (no change) forecast's MAE"),
+                ("direction_accuracy", "Share of forecasts with the move's sign"),
+                ("pinball", "Mean pinball loss over the quantiles"),
+                ("signal_return", "Summed return of the BUY/SELL signal after fees"),
+                ("return_per_trade", "Signal return per trade after fees"),
+                ("trades", "BUY/SELL signals in the window"),
+                ("count", "Scores in the window"),
+            )
+        }
+        self.coverage = Gauge(
+            "ccf_forecast_coverage",
+            "Share of truths inside the central interval of nominal coverage `interval`",
+            [*acc, "interval"],
+            registry=r,
+        )
+        self.drift_share = Gauge(
+            "ccf_drift_share", "Share of the checked columns that drifted", ["symbol"], registry=r
+        )
+        self.drift_score = Gauge(
+            "ccf_drift_score",
+            "Drift score per column (normed Wasserstein distance to the reference)",
+            ["symbol", "column"],
+            registry=r,
+        )
+        self.missing_share = Gauge(
+            "ccf_missing_share", "Share of missing values", ["symbol", "column"], registry=r
+        )
+        self.out_of_range_share = Gauge(
+            "ccf_out_of_range_share",
+            "Share of values outside the reference's range",
+            ["symbol", "column"],
+            registry=r,
+        )
+        self.constant_columns = Gauge(
+            "ccf_constant_columns", "Columns constant in the recent rows", ["symbol"], registry=r
+        )
+        self.alerts = Counter("ccf_alerts", "Alerts raised", ["symbol", "kind"], registry=r)
+        self.alert_active = Gauge(
+            "ccf_alert_active", "1 while an alert is active", ["symbol", "kind"], registry=r
+        )
+        self._base |= {"ccf_unscored", "ccf_pending_predictions", "ccf_drift_share", "ccf_alerts"}
+
+    def set_accuracy(self, rows: Iterable[Aggregate]) -> None:
+        for a in rows:
+            labels = (a.symbol, a.role, str(a.horizon), a.window)
+            g = self.accuracy
+            g["mae"].labels(*labels).set(a.mae)
+            g["rmse"].labels(*labels).set(a.rmse)
+            g["mase"].labels(*labels).set(a.mase)
+            g["direction_accuracy"].labels(*labels).set(a.direction)
+            g["pinball"].labels(*labels).set(a.pinball)
+            g["signal_return"].labels(*labels).set(a.signal_return)
+            g["return_per_trade"].labels(*labels).set(a.return_per_trade)
+            g["trades"].labels(*labels).set(a.trades)
+            g["count"].labels(*labels).set(a.n)
+            for interval, share in a.coverage.items():
+                self.coverage.labels(*labels, interval).set(share)
+
+    def set_drift(self, r: DriftResult) -> None:
+        s = r.symbol
+        self.drift_share.labels(s).set(r.share)
+        self.constant_columns.labels(s).set(sum(c.constant for c in r.columns))
+        for c in r.columns:
+            if c.drifted is not None:
+                self.drift_score.labels(s, c.column).set(c.drift_score)
+            self.missing_share.labels(s, c.column).set(c.missing_share)
+            self.out_of_range_share.labels(s, c.column).set(c.out_of_range_share)
