@@ -38,6 +38,7 @@ from ccf.features.store import FeatureStore
 from ccf.ml import dataset
 from ccf.ml.models.base import Forecaster
 from ccf.ml.models.naive import Naive
+from ccf.monitoring.metrics import PartMetrics
 from ccf.records import Prediction
 from ccf.serving.store import PredictionStore, ServingInfo
 from ccf.storage import SqliteStore
@@ -100,9 +101,13 @@ def window_flags(
 class Predictor:
     """``ccf predict``: see the module docstring."""
 
-    def __init__(self, settings: Settings, source: ModelSource) -> None:
+    def __init__(
+        self, settings: Settings, source: ModelSource, metrics: PartMetrics | None = None
+    ) -> None:
         self.settings = settings
         self.source = source
+        # Prometheus; `ccf predict` serves it on metrics.ports.predict
+        self.metrics = metrics or PartMetrics("predict", settings)
         self.fs = feature_set(settings.features)
         self.bucket = self.fs.bucket_ns
         self.state = {s: _SymbolState() for s in settings.symbols}
@@ -291,9 +296,13 @@ class Predictor:
                     if f is not None:
                         st.flagged[f] += 1
         n = preds.write(rows)
+        done = time.time_ns()
+        self.metrics.count_in(sym, len(t))
+        self.metrics.count_out(sym, n)
+        self.metrics.observe_lags("prediction", ((done - watermark) / 1e9).tolist(), sym)
         st.origins += len(t)
         st.last_origin = int(ts[t[-1]]) if len(t) else st.last_origin
-        st.last_lag_s = (time.time_ns() - int(watermark[-1])) / 1e9 if len(t) else st.last_lag_s
+        st.last_lag_s = (done - int(watermark[-1])) / 1e9 if len(t) else st.last_lag_s
         st.next_ts = end + self.bucket
         self.written += n
         return n
@@ -344,6 +353,8 @@ class Predictor:
             "served": {r: {"model": m.name, "version": m.version} for r, m in self.served.items()},
             "switches": self.switches,
             "written": self.written,
+            "metrics_url": self.metrics.url,
+            "metrics": self.metrics.snapshot(),
             "symbols": {
                 sym: {
                     "origins": st.origins,

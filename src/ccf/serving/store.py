@@ -166,5 +166,11 @@ class PredictionStore:
         self._con.close()
 
 
+_NAN = float("nan")
+
+
 def _record(r: Sequence) -> Prediction:
-    return Prediction(*r[:13], _unpack(r[13]), _unpack(r[14]), r[15])
+    """A row back as a record; SQLite keeps NaN as NULL, so NULL floats are NaN again."""
+    point = _NAN if r[12] is None else r[12]
+    last = _NAN if r[11] is None else r[11]
+    return Prediction(*r[:11], last, point, _unpack(r[13]), _unpack(r[14]), r[15])
