@@ -383,6 +383,9 @@ class ServeConfig(_Section):
     naive_history: int = Field(
         20_000, gt=100, description="rows per symbol the live naive yardstick is fitted on"
     )
+    wait_for_model: bool = Field(
+        False, description="wait for a champion (and enough history) instead of stopping"
+    )
     print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
 
     @field_validator("max_model_age")

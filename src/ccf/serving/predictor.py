@@ -34,7 +34,7 @@ import pandas as pd
 from ccf.config import Settings
 from ccf.features.buckets import parse_duration
 from ccf.features.spec import feature_set
-from ccf.features.store import FeatureStore
+from ccf.features.store import FeatureStore, list_sets
 from ccf.ml import dataset
 from ccf.ml.models.base import Forecaster
 from ccf.ml.models.naive import Naive
@@ -315,12 +315,15 @@ class Predictor:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
+        if not await self._features_ready(stop):
+            return
         features = FeatureStore(s.features_path, self.fs, readonly=True)
         preds = PredictionStore(s.predictions_path)
         raw = SqliteStore(s.db_path, book_depth=s.collect.book_depth)  # heartbeats
         next_alias = next_beat = 0.0
         try:
-            await asyncio.to_thread(self._refresh_models, features, preds)
+            if not await self._first_models(features, preds, stop):
+                return
             self._resume(features, preds)
             log.info(
                 "part=predict serving %s; symbols=%s store=%s",
@@ -347,6 +350,42 @@ class Predictor:
             log.info(
                 "part=predict stopped: predictions=%d switches=%d", self.written, self.switches
             )
+
+    async def _features_ready(self, stop: asyncio.Event) -> bool:
+        """The feature set's table exists; with serve.wait_for_model, wait for it."""
+        s = self.settings
+        while not stop.is_set():
+            if any(v.version == self.fs.version for v in list_sets(s.features_path)):
+                return True
+            if not s.serve.wait_for_model:
+                raise FileNotFoundError(
+                    f"no rows of feature set {self.fs.name} version {self.fs.version} in "
+                    f"{s.features_path}: run `ccf features` first"
+                )
+            log.info("part=predict waiting for feature set %s rows", self.fs.version)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), s.serve.alias_check_s)
+        return False
+
+    async def _first_models(
+        self, features: FeatureStore, preds: PredictionStore, stop: asyncio.Event
+    ) -> bool:
+        """Load the served models; with serve.wait_for_model, wait until there are some
+        (``ccf run`` starts the predictor before its first model is trained)."""
+        said = False
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self._refresh_models, features, preds)
+                return True
+            except LookupError as e:
+                if not self.settings.serve.wait_for_model:
+                    raise
+                if not said:
+                    log.info("part=predict waiting: %s", e)
+                    said = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.serve.alias_check_s)
+        return False
 
     def status(self) -> dict[str, Any]:
         return {
