@@ -11,13 +11,22 @@ import asyncio
 import json
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
 from ccf.config import ConfigError, Settings, load_settings, shared_dir
 from ccf.logs import setup_logging
+
+if TYPE_CHECKING:
+    from ccf.ml.pipeline import Round
+    from ccf.ml.prepare import Source
+    from ccf.monitoring.metrics import PartMetrics
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="CCF: real-time crypto forecasting. Collect, featurize, train, predict.",
@@ -65,6 +74,19 @@ def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
         raise typer.Exit(130) from None
 
 
+def _serve(metrics: PartMetrics) -> PartMetrics:
+    """Open the part's Prometheus endpoint (metrics.host:metrics.ports.<part>); a port in use
+    stops the command with a message naming the key."""
+    from ccf.monitoring.metrics import MetricsPortError
+
+    try:
+        metrics.serve()
+    except MetricsPortError as e:
+        typer.echo(f"ccf: {e}", err=True)
+        raise typer.Exit(2) from None
+    return metrics
+
+
 def _missing_recordings(settings: Settings) -> None:
     files = settings.replay.recording_files()
     missing = [f for f in files if not Path(f).exists()]
@@ -81,16 +103,22 @@ def _missing_recordings(settings: Settings) -> None:
 
 def _collect_all(settings: Settings, record: bool) -> None:
     """Market data and, when ``news.enabled`` with feeds listed, news, in one loop."""
+    from ccf.monitoring.metrics import PartMetrics
     from ccf.sources.collector import Collector
     from ccf.sources.news import NewsCollector, news_wanted
 
+    metrics = _serve(PartMetrics("collect", settings))
+
     async def main(stop: asyncio.Event) -> None:
-        parts = [Collector(settings, record=record).run(stop)]
+        parts = [Collector(settings, record=record, metrics=metrics).run(stop)]
         if news_wanted(settings):
             parts.append(NewsCollector(settings).run(stop))
         await asyncio.gather(*parts)
 
-    run_until_stopped(main)
+    try:
+        run_until_stopped(main)
+    finally:
+        metrics.close()
 
 
 @app.command()
@@ -245,7 +273,7 @@ def _backfill_rest(
             err=True,
         )
         raise typer.Exit(1) from None
-    typer.echo(summary.text())  # type: ignore[attr-defined]
+    typer.echo(summary.text())
 
 
 @backfill_app.command("import")
@@ -273,7 +301,7 @@ def backfill_import(
     except ArchiveError as e:
         typer.echo(f"ccf: {e}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(summary.text())  # type: ignore[attr-defined]
+    typer.echo(summary.text())
 
 
 @app.command()
@@ -290,6 +318,7 @@ def features(
     by the same engine. Rerunning a backfill rewrites nothing."""
     from ccf.features.runner import FeatureRunner, run_backfill
     from ccf.features.spec import feature_set
+    from ccf.monitoring.metrics import PartMetrics
 
     settings = _settings(overrides, config)
     try:
@@ -298,7 +327,11 @@ def features(
         typer.echo(f"ccf: {e}", err=True)
         raise typer.Exit(2) from None
     if start is None and end is None:
-        run_until_stopped(FeatureRunner(settings, fs).run)
+        metrics = _serve(PartMetrics("features", settings))
+        try:
+            run_until_stopped(FeatureRunner(settings, fs, metrics=metrics).run)
+        finally:
+            metrics.close()
         return
     start_ns = None if start is None else _time_ms(start, "--from") * 1_000_000
     end_ns = None if end is None else _time_ms(end, "--to") * 1_000_000
@@ -315,16 +348,38 @@ def predict(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> No
     """Live forecasts: the registry's champion (serve.alias) forecasts every closed feature
     bucket, the naive yardstick beside it and the challenger in shadow. Resumes after the
     last bucket it forecast; a promotion takes over between two buckets. Ctrl-C stops."""
+    from ccf.monitoring.metrics import PartMetrics
     from ccf.serving.predictor import Predictor
     from ccf.serving.source import RegistrySource
 
     settings = _settings(overrides, config)
+    metrics = _serve(PartMetrics("predict", settings))
     try:
-        predictor = Predictor(settings, RegistrySource(settings))
+        predictor = Predictor(settings, RegistrySource(settings), metrics)
         run_until_stopped(predictor.run)
     except (LookupError, FileNotFoundError) as e:
         typer.echo(f"ccf: {e}", err=True)
         raise typer.Exit(2) from None
+    finally:
+        metrics.close()
+
+
+@app.command()
+def monitor(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
+    """Score every forecast once its target bucket closes (monitor.sqlite), roll accuracy up
+    per monitor.windows, and every monitor.drift_every compare the newest feature rows with
+    the champion's training data (Evidently reports under monitor.reports_dir, alerts past
+    monitor.drift_share_alert / monitor.missing_alert). Prometheus on metrics.ports.monitor.
+    Resumes after the last prediction it read; Ctrl-C stops."""
+    from ccf.monitoring.metrics import MonitorMetrics
+    from ccf.monitoring.monitor import Monitor
+
+    settings = _settings(overrides, config)
+    metrics = _serve(MonitorMetrics(settings))
+    try:
+        run_until_stopped(Monitor(settings, metrics).run)
+    finally:
+        metrics.close()
 
 
 @app.command()
@@ -339,6 +394,283 @@ def status(
     settings = _settings(overrides, config)
     report = gather_status(settings)
     typer.echo(json.dumps(report, indent=2) if as_json else format_status(report))
+
+
+# -- ML: train, tune, evaluate, promote ----------------------------------------------------
+
+CANDLES = typer.Option(
+    [],
+    "--candles",
+    help="candle file(s) (CSV/Parquet: open_time_ms,open,high,low,close,volume), one symbol "
+    "each, run through the feature engine instead of reading the feature store; repeat for "
+    "several",
+)
+FROM = typer.Option(None, "--from", help="feature-store rows from this UTC time (epoch ms too)")
+TO = typer.Option(None, "--to", help="feature-store rows up to this UTC time (exclusive)")
+
+
+def _ml_settings(
+    overrides: list[str] | None, config: list[Path], candles: list[Path], extra: list[str]
+) -> Settings:
+    """Settings for an ML command: options become overrides (named as the config keys, so a
+    bad value names its key), and --candles adds conf/candles.yaml before the given files
+    unless the configured features already read candles."""
+    from ccf.config import CONF_DIR
+
+    args = [*(overrides or []), *extra]
+    settings = _settings(args, config)
+    if candles and settings.features.source != "candle":
+        settings = _settings(args, [CONF_DIR / "candles.yaml", *config])
+    return settings
+
+
+def _ml_source(candles: list[Path], start: str | None, end: str | None) -> Source:
+    from ccf.ml.prepare import Source
+
+    if candles and (start or end):
+        typer.echo(
+            "ccf: --from/--to select feature-store rows; with --candles the whole file is used",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return Source(
+        tuple(Path(c) for c in candles),
+        None if start is None else _time_ms(start, "--from") * 1_000_000,
+        None if end is None else _time_ms(end, "--to") * 1_000_000,
+    )
+
+
+def _ml_errors(run: Callable[[], T]) -> T:
+    """Run an ML flow; its known failures end the command with their message."""
+    from ccf.ml.prepare import MLError
+
+    try:
+        return run()
+    except MLError as e:
+        typer.echo(f"ccf: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _models_option(models: str | None) -> list[str]:
+    if not models:
+        return []
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    return [f"ml.models=[{','.join(names)}]"]
+
+
+def _print_round(rnd: Round) -> None:
+    from ccf.ml.summary import headline
+
+    for t in rnd.trained:
+        typer.echo(headline(t.report, ["naive", t.kind] if t.kind != "naive" else ["naive"]))
+        typer.echo(
+            f"{t.kind}: version {t.version.version}, skill {t.skill:+.4f}, beats naive: "
+            f"{'yes' if t.beats_naive else 'no'}, report {t.report_paths[0].parent}\n"
+        )
+    aliases = ", ".join(f"{a}={v}" for a, v in sorted(rnd.aliases.items()))
+    typer.echo(f"aliases: {aliases or '(none)'}")
+    decision = rnd.decision
+    if decision is not None:
+        moved = "promoted" if decision.allowed else "not promoted"
+        typer.echo(f"challenger {decision.challenger.version} {moved}: {decision.reason}")
+
+
+@app.command()
+def train(
+    overrides: list[str] = OVERRIDES,
+    config: list[Path] = CONFIG,
+    candles: list[Path] = CANDLES,
+    start: str = FROM,
+    end: str = TO,
+    models: str = typer.Option(
+        None, "--models", help="comma-separated kinds (default ml.models): naive,lightgbm,tft"
+    ),
+    every: str = typer.Option(
+        None, "--every", help="retrain on this schedule (30m, 1h, 1d) until Ctrl-C"
+    ),
+    warm_start: bool = typer.Option(
+        False, "--warm-start", help="continue from the champion when it is the same kind"
+    ),
+) -> None:
+    """Train each model on the train split, walk it forward on the test split against
+    naive, write its report, log an MLflow run and register a version (alias challenger;
+    the first champion is the best that beats naive, else naive). With --every, keep
+    retraining on fresh data and promote by the rule of `ccf promote`."""
+    from ccf.features.buckets import parse_duration
+    from ccf.ml import pipeline
+
+    settings = _ml_settings(overrides, config, candles, _models_option(models))
+    source = _ml_source(candles, start, end)
+    kinds = settings.ml.models
+    if every is None:
+        rnd = _ml_errors(
+            lambda: pipeline.train_round(settings, source, kinds, warm_start=warm_start)
+        )
+        _print_round(rnd)
+        return
+    try:
+        every_s = parse_duration(every) / 1e9
+    except ValueError as e:
+        typer.echo(f"ccf: --every: {e}", err=True)
+        raise typer.Exit(2) from None
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        typer.echo("stopping after this round (Ctrl-C again to abort it)", err=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rounds = _ml_errors(
+            lambda: pipeline.train_loop(
+                settings,
+                source,
+                kinds,
+                every_s=every_s,
+                stop=stop,
+                warm_start=warm_start,
+                on_round=lambda n, rnd: _print_round(rnd),
+            )
+        )
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    typer.echo(f"stopped after {rounds} round(s)")
+
+
+@app.command()
+def tune(
+    overrides: list[str] = OVERRIDES,
+    config: list[Path] = CONFIG,
+    candles: list[Path] = CANDLES,
+    start: str = FROM,
+    end: str = TO,
+    model: str = typer.Option(..., "--model", help="the kind to tune: lightgbm, tft, nhits"),
+    trials: int = typer.Option(
+        None, "--trials", help="trials in the study in total (default ml.tune.trials)"
+    ),
+) -> None:
+    """Optuna search over the model's search space (TPE, seeded; median pruning), stored in
+    ml.tune.storage so an interrupted study resumes with only the missing trials; the best
+    parameters are then trained and registered as the challenger."""
+    from ccf.ml import pipeline
+
+    extra = [] if trials is None else [f"ml.tune.trials={trials}"]
+    settings = _ml_settings(overrides, config, candles, extra)
+    source = _ml_source(candles, start, end)
+    result, rnd = _ml_errors(lambda: pipeline.tune(settings, source, model))
+    typer.echo(
+        f"study {result.study}: {result.complete} complete, {result.pruned} pruned, "
+        f"{result.failed} failed ({result.ran} run now); best trial {result.best_trial} "
+        f"value {result.best_value:.6g} params {result.best_params}"
+    )
+    _print_round(rnd)
+
+
+@app.command()
+def evaluate(
+    overrides: list[str] = OVERRIDES,
+    config: list[Path] = CONFIG,
+    candles: list[Path] = CANDLES,
+    start: str = FROM,
+    end: str = TO,
+    model_uri: str = typer.Option(
+        None,
+        "--model-uri",
+        help="a registered model (models:/ccf-candles@champion, a version number or alias) "
+        "or a saved model folder",
+    ),
+    models: str = typer.Option(
+        None, "--models", help="fit these kinds on the train split instead (default ml.models)"
+    ),
+    refit_every: int = typer.Option(
+        None, "--refit-every", help="refit every K walk-forward steps (0 = never)"
+    ),
+    out: str = typer.Option(None, "--out", help="report folder (default <data_dir>/reports/...)"),
+) -> None:
+    """Walk-forward evaluation on the test split against naive: prints the headline table
+    (IC, direction vs break-even, coverage, MASE, DM verdict, leak flags), writes
+    report.json and report.html (+ charts) and logs them as an MLflow run."""
+    from ccf.ml import pipeline
+    from ccf.ml.summary import headline
+
+    if model_uri and models:
+        typer.echo("ccf: give --model-uri or --models, not both", err=True)
+        raise typer.Exit(2)
+    extra = _models_option(models)
+    if refit_every is not None:
+        extra.append(f"ml.evaluate.refit_every={refit_every}")
+    settings = _ml_settings(overrides, config, candles, extra)
+    source = _ml_source(candles, start, end)
+    result = _ml_errors(
+        lambda: pipeline.evaluate(
+            settings,
+            source,
+            model_uri=model_uri,
+            kinds=settings.ml.models,
+            out_dir=Path(out) if out else None,
+        )
+    )
+    typer.echo(headline(result.report, result.labels))
+    typer.echo(f"\nreport: {result.paths[0].parent}  mlflow run: {result.run_id}")
+
+
+@app.command()
+def promote(
+    overrides: list[str] = OVERRIDES,
+    config: list[Path] = CONFIG,
+    candles: list[Path] = CANDLES,
+    start: str = FROM,
+    end: str = TO,
+    version: int = typer.Option(
+        None, "--version", help="promote this version (default: the challenger)"
+    ),
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
+    force: bool = typer.Option(False, "--force", help="skip the skill check (recorded as forced)"),
+) -> None:
+    """Move the champion alias to the challenger (or --version N) only when, walked forward
+    on the same origins of the newest data's test split, it beats naive (corrected DM
+    test) and the champion's skill. Prints the comparison and asks before moving."""
+    from ccf.ml import pipeline, promotion
+    from ccf.ml.registry import Registry
+    from ccf.ml.summary import headline
+
+    settings = _ml_settings(overrides, config, candles, [])
+    ref = "challenger" if version is None else str(version)
+    if force:
+        reg = Registry(settings)
+        if not yes and not typer.confirm(
+            f"--force: make {ref} champion WITHOUT the skill check?", default=False
+        ):
+            typer.echo("nothing changed")
+            raise typer.Exit(1)
+        v = _ml_errors(lambda: promotion.force(reg, ref))
+        typer.echo(f"champion -> version {v.version} (forced: the skill check was skipped)")
+        return
+    source = _ml_source(candles, start, end)
+    reg, d = _ml_errors(lambda: pipeline.promote(settings, source, ref))
+    champ = f"version {d.champion.version} ({d.champion.kind})" if d.champion else "none"
+    typer.echo(
+        f"challenger: version {d.challenger.version} ({d.challenger.kind})  champion: {champ}"
+    )
+    if d.report is not None:
+        labels = [x for x in ("naive", "champion", "challenger") if x in d.report["models"]]
+        typer.echo(headline(d.report, labels))
+    if not d.allowed:
+        typer.echo(f"refused: {d.reason}")
+        raise typer.Exit(1)
+    typer.echo(f"allowed: {d.reason}")
+    if not yes and not typer.confirm(
+        f"Move champion to version {d.challenger.version}?", default=False
+    ):
+        typer.echo("nothing changed")
+        raise typer.Exit(1)
+    promotion.apply(reg, d)
+    typer.echo(f"champion -> version {d.challenger.version}")
 
 
 @app.command()

@@ -102,6 +102,7 @@ def read_candles(path: Path, symbol: str | None = None) -> tuple[str, pd.DataFra
 def from_candles(settings: Settings, path: Path, symbol: str | None = None) -> Rows:
     """Rows from a candle file through the feature engine (``features.source`` must be
     ``candle``: ``ccf ... --candles`` adds ``conf/candles.yaml`` for that)."""
+    path = Path(path)
     fs = feature_set(settings.features)
     if fs.source != "candle":
         raise ValueError(
