@@ -491,6 +491,11 @@ def train(
     warm_start: bool = typer.Option(
         False, "--warm-start", help="continue from the champion when it is the same kind"
     ),
+    retry: str = typer.Option(
+        None,
+        "--retry",
+        help="with --every: while there is no champion, retry a failed round after this long",
+    ),
 ) -> None:
     """Train each model on the train split, walk it forward on the test split against
     naive, write its report, log an MLflow run and register a version (alias challenger;
@@ -513,6 +518,11 @@ def train(
     except ValueError as e:
         typer.echo(f"ccf: --every: {e}", err=True)
         raise typer.Exit(2) from None
+    try:
+        retry_s = None if retry is None else parse_duration(retry) / 1e9
+    except ValueError as e:
+        typer.echo(f"ccf: --retry: {e}", err=True)
+        raise typer.Exit(2) from None
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -531,6 +541,7 @@ def train(
                 every_s=every_s,
                 stop=stop,
                 warm_start=warm_start,
+                retry_s=retry_s,
                 on_round=lambda n, rnd: _print_round(rnd),
             )
         )
@@ -675,9 +686,10 @@ def promote(
 
 @app.command()
 def run(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
-    """The whole pipeline: for now the replay exchange (when source=replay), the collector and
-    the feature runner, each its own process, restarted if it dies. Ctrl-C stops everything
-    cleanly."""
+    """The whole pipeline, each part its own process, restarted if it dies: the replay
+    exchange (source=replay), collector, features, the training loop (a first model as
+    soon as the data allows, then hourly retraining and promotion), predictor, monitor
+    and the dashboard at http://127.0.0.1:8501. Ctrl-C stops everything cleanly."""
     from ccf.supervisor import run_pipeline
 
     settings = _settings(overrides, config)

@@ -441,6 +441,44 @@ class MetricsConfig(_Section):
     )
 
 
+class UIConfig(_Section):
+    """The dashboard (``ccf ui``): where Streamlit listens and how often pages refresh."""
+
+    host: str = Field("127.0.0.1", description="address the dashboard listens on")
+    port: int = Field(8501, gt=0, le=65535, description="its port")
+    refresh_s: float = Field(
+        2.0,
+        gt=0,
+        description="live pages (Live, Market data, Health) re-read the stores this often",
+    )
+
+
+RUN_PARTS = ("exchange", "collect", "features", "train", "predict", "monitor", "ui")
+
+
+class RunConfig(_Section):
+    """``ccf run``: which parts run and how the retraining loop goes."""
+
+    parts: tuple[Literal[RUN_PARTS], ...] = Field(  # type: ignore[valid-type]
+        RUN_PARTS, min_length=1, description="parts started (exchange only with source=replay)"
+    )
+    train_models: tuple[str, ...] = Field(
+        ("naive", "lightgbm"), min_length=1, description="kinds the retraining loop trains"
+    )
+    retrain_every: str = Field("1h", description="retrain (warm start) and promote this often")
+    first_train_retry: str = Field(
+        "30s", description="retry the first training this often until data allows one"
+    )
+    status_every_s: float = Field(10.0, ge=0, description="a status line per part; 0 = quiet")
+
+    @field_validator("retrain_every", "first_train_retry")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        if not re.fullmatch(_DURATION, v):
+            raise ValueError("not a duration: write e.g. 30s, 1h")
+        return v
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -458,6 +496,8 @@ class Settings(_Section):
     serve: ServeConfig = ServeConfig()
     monitor: MonitorConfig = MonitorConfig()
     metrics: MetricsConfig = MetricsConfig()
+    run: RunConfig = RunConfig()
+    ui: UIConfig = UIConfig()
 
     @field_validator("symbols")
     @classmethod

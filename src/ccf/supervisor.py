@@ -1,9 +1,14 @@
 """``ccf run``: every part as its own process, watched and restarted.
 
-Each part is ``python -m ccf <part> <the same overrides>``. A part that
-exits unexpectedly is restarted with capped backoff and the restart is
-logged; Ctrl-C or SIGTERM sends SIGTERM to every part (each flushes and
-exits cleanly) and waits for them.
+Each part is ``python -m ccf <part> <the same overrides>``: the replay
+exchange (with source=replay), the collector, features, the training loop
+(it trains a first model as soon as the data allows one, then retrains and
+promotes on ``run.retrain_every``), the predictor (it waits for that first
+champion), the monitor and the dashboard. A part that exits unexpectedly is
+restarted with capped backoff and the restart is logged and counted; a status
+line per part is printed every ``run.status_every_s``. Ctrl-C or SIGTERM sends
+SIGTERM to every part, consumers first (each flushes and exits cleanly), and
+waits for them.
 """
 
 from __future__ import annotations
@@ -46,15 +51,45 @@ def _wait_for_port(host: str, port: int, timeout_s: float) -> bool:
 
 
 def plan_parts(settings: Settings, overrides: list[str], config: list[Path]) -> list[Part]:
+    """The parts ``run.parts`` names, in start order, each with its command line."""
     extra = [a for c in config for a in ("--config", str(c))]
+    run = settings.run
+    special: dict[str, list[str]] = {
+        "train": [
+            "--every",
+            run.retrain_every,
+            "--retry",
+            run.first_train_retry,
+            "--warm-start",
+            "--models",
+            ",".join(run.train_models),
+        ],
+        "predict": ["serve.wait_for_model=true"],
+    }
     parts = []
-    if settings.source == "replay":
-        parts.append(
-            Part("exchange", [sys.executable, "-m", "ccf", "exchange", *overrides, *extra])
-        )
-    for name in ("collect", "features"):
-        parts.append(Part(name, [sys.executable, "-m", "ccf", name, *overrides, *extra]))
+    for name in run.parts:
+        if name == "exchange" and settings.source != "replay":
+            continue
+        argv = [sys.executable, "-m", "ccf", name, *overrides, *extra, *special.get(name, [])]
+        parts.append(Part(name, argv))
     return parts
+
+
+def status_lines(parts: list[Part], now: float) -> list[str]:
+    """One line per part: running (pid, for how long) or waiting to restart, and restarts."""
+    lines = []
+    for p in parts:
+        if p.proc is not None and p.proc.poll() is None:
+            state = f"running pid {p.proc.pid} for {_span(now - p.started_at)}"
+        else:
+            state = f"restarting in {max(0.0, p.next_start - now):.0f} s"
+        lines.append(f"part=run {p.name:<9} {state}, restarts {p.restarts}")
+    return lines
+
+
+def _span(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def run_pipeline(settings: Settings, overrides: list[str], config: list[Path]) -> int:
@@ -83,8 +118,13 @@ def run_pipeline(settings: Settings, overrides: list[str], config: list[Path]) -
                 settings.replay.host,
                 settings.replay.port,
             )
+    next_status = time.monotonic() + settings.run.status_every_s
     while not stopping:
         time.sleep(0.5)
+        if settings.run.status_every_s and time.monotonic() >= next_status:
+            next_status = time.monotonic() + settings.run.status_every_s
+            for line in status_lines(parts, time.monotonic()):
+                log.info(line)
         for part in parts:
             if part.proc is None:
                 if time.monotonic() >= part.next_start:

@@ -291,11 +291,16 @@ def train_loop(
     every_s: float,
     stop: threading.Event,
     warm_start: bool = False,
+    retry_s: float | None = None,
     on_round: Callable[[int, Round], None] = lambda n, r: None,
 ) -> int:
     """Retrain every ``every_s`` (start to start) on fresh data until ``stop`` is set, which
     is checked between rounds; each round's challenger is promoted by the rule of
-    ``ccf promote``. Returns the rounds run."""
+    ``ccf promote``. Returns the rounds run.
+
+    With ``retry_s``, a failed round is retried after that long while the registry has
+    no champion yet: ``ccf run`` trains its first model as soon as the live data allows.
+    """
     if source.end_ns is not None:
         log.warning("part=ml loop --to is fixed: every round reads the same rows")
     check_models(settings, kinds)  # a config mistake stops the loop at once; data trouble not
@@ -314,6 +319,13 @@ def train_loop(
                 promotion.apply(reg, rnd.decision)
                 rnd.aliases = reg.aliases()
         except MLError as e:
+            if retry_s is not None and reg.alias(CHAMPION) is None:
+                log.info(
+                    "part=ml loop round=%d: %s (no champion yet: retry in %.0f s)", n, e, retry_s
+                )
+                if stop.wait(retry_s):
+                    break
+                continue
             log.error("part=ml loop round=%d failed: %s (next round as scheduled)", n, e)
         else:
             on_round(n, rnd)
