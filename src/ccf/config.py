@@ -383,6 +383,9 @@ class ServeConfig(_Section):
     naive_history: int = Field(
         20_000, gt=100, description="rows per symbol the live naive yardstick is fitted on"
     )
+    first_start: Literal["newest", "oldest"] = Field(
+        "newest", description="where a first start begins: the newest bucket, or every stored one"
+    )
     wait_for_model: bool = Field(
         False, description="wait for a champion (and enough history) instead of stopping"
     )

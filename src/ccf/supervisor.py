@@ -108,6 +108,8 @@ def run_pipeline(settings: Settings, overrides: list[str], config: list[Path]) -
         settings.source,
         settings.db_path,
     )
+    if {"train", "predict", "monitor", "ui"} & {p.name for p in parts}:
+        _open_registry(settings)
     for part in parts:
         _start(part)
         if part.name == "exchange" and not _wait_for_port(
@@ -145,6 +147,14 @@ def run_pipeline(settings: Settings, overrides: list[str], config: list[Path]) -
                 part.proc = None
                 part.next_start = time.monotonic() + delay
     return _stop_all(parts)
+
+
+def _open_registry(settings: Settings) -> None:
+    """Create the registry's tables once, before the parts that read it start: several
+    processes creating a fresh MLflow database at once trip over each other."""
+    from ccf.ml.registry import Registry
+
+    Registry(settings)
 
 
 def _start(part: Part) -> None:

@@ -173,6 +173,12 @@ class FeatureStore:
             f"SELECT max(ts) FROM {self.set.table} WHERE symbol = ?", (symbol,)
         ).fetchone()[0]
 
+    def first_bucket(self, symbol: str) -> int | None:
+        """Start of the oldest stored bucket of ``symbol``."""
+        return self._con.execute(
+            f"SELECT min(ts) FROM {self.set.table} WHERE symbol = ?", (symbol,)
+        ).fetchone()[0]
+
     def last(self, symbol: str, n: int) -> Window:
         """Online: the last ``n`` rows of ``symbol`` (fewer if the store has fewer)."""
         rows = self._con.execute(self._last_sql, (symbol, n)).fetchall()

@@ -206,9 +206,10 @@ class Predictor:
             if last is not None:
                 st.next_ts = last + self.bucket
                 log.info("part=predict symbol=%s resuming after origin %d", sym, last)
+            elif self.settings.serve.first_start == "oldest":
+                st.next_ts = features.first_bucket(sym)
             else:
-                newest = features.last_bucket(sym)
-                st.next_ts = newest  # a first start forecasts from the newest bucket on
+                st.next_ts = features.last_bucket(sym)  # from the newest bucket on
 
     def step(self, features: FeatureStore, preds: PredictionStore) -> int:
         """One poll over every symbol; returns how many predictions were stored."""
@@ -217,8 +218,9 @@ class Predictor:
             newest = features.last_bucket(sym)
             if newest is None:
                 continue
-            if st.next_ts is None:
-                st.next_ts = newest
+            if st.next_ts is None:  # the store was empty at the start
+                oldest = self.settings.serve.first_start == "oldest"
+                st.next_ts = features.first_bucket(sym) if oldest else newest
             if newest < st.next_ts:
                 continue
             end = min(newest, st.next_ts + (MAX_ORIGINS - 1) * self.bucket)
