@@ -374,8 +374,9 @@ class Monitor:
                     next_agg = t + AGGREGATE_EVERY_S
                     await asyncio.to_thread(self.aggregate)
                 if t >= next_drift:
-                    next_drift = t + self.drift_every_s
-                    await asyncio.to_thread(self.check_drift)
+                    done = await asyncio.to_thread(self.check_drift)
+                    # nothing to compare yet (a fresh pipeline): look again soon, not in an hour
+                    next_drift = t + (self.drift_every_s if done else min(60.0, self.drift_every_s))
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + HEARTBEAT_S
                     self._heartbeat(raw, "running")
