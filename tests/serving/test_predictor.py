@@ -176,32 +176,27 @@ def test_untrustworthy_windows_are_flagged_with_the_reason(trained, tmp_path: Pa
     assert flagged[[c for c in df.columns if c.startswith("q")]].isna().all().all()
     assert predictor.status()["symbols"]["btcusdt"]["flagged"] == {"gap_in_window": enc}
     # recorded data is hours old for the default input lag, and a 1 ns old model is stale
-    stale = settings_at(
-        tmp_path / "stale",
-        f"ml.registry.tracking_uri={settings.tracking_uri}",
-        "serve.max_input_lag_s=30",
-    )
-    feed(stale, rows, int(buckets[100]))
-    p2 = Predictor(stale, RegistrySource(stale))
-    f2, s2 = stores(stale)
-    p2._refresh_models(f2, s2)
-    p2._resume(f2, s2)
-    feed(stale, rows, int(buckets[120]), int(buckets[100]))
-    p2.step(f2, s2)
-    assert set(s2.frame(role="champion").flag) == {"stale_input"}
-    old = settings_at(
-        tmp_path / "old",
-        f"ml.registry.tracking_uri={settings.tracking_uri}",
-        "serve.max_model_age=1ns",
-    )
-    feed(old, rows, int(buckets[100]))
-    p3 = Predictor(old, RegistrySource(old))
-    f3, s3 = stores(old)
-    p3._refresh_models(f3, s3)
-    p3._resume(f3, s3)
-    feed(old, rows, int(buckets[120]), int(buckets[100]))
-    p3.step(f3, s3)
-    assert set(s3.frame(role="champion").flag) == {"stale_model"}
+    for name, setting, flag in (
+        ("stale", "serve.max_input_lag_s=30", "stale_input"),
+        ("old", "serve.max_model_age=1ns", "stale_model"),
+    ):
+        other = settings_at(
+            tmp_path / name, f"ml.registry.tracking_uri={settings.tracking_uri}", setting
+        )
+        assert set(forecast_range(other, rows, buckets[100], buckets[120]).flag) == {flag}
+
+
+def forecast_range(settings: Settings, rows: pd.DataFrame, first: int, last: int) -> pd.DataFrame:
+    """Start a predictor on the rows up to ``first``, hand it the rows up to ``last``, and
+    return its champion's predictions."""
+    feed(settings, rows, int(first))
+    p = Predictor(settings, RegistrySource(settings))
+    features, preds = stores(settings)
+    p._refresh_models(features, preds)
+    p._resume(features, preds)
+    feed(settings, rows, int(last), int(first))
+    p.step(features, preds)
+    return preds.frame(role="champion")
 
 
 def test_without_a_champion_the_predictor_says_what_to_do(tmp_path: Path) -> None:
