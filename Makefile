@@ -13,21 +13,26 @@ STAMP := $(VENV)/.ccf-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test browser bench lint clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt setup.py src/ccf/sources/binance/_cbook.c
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev,ml,monitor]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,ml,monitor,ui]'
 	touch $(STAMP)
 
 run: setup
 	$(VENV)/bin/ccf run $(ARGS)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The browser tests drive Debian's chromium (never a browser a tool downloads).
+browser:
+	@test -x /usr/bin/chromium || (apt-get install -y -q chromium >/dev/null || \
+		(apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null))
 
 bench: setup
 	$(PY) bench/bench_collector.py

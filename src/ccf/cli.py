@@ -685,6 +685,43 @@ def promote(
 
 
 @app.command()
+def ui(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
+    """The dashboard at http://ui.host:ui.port (default 127.0.0.1:8501): live forecasts,
+    accuracy, market data, models (with promotion) and health, read from the stores of
+    data_dir. The overrides and --config files apply to it as to every other part."""
+    import os
+
+    settings = _settings(overrides, config)
+    script = Path(__file__).resolve().parent / "ui" / "app.py"
+    argv = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(script),
+        "--server.address",
+        settings.ui.host,
+        "--server.port",
+        str(settings.ui.port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--client.toolbarMode",
+        "viewer",
+        "--",
+        *(overrides or []),
+        *(f"--config={c}" for c in config),
+    ]
+    typer.echo(f"ccf ui: http://{settings.ui.host}:{settings.ui.port}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # Streamlit in this process: signals reach it directly
+
+
+@app.command()
 def run(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
     """The whole pipeline, each part its own process, restarted if it dies: the replay
     exchange (source=replay), collector, features, the training loop (a first model as

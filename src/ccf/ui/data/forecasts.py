@@ -1,0 +1,185 @@
+"""Forecasts as they were made, beside the realized series they forecast.
+
+A prediction row is the log-return quantiles from its origin's value (``last_value``) to
+``target_ts``; a price is ``last_value * exp(q)``. Nothing is re-forecast here: a band at
+time t is what the model said ``horizon`` buckets before t.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ccf.config import Settings
+from ccf.features.store import FeatureStore, StoredSet, list_sets
+from ccf.monitoring.scoring import SignalRule, signal_of
+from ccf.serving.store import PredictionStore
+from ccf.ui.data.db import has_tables, readonly, tables, to_time
+
+SIGNALS = {1: "BUY", -1: "SELL", 0: "HOLD"}
+
+
+RECENT_ROWS = 100_000  # newest prediction rows searched first for a symbol's newest origin
+
+
+def newest_origin(path: Path, symbol: str) -> int | None:
+    """The newest origin bucket forecast for ``symbol`` (any role).
+
+    Searched first among the newest rows written (the rowid grows with every write and the
+    predictor writes origins in order), which stays cheap however long the store runs;
+    only a symbol with nothing recent costs a read of its whole key range."""
+    with readonly(path) as con:
+        if con is None or "predictions" not in tables(con):
+            return None
+        row = con.execute(
+            "SELECT max(ts) FROM predictions NOT INDEXED WHERE symbol = ? AND rowid > "
+            "(SELECT coalesce(max(rowid), 0) FROM predictions) - ?",
+            (symbol, RECENT_ROWS),
+        ).fetchone()
+        if row[0] is None:
+            row = con.execute(
+                "SELECT max(ts) FROM predictions WHERE symbol = ?", (symbol,)
+            ).fetchone()
+        return row[0]
+
+
+def predictions(path: Path, symbol: str, start_ns: int, end_ns: int) -> pd.DataFrame:
+    """Every role's forecasts with origin in [start, end), with prices for each quantile."""
+    if not has_tables(path, "predictions"):
+        return pd.DataFrame()
+    store = PredictionStore(path, readonly=True)
+    try:
+        df = store.frame([symbol], start_ns, end_ns)
+    finally:
+        store.close()
+    return with_prices(df)
+
+
+def with_prices(df: pd.DataFrame) -> pd.DataFrame:
+    """Quantile and point forecasts as prices (``p0.1``, ..., ``price``), the change in
+    percent, and times for the axes."""
+    if df.empty:
+        return df
+    df = df.copy()
+    for q in quantile_columns(df):
+        df["p" + q[1:]] = df["last_value"] * np.exp(df[q])
+    df["price"] = df["last_value"] * np.exp(df["point"])
+    df["change_pct"] = np.expm1(df["point"]) * 100
+    df["origin_time"] = to_time(df["ts"])
+    df["target_time"] = to_time(df["target_ts"])
+    return df
+
+
+def model_label(model: str, version: str) -> str:
+    """``ccf-default v2``; the naive yardstick the predictor fits live has no version."""
+    return str(model) if version == "live" else f"{model} v{version}"
+
+
+def quantile_columns(df: pd.DataFrame) -> list[str]:
+    """``q0.1``, ``q0.25``, ... in increasing level."""
+    return sorted((c for c in df.columns if c.startswith("q")), key=lambda c: float(c[1:]))
+
+
+def bands(df: pd.DataFrame) -> list[tuple[str, str, float]]:
+    """(low price column, high price column, nominal coverage) of each central interval,
+    widest first: the pairs q / 1-q around the median."""
+    levels = [float(c[1:]) for c in quantile_columns(df)]
+    out = []
+    for lo in levels:
+        hi = round(1 - lo, 9)
+        if lo < 0.5 and hi in levels:
+            out.append((f"p{lo:g}", f"p{hi:g}", round(hi - lo, 9)))
+    return out
+
+
+def latest(df: pd.DataFrame, rule: SignalRule) -> pd.DataFrame:
+    """Per role and horizon, the newest origin's forecast with its BUY/SELL/HOLD signal
+    (HOLD where the prediction is flagged without a forecast)."""
+    if df.empty:
+        return df
+    newest = df[df["ts"] == df.groupby("role")["ts"].transform("max")].copy()
+    newest["signal"] = [
+        "-" if math.isnan(p) else SIGNALS[signal_of(p, rule)] for p in newest["point"]
+    ]
+    newest["change_bps"] = newest["point"] * 1e4
+    return newest.sort_values(["role", "horizon"]).reset_index(drop=True)
+
+
+def _feature_set(settings: Settings, serving_spec: str | None) -> StoredSet | None:
+    """The feature set the champion reads (its spec names it), else the configured one,
+    else the newest stored."""
+    sets = list_sets(settings.features_path)
+    if not sets:
+        return None
+    if serving_spec:
+        d = json.loads(serving_spec)
+        for s in sets:
+            if (s.name, s.version) == (d.get("feature_set"), d.get("version")):
+                return s
+    from ccf.features.spec import feature_set
+
+    configured = feature_set(settings.features).version
+    return next((s for s in sets if s.version == configured), sets[-1])
+
+
+def champion_spec(path: Path) -> str | None:
+    """The DatasetSpec JSON of the model serving ``champion`` (None before the first)."""
+    if not has_tables(path, "serving"):
+        return None
+    store = PredictionStore(path, readonly=True)
+    try:
+        info = store.serving().get("champion")
+    finally:
+        store.close()
+    return info.spec if info is not None else None
+
+
+def realized(
+    settings: Settings, symbol: str, column: str, start_ns: int | None, end_ns: int | None
+) -> pd.DataFrame:
+    """The realized series of ``column`` (the forecast target) per closed bucket."""
+    fs = _feature_set(settings, champion_spec(settings.predictions_path))
+    if fs is None or column not in fs.columns:
+        return pd.DataFrame(columns=["ts", "time", "value"])
+    store = FeatureStore(settings.features_path, fs, readonly=True)
+    try:
+        df = store.frame([symbol], start_ns, end_ns)
+    finally:
+        store.close()
+    out = pd.DataFrame({"ts": df["ts"], "value": df[column]})
+    out["time"] = to_time(out["ts"])
+    return out
+
+
+def newest_bucket(settings: Settings, symbol: str) -> int | None:
+    """Start of the newest closed bucket of ``symbol`` in the feature store."""
+    fs = _feature_set(settings, champion_spec(settings.predictions_path))
+    if fs is None:
+        return None
+    store = FeatureStore(settings.features_path, fs, readonly=True)
+    try:
+        return store.last_bucket(symbol)
+    finally:
+        store.close()
+
+
+def serving(path: Path) -> pd.DataFrame:
+    """Which model serves each role, since when."""
+    cols = ["role", "model", "version", "kind", "loaded", "from_origin"]
+    if not has_tables(path, "serving"):
+        return pd.DataFrame(columns=cols)
+    store = PredictionStore(path, readonly=True)
+    try:
+        rows = list(store.serving().values())
+    finally:
+        store.close()
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    df["loaded"] = to_time(df["loaded_at"])
+    df["from_origin"] = to_time(df["from_ts"])
+    return df[cols]

@@ -1,0 +1,117 @@
+"""The parts' heartbeats (``part_status`` in the raw store) and the metrics they carry.
+
+Each part writes its state and a ``detail`` JSON every few seconds; ``detail["metrics"]``
+is its Prometheus snapshot as ``name{label=value,...} -> value`` (see
+:meth:`ccf.monitoring.metrics.PartMetrics.snapshot`). Parsing those keys gives per part
+throughput, lag per stage, reconnects, dead letters, CPU and memory without scraping.
+
+>>> parse_key("ccf_lag_seconds_sum{stage=receive,symbol=btcusdt}")
+('ccf_lag_seconds_sum', {'stage': 'receive', 'symbol': 'btcusdt'})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from ccf.ui.data.db import frame, readonly, tables, to_time
+from ccf.ui.data.units import readable_s
+
+STALE_HEARTBEAT_S = 30  # as ``ccf status``: a running part silent this long is not responding
+
+
+def parse_key(key: str) -> tuple[str, dict[str, str]]:
+    """A snapshot key -> (metric name, labels)."""
+    name, _, rest = key.partition("{")
+    labels = dict(p.split("=", 1) for p in rest.rstrip("}").split(",") if "=" in p)
+    return name, labels
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def heartbeats(path: Path, now_ns: int) -> pd.DataFrame:
+    """One row per part: state (running, stopped, not responding), pid, since, heartbeat
+    age (s) and its detail."""
+    cols = ["part", "state", "pid", "since", "heartbeat_age_s", "uptime_s", "detail"]
+    with readonly(path) as con:
+        if con is None or "part_status" not in tables(con):
+            return pd.DataFrame(columns=cols)
+        df = frame(con, "SELECT * FROM part_status ORDER BY part")
+    df["heartbeat_age_s"] = (now_ns - df["heartbeat_at"]) / 1e9
+    running = (
+        (df["state"] == "running")
+        & df["pid"].map(_alive)
+        & (df["heartbeat_age_s"] < STALE_HEARTBEAT_S)
+    )
+    df["state"] = df["state"].where(running | (df["state"] != "running"), "not responding")
+    df["since"] = to_time(df["started_at"])
+    df["uptime_s"] = (df["heartbeat_at"] - df["started_at"]) / 1e9
+    df["detail"] = [json.loads(d) if d else {} for d in df["detail"]]
+    return df[cols]
+
+
+def _metrics(detail: dict) -> list[tuple[str, dict[str, str], float]]:
+    return [(*parse_key(k), v) for k, v in (detail.get("metrics") or {}).items()]
+
+
+def part_figures(beats: pd.DataFrame) -> pd.DataFrame:
+    """Per part: events in and out (totals and per second since it started), reconnects,
+    dead letters, gaps, resyncs, CPU and memory."""
+    rows = []
+    for _, b in beats.iterrows():
+        total: dict[str, float] = {}
+        for name, _, v in _metrics(b["detail"]):
+            total[name] = total.get(name, 0.0) + v
+        up_s = max(b["uptime_s"], 1e-9)
+        rows.append(
+            {
+                "part": b["part"],
+                "state": b["state"],
+                "events_in": total.get("ccf_events_in_total", 0.0),
+                "events_out": total.get("ccf_events_out_total", 0.0),
+                "in_per_s": total.get("ccf_events_in_total", 0.0) / up_s,
+                "out_per_s": total.get("ccf_events_out_total", 0.0) / up_s,
+                "reconnects": total.get("ccf_reconnects_total", 0.0),
+                "dead_letters": total.get("ccf_dead_letters_total", 0.0),
+                "gaps": total.get("ccf_gaps_total", 0.0),
+                "resyncs": total.get("ccf_resyncs_total", 0.0),
+                "cpu_pct": total.get("ccf_process_cpu_percent"),
+                "memory_mb": total.get("ccf_process_resident_memory_bytes", float("nan")) / 2**20,
+                "threads": total.get("ccf_process_threads"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def lags(beats: pd.DataFrame) -> pd.DataFrame:
+    """Mean delay from exchange time to each stage, per part, stage and symbol (s)."""
+    sums: dict[tuple[str, str, str], list[float]] = {}
+    for _, b in beats.iterrows():
+        for name, labels, v in _metrics(b["detail"]):
+            if name in ("ccf_lag_seconds_sum", "ccf_lag_seconds_count"):
+                key = (b["part"], labels.get("stage", "-"), labels.get("symbol", "-"))
+                pair = sums.setdefault(key, [0.0, 0.0])
+                pair[0 if name.endswith("_sum") else 1] += v
+    rows = [
+        {
+            "part": p,
+            "stage": st,
+            "symbol": sym,
+            "mean_lag": readable_s(s / n if n else None),
+            "mean_lag_s": s / n if n else None,
+            "n": int(n),
+        }
+        for (p, st, sym), (s, n) in sorted(sums.items())
+    ]
+    return pd.DataFrame(rows, columns=["part", "stage", "symbol", "mean_lag", "mean_lag_s", "n"])

@@ -1,0 +1,69 @@
+"""Drift and quality reports and alerts, from the monitor's store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ccf.ui.data.db import frame, readonly, tables, to_time
+
+
+def drift_runs(path: Path) -> pd.DataFrame:
+    """The newest drift run of every symbol: share drifted, reference, report files."""
+    cols = [
+        "symbol",
+        "computed",
+        "share",
+        "drifted",
+        "columns",
+        "reference",
+        "ref_rows",
+        "cur_rows",
+        "html",
+        "json",
+        "computed_at",
+    ]
+    with readonly(path) as con:
+        if con is None or "drift_runs" not in tables(con):
+            return pd.DataFrame(columns=cols)
+        df = frame(
+            con,
+            "SELECT d.* FROM drift_runs d JOIN (SELECT symbol, max(computed_at) AS t "
+            "FROM drift_runs GROUP BY symbol) m ON d.symbol = m.symbol AND d.computed_at = m.t "
+            "ORDER BY d.symbol",
+        )
+    df["computed"] = to_time(df["computed_at"])
+    return df[cols]
+
+
+def column_checks(path: Path, symbol: str, computed_at: int) -> pd.DataFrame:
+    """Per column of one drift run: drift score and verdict, missing shares, constancy."""
+    with readonly(path) as con:
+        if con is None or "column_checks" not in tables(con):
+            return pd.DataFrame()
+        return frame(
+            con,
+            "SELECT column_name AS column, drift_method, drift_score, drift_threshold, drifted, "
+            "missing_share, ref_missing_share, constant, out_of_range_share FROM column_checks "
+            "WHERE symbol = ? AND computed_at = ? ORDER BY drift_score IS NULL, drift_score DESC",
+            (symbol, computed_at),
+        )
+
+
+def alerts(path: Path, limit: int = 50) -> pd.DataFrame:
+    """Active alerts first, then the newest cleared ones."""
+    cols = ["active", "part", "symbol", "kind", "message", "raised", "updated", "cleared"]
+    with readonly(path) as con:
+        if con is None or "alerts" not in tables(con):
+            return pd.DataFrame(columns=cols)
+        df = frame(
+            con,
+            "SELECT * FROM alerts ORDER BY active DESC, updated_at DESC LIMIT ?",
+            (limit,),
+        )
+    df["active"] = df["active"].astype(bool)
+    df["raised"] = to_time(df["ts"])
+    df["updated"] = to_time(df["updated_at"])
+    df["cleared"] = to_time(df["cleared_at"])
+    return df[cols]
