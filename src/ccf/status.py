@@ -22,7 +22,8 @@ def _iso(ns: int | None) -> str | None:
     )
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -104,7 +105,7 @@ def gather_status(settings: Settings) -> dict[str, Any]:
         parts = []
         for part, pid, started, beat, state, detail in store.parts():
             running = (
-                state == "running" and _pid_alive(pid) and (now - beat) / 1e9 < STALE_HEARTBEAT_S
+                state == "running" and pid_alive(pid) and (now - beat) / 1e9 < STALE_HEARTBEAT_S
             )
             parts.append(
                 {

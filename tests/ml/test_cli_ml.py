@@ -27,20 +27,6 @@ QUICK = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def mlflow_uris() -> Iterator[None]:
-    """MLflow keeps the tracking and registry URIs our registry sets process-wide (and in
-    the environment, for subprocesses): put them back so later tests start clean."""
-    import mlflow
-
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            mp.delenv(var, raising=False)
-        yield
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One data dir (and MLflow store) for the module: creating the store takes seconds."""

@@ -58,20 +58,6 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module", autouse=True)
-def mlflow_uris() -> Iterator[None]:
-    """MLflow keeps the tracking and registry URIs our registry sets process-wide (and in
-    the environment, for subprocesses): put them back so later tests start clean."""
-    import mlflow
-
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            mp.delenv(var, raising=False)
-        yield
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow-server")

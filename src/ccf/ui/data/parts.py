@@ -12,15 +12,13 @@ throughput, lag per stage, reconnects, dead letters, CPU and memory without scra
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from ccf.status import STALE_HEARTBEAT_S, pid_alive
 from ccf.ui.data.db import frame, readonly, tables, to_time
 from ccf.ui.data.units import readable_s
-
-STALE_HEARTBEAT_S = 30  # as ``ccf status``: a running part silent this long is not responding
 
 
 def parse_key(key: str) -> tuple[str, dict[str, str]]:
@@ -28,16 +26,6 @@ def parse_key(key: str) -> tuple[str, dict[str, str]]:
     name, _, rest = key.partition("{")
     labels = dict(p.split("=", 1) for p in rest.rstrip("}").split(",") if "=" in p)
     return name, labels
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def heartbeats(path: Path, now_ns: int) -> pd.DataFrame:
@@ -51,7 +39,7 @@ def heartbeats(path: Path, now_ns: int) -> pd.DataFrame:
     df["heartbeat_age_s"] = (now_ns - df["heartbeat_at"]) / 1e9
     running = (
         (df["state"] == "running")
-        & df["pid"].map(_alive)
+        & df["pid"].map(pid_alive)
         & (df["heartbeat_age_s"] < STALE_HEARTBEAT_S)
     )
     df["state"] = df["state"].where(running | (df["state"] != "running"), "not responding")
