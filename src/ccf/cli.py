@@ -142,20 +142,29 @@ def record(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> Non
 @app.command()
 def exchange(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
     """Serve recordings over the Binance protocol on replay.host:replay.port."""
-    from ccf.sources.replay.exchange import serve
+    from ccf.monitoring.metrics import PartMetrics
+    from ccf.sources.replay.exchange import ReplayExchange, serve
 
     settings = _settings(overrides, config)
     _missing_recordings(settings)
+    metrics = _serve(PartMetrics("exchange", settings))
+
+    def watch(ex: ReplayExchange) -> None:
+        # frames sent to clients: the exchange's events out, read at each scrape
+        metrics.add_refresh(lambda: metrics.advance(metrics.events_out, ex.frames_sent, "all"))
 
     async def main(stop: asyncio.Event) -> None:
-        server = asyncio.create_task(serve(settings.replay))
+        server = asyncio.create_task(serve(settings.replay, on_start=watch))
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([server, waiter], return_when=asyncio.FIRST_COMPLETED)
         server.cancel()
         waiter.cancel()
         await asyncio.gather(server, waiter, return_exceptions=True)
 
-    run_until_stopped(main)
+    try:
+        run_until_stopped(main)
+    finally:
+        metrics.close()
 
 
 backfill_app = typer.Typer(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -228,7 +228,11 @@ async def running_exchange(
         await ex.stop()
 
 
-async def serve(cfg: ReplayConfig) -> None:
-    """``ccf exchange``: serve until cancelled."""
-    async with running_exchange(cfg):
+async def serve(
+    cfg: ReplayConfig, on_start: Callable[[ReplayExchange], None] | None = None
+) -> None:
+    """``ccf exchange``: serve until cancelled; ``on_start`` sees the running exchange."""
+    async with running_exchange(cfg) as ex:
+        if on_start is not None:
+            on_start(ex)
         await asyncio.Event().wait()
