@@ -386,6 +386,9 @@ class ServeConfig(_Section):
     first_start: Literal["newest", "oldest"] = Field(
         "newest", description="where a first start begins: the newest bucket, or every stored one"
     )
+    torch_threads: int = Field(
+        1, gt=0, description="CPU threads for a deep model's forecasts (one window: 1 is fastest)"
+    )
     wait_for_model: bool = Field(
         False, description="wait for a champion (and enough history) instead of stopping"
     )

@@ -91,6 +91,21 @@ def _workdir(settings: Settings, run_name: str) -> Path:
     return (settings.data_dir / "training" / run_name).resolve()
 
 
+def walk_and_score(
+    settings: Settings, models: dict[str, Forecaster], prep: Prepared
+) -> tuple[ev_mod.Evaluation, dict]:
+    """Walk the models forward over the test split against naive and score them."""
+    ev = ev_mod.walk_forward(
+        models,
+        prep.data,
+        prep.splits.test,
+        settings.ml.evaluate,
+        train_cfg=settings.ml.train,
+        seed=settings.ml.seed,
+    )
+    return ev, ev_mod.score(ev, settings.ml.evaluate)
+
+
 def train_one(
     settings: Settings,
     reg: Registry,
@@ -123,15 +138,7 @@ def train_one(
     ts = prep.data.ts(prep.splits.train)
     model.trained_range = (int(ts.min()), int(ts.max()))  # the drift monitor's reference
     model_dir = model.save(workdir / "model")
-    ev = ev_mod.walk_forward(
-        {kind: model},
-        prep.data,
-        prep.splits.test,
-        settings.ml.evaluate,
-        train_cfg=settings.ml.train,
-        seed=settings.ml.seed,
-    )
-    report = ev_mod.score(ev, settings.ml.evaluate)
+    ev, report = walk_and_score(settings, {kind: model}, prep)
     paths = write_report(report, ev, settings.reports_dir / run_name)
     spec = prep.data.spec
     all_tags = {
@@ -425,15 +432,7 @@ def evaluate(
             except ValueError as e:
                 raise MLError(f"{kind}: {e}") from None
             models[kind] = m
-        ev = ev_mod.walk_forward(
-            models,
-            prep.data,
-            prep.splits.test,
-            settings.ml.evaluate,
-            train_cfg=settings.ml.train,
-            seed=settings.ml.seed,
-        )
-        report = ev_mod.score(ev, settings.ml.evaluate)
+        ev, report = walk_and_score(settings, models, prep)
         prep_info = prep.info()
         labels = list(models)
     out = (out_dir or settings.reports_dir / run_name).resolve()

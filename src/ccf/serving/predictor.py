@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -98,6 +99,14 @@ def window_flags(
     return out
 
 
+def _limit_torch_threads(n: int) -> None:
+    """A deep model forecasts a window or two per bucket: one thread beats two that wait
+    on each other (7.5 against 12.4 ms for one TFT window on the 2-core VM)."""
+    torch = sys.modules.get("torch")  # only loaded when a deep model is served
+    if torch is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 class Predictor:
     """``ccf predict``: see the module docstring."""
 
@@ -151,6 +160,7 @@ class Predictor:
                     version,
                 )
             self.served[role] = Served(role, model, name, version)
+            _limit_torch_threads(cfg.torch_threads)
             changed |= role == "champion"
             self._record_serving(preds, self.served[role])
         if changed or "naive" not in self.served:

@@ -245,7 +245,8 @@ class DeepForecaster(Forecaster):
         k = torch.as_tensor(w.target, device=dev)
         t = torch.as_tensor(w.t, device=dev)
         out = np.empty((len(w), H, Q), dtype=np.float32)
-        net.eval()
+        if net.training:  # eval() walks every submodule: not on every live call
+            net.eval()
         with torch.inference_mode():
             for lo in range(0, len(w), PREDICT_BATCH):
                 sl = slice(lo, lo + PREDICT_BATCH)
