@@ -60,6 +60,18 @@ def champion_origins(path: Path) -> pd.DataFrame:
         p.close()
 
 
+def champion_scores(path: Path) -> int:
+    if not path.exists():
+        return 0
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT count(*) FROM scores WHERE role = 'champion'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0  # no table yet
+    finally:
+        con.close()
+
+
 def scrape(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as r:
         return r.read().decode()
@@ -82,6 +94,7 @@ def test_the_parts_as_processes_forecast_and_score_every_bucket(trained, tmp_pat
         "serve.alias_check_s=0.5",
         "monitor.poll_interval_s=0.5",
         "metrics.enabled=true",
+        "metrics.ports.exchange=0",
         "metrics.ports.collect=0",
         "metrics.ports.features=0",
         "metrics.ports.predict=0",
@@ -141,6 +154,7 @@ def test_the_parts_as_processes_forecast_and_score_every_bucket(trained, tmp_pat
             90,
             "the restarted predictor to go on",
         )
+        wait_for(lambda: champion_scores(settings.monitor_path) >= 300, 90, "300 scores")
     finally:
         run.send_signal(signal.SIGTERM)
         code = run.wait(90)
