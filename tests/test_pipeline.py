@@ -60,16 +60,20 @@ def champion_origins(path: Path) -> pd.DataFrame:
         p.close()
 
 
-def champion_scores(path: Path) -> int:
+def count(path: Path, sql: str) -> int:
+    """A count from a store another process writes (0 before its table exists)."""
     if not path.exists():
         return 0
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return con.execute("SELECT count(*) FROM scores WHERE role = 'champion'").fetchone()[0]
+        return con.execute(sql).fetchone()[0]
     except sqlite3.OperationalError:
         return 0  # no table yet
     finally:
         con.close()
+
+
+CHAMPION_SCORES = "SELECT count(*) FROM scores WHERE role = 'champion'"
 
 
 def scrape(url: str) -> str:
@@ -154,7 +158,7 @@ def test_the_parts_as_processes_forecast_and_score_every_bucket(trained, tmp_pat
             90,
             "the restarted predictor to go on",
         )
-        wait_for(lambda: champion_scores(settings.monitor_path) >= 300, 90, "300 scores")
+        wait_for(lambda: count(settings.monitor_path, CHAMPION_SCORES) >= 300, 90, "300 scores")
     finally:
         run.send_signal(signal.SIGTERM)
         code = run.wait(90)

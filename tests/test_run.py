@@ -29,10 +29,11 @@ from ccf.config import load_settings
 from ccf.features.spec import feature_set
 from ccf.features.store import FeatureStore
 from tests.test_cli import free_port, wait_for
-from tests.test_pipeline import champion_origins, heartbeat
+from tests.test_pipeline import champion_origins, count, heartbeat
 from tests.ui.test_browser import ARGS, CHROMIUM, PAGES, screenshot, wait_for_charts
 
 S = 10**9
+ACCURACY = "SELECT count(*) FROM accuracy WHERE role = 'champion'"
 
 
 def ui_up(url: str) -> bool:
@@ -41,18 +42,6 @@ def ui_up(url: str) -> bool:
             return r.status == 200
     except (URLError, ConnectionError):
         return False
-
-
-def accuracy_rows(path: Path) -> int:
-    if not path.exists():
-        return 0
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return con.execute("SELECT count(*) FROM accuracy WHERE role = 'champion'").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0  # no table yet
-    finally:
-        con.close()
 
 
 def test_ccf_run_serves_forecasts_to_the_dashboard_and_stops_cleanly(tmp_path: Path) -> None:
@@ -84,7 +73,7 @@ def test_ccf_run_serves_forecasts_to_the_dashboard_and_stops_cleanly(tmp_path: P
         wait_for(
             lambda: len(champion_origins(settings.predictions_path)) > 0, 240, "the first forecasts"
         )
-        wait_for(lambda: accuracy_rows(settings.monitor_path) > 0, 120, "the first scores")
+        wait_for(lambda: count(settings.monitor_path, ACCURACY) > 0, 120, "the first scores")
         wait_for(lambda: ui_up(url), 60, "the dashboard")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
