@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from ccf.features.spec import FeatureSet, float_columns, table_name
-from ccf.storage.sqlite import connect
+from ccf.storage.sqlite import connect, symbol_time_filter
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -205,17 +205,7 @@ class FeatureStore:
         """
         import pandas as pd
 
-        where, params = ["1"], []
-        syms = list(symbols) if symbols is not None else None
-        if syms is not None:
-            where.append(f"symbol IN ({', '.join('?' * len(syms)) or 'NULL'})")
-            params += syms
-        if start_ns is not None:
-            where.append("ts >= ?")
-            params.append(start_ns)
-        if end_ns is not None:
-            where.append("ts < ?")
-            params.append(end_ns)
+        where, params = symbol_time_filter(symbols, start_ns, end_ns)
         if as_of is not None:
             where.append("ts_end <= ?")
             params.append(as_of - self.set.lateness_ns)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from ccf.records import Prediction
-from ccf.storage.sqlite import connect
+from ccf.storage.sqlite import connect, symbol_time_filter
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -129,16 +129,7 @@ class PredictionStore:
         """Predictions with origin in [start, end) as a frame, one quantile column each."""
         import pandas as pd
 
-        where, params = ["1"], []
-        if symbols is not None:
-            where.append(f"symbol IN ({', '.join('?' * len(symbols)) or 'NULL'})")
-            params += list(symbols)
-        if start_ns is not None:
-            where.append("ts >= ?")
-            params.append(start_ns)
-        if end_ns is not None:
-            where.append("ts < ?")
-            params.append(end_ns)
+        where, params = symbol_time_filter(symbols, start_ns, end_ns)
         if role is not None:
             where.append("role = ?")
             params.append(role)

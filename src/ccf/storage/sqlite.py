@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
@@ -94,6 +94,25 @@ def _table_ddl(table: str, record: type) -> str:
     return (
         f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({_KEYS[table]})) WITHOUT ROWID"
     )
+
+
+def symbol_time_filter(
+    symbols: Iterable[str] | None, start_ns: int | None, end_ns: int | None
+) -> tuple[list[str], list[Any]]:
+    """WHERE terms and parameters for rows of ``symbols`` with ``ts`` in [start, end)."""
+    where: list[str] = ["1"]
+    params: list[Any] = []
+    if symbols is not None:
+        syms = list(symbols)
+        where.append(f"symbol IN ({', '.join('?' * len(syms)) or 'NULL'})")
+        params += syms
+    if start_ns is not None:
+        where.append("ts >= ?")
+        params.append(start_ns)
+    if end_ns is not None:
+        where.append("ts < ?")
+        params.append(end_ns)
+    return where, params
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
