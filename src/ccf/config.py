@@ -14,10 +14,11 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -207,6 +208,16 @@ class NewsConfig(_Section):
 _DURATION = r"^\d+(ns|us|ms|s|m|h|d)$"
 
 
+def _check_duration(v: str) -> str:
+    if not re.fullmatch(_DURATION, v):
+        raise ValueError("not a duration: write e.g. 100ms, 1s, 5m, 1h, 7d (0s for none)")
+    return v
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+"""A duration in config: a whole number and a unit (ns, us, ms, s, m, h, d)."""
+
+
 class FeaturesConfig(_Section):
     """One feature set (``ccf features``): buckets, sources and the feature list.
 
@@ -216,8 +227,10 @@ class FeaturesConfig(_Section):
     """
 
     name: str = Field("default", pattern=r"^[a-z][a-z0-9_]{0,39}$")
-    bucket: str = Field("1s", description="bucket length: 100ms, 1s, 1m, ...")
-    allowed_lateness: str = Field("1s", description="event time an event may trail the newest one")
+    bucket: Duration = Field("1s", description="bucket length: 100ms, 1s, 1m, ...")
+    allowed_lateness: Duration = Field(
+        "1s", description="event time an event may trail the newest one"
+    )
     source: Literal["book", "candle"] = Field(
         "book", description="book: books and trades; candle: closed candles"
     )
@@ -227,19 +240,12 @@ class FeaturesConfig(_Section):
     features: tuple[dict[str, Any], ...] = Field(
         (), description="feature kinds in order: [{kind: m_p}, {kind: spread}, ...]"
     )
-    warmup: str = Field("10m", description="history replayed before the first row written")
+    warmup: Duration = Field("10m", description="history replayed before the first row written")
     path: Path | None = Field(None, description="SQLite file; default <data_dir>/features.sqlite")
     poll_interval_s: float = Field(0.2, gt=0, description="how often the raw store is read")
     max_rows_per_poll: int = Field(50_000, gt=0, description="per table and symbol")
     online_rows: int = Field(1000, gt=0, description="rows kept in memory per symbol")
     print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
-
-    @field_validator("bucket", "allowed_lateness", "warmup")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        if not re.fullmatch(_DURATION, v):
-            raise ValueError("not a duration: write e.g. 100ms, 1s, 5m, 1h (0s for none)")
-        return v
 
     @field_validator("features")
     @classmethod
@@ -374,7 +380,7 @@ class ServeConfig(_Section):
     shadow: bool = Field(True, description="run the challenger beside the champion")
     poll_interval_s: float = Field(0.2, gt=0, description="how often the feature store is read")
     alias_check_s: float = Field(5.0, gt=0, description="how often the registry's aliases are read")
-    max_model_age: str | None = Field(
+    max_model_age: Duration | None = Field(
         None, description="flag forecasts of a model trained longer ago than this (e.g. 7d)"
     )
     max_input_lag_s: float = Field(
@@ -394,22 +400,15 @@ class ServeConfig(_Section):
     )
     print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
 
-    @field_validator("max_model_age")
-    @classmethod
-    def _age(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(_DURATION, v):
-            raise ValueError("not a duration: write e.g. 12h, 7d")
-        return v
-
 
 class MonitorConfig(_Section):
     """Scoring, rolling accuracy, drift and quality (``ccf monitor``)."""
 
     poll_interval_s: float = Field(1.0, gt=0)
-    windows: tuple[str, ...] = Field(
+    windows: tuple[Duration, ...] = Field(
         ("5m", "1h", "24h"), min_length=1, description="rolling windows of the accuracy aggregates"
     )
-    drift_every: str = Field("10m", description="how often drift and quality reports run")
+    drift_every: Duration = Field("10m", description="how often drift and quality reports run")
     drift_rows: int = Field(
         2000, gt=10, description="newest rows per symbol compared with the reference"
     )
@@ -420,14 +419,6 @@ class MonitorConfig(_Section):
         0.2, ge=0, le=1, description="alert when a column has more missing values than this"
     )
     reports_dir: Path | None = Field(None, description="default <data_dir>/reports")
-
-    @field_validator("windows", "drift_every")
-    @classmethod
-    def _durations(cls, v: Any) -> Any:
-        for d in (v,) if isinstance(v, str) else v:
-            if not re.fullmatch(_DURATION, d):
-                raise ValueError(f"not a duration: {d!r}; write e.g. 5m, 1h")
-        return v
 
 
 class MetricsConfig(_Section):
@@ -471,18 +462,11 @@ class RunConfig(_Section):
     train_models: tuple[str, ...] = Field(
         ("naive", "lightgbm"), min_length=1, description="kinds the retraining loop trains"
     )
-    retrain_every: str = Field("1h", description="retrain (warm start) and promote this often")
-    first_train_retry: str = Field(
+    retrain_every: Duration = Field("1h", description="retrain (warm start) and promote this often")
+    first_train_retry: Duration = Field(
         "30s", description="retry the first training this often until data allows one"
     )
     status_every_s: float = Field(10.0, ge=0, description="a status line per part; 0 = quiet")
-
-    @field_validator("retrain_every", "first_train_retry")
-    @classmethod
-    def _duration(cls, v: str) -> str:
-        if not re.fullmatch(_DURATION, v):
-            raise ValueError("not a duration: write e.g. 30s, 1h")
-        return v
 
 
 class Settings(_Section):
