@@ -4,7 +4,7 @@ At one-minute resolution no honest input predicts the next return with a rank
 correlation much above 0.05 (measured on real BTC and ETH candles before this
 project). An input whose correlation with a future target is far above that is
 almost surely the target itself, shifted: a feature computed with a look-ahead,
-a misaligned join, a column copied from the future. Training stops and names it.
+a misaligned join, a column copied from the future. The check raises, naming it.
 """
 
 from __future__ import annotations
