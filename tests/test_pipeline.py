@@ -30,6 +30,7 @@ from ccf.features.spec import feature_set
 from ccf.features.store import FeatureStore
 from ccf.ml.registry import Registry
 from ccf.serving.store import PredictionStore
+from ccf.ui.data.db import has_tables
 from tests.serving.test_predictor import trained  # noqa: F401  (the module fixture)
 from tests.test_cli import free_port, wait_for
 
@@ -51,7 +52,8 @@ def heartbeat(db: Path, part: str) -> dict | None:
 
 
 def champion_origins(path: Path) -> pd.DataFrame:
-    if not path.exists():
+    # the predictor creates the file a moment before its tables: wait for both
+    if not has_tables(path, "predictions"):
         return pd.DataFrame(columns=["symbol", "ts", "version"])
     p = PredictionStore(path, readonly=True)
     try:
