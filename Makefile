@@ -20,7 +20,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt setup.py src/ccf/sources/binance/_cbook.c
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev,ml,monitor,ui]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,ml,monitor,ui,kafka,postgres]'
 	touch $(STAMP)
 
 run: setup

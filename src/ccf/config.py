@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from ccf.secrets import SecretRef
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ENV_PREFIX = "CCF__"
 _STREAM_RE = re.compile(
@@ -51,11 +53,110 @@ def shared_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "shared"
 
 
+SQL_NAME = r"^[a-z_][a-z0-9_]{0,62}$"  # a PostgreSQL identifier that needs no quoting
+TOPIC_NAME = r"^[A-Za-z0-9._-]{1,200}$"  # Kafka's legal topic characters
+
+
+class PostgresConfig(_Section):
+    """PostgreSQL for the tables (``storage.backend=postgres``); libpq names and defaults."""
+
+    host: str = Field("127.0.0.1", description="host name, or a socket directory")
+    port: int = Field(5432, gt=0, le=65535)
+    dbname: str = Field("ccf", pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    user: str = Field("ccf", pattern=r"^[A-Za-z0-9_.@-]{1,63}$")
+    password: SecretRef | None = Field(None, description="env:NAME or file:/path; never the value")
+    db_schema: str = Field("public", pattern=SQL_NAME, description="schema holding CCF's tables")
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: Path | None = Field(None, description="CA bundle for verify-ca/verify-full")
+    sslcert: Path | None = Field(None, description="client certificate (mutual TLS)")
+    sslkey: Path | None = Field(None, description="its key")
+    connect_timeout_s: int = Field(10, gt=0)
+    pool_size: int = Field(4, gt=0, description="connections a reader process keeps at most")
+
+
 class StorageConfig(_Section):
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "postgres"] = Field(
+        "sqlite", description="sqlite: files under data_dir; postgres: storage.postgres"
+    )
     path: Path | None = Field(None, description="SQLite file; default <data_dir>/ccf.sqlite")
     batch_rows: int = Field(5000, gt=0, description="rows per write transaction at most")
     flush_interval_s: float = Field(0.25, gt=0, description="longest a record waits in memory")
+    postgres: PostgresConfig = PostgresConfig()
+
+
+class KafkaConfig(_Section):
+    """The Kafka transport: one topic per record kind, keyed by ``exchange:symbol``."""
+
+    bootstrap: str = Field("127.0.0.1:9092", pattern=r"^[A-Za-z0-9._:,\[\]-]+$")
+    topic_prefix: str = Field(
+        "ccf.", pattern=r"^[A-Za-z0-9._-]{0,100}$", description="ccf.trade, ..."
+    )
+    partitions: int = Field(6, gt=0, le=1024, description="partitions of each topic it creates")
+    replication: int = Field(1, gt=0, le=16, description="replicas of each topic it creates")
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    linger_ms: float = Field(5.0, ge=0, description="a producer batch waits at most this long")
+    batch_bytes: int = Field(1_000_000, gt=0, description="producer batch size")
+    session_timeout_ms: int = Field(
+        8000, ge=1000, description="a consumer that is silent this long leaves its group"
+    )
+    groups: dict[str, str] = Field(
+        {"features": "ccf-features", "sink": "ccf-sink"},
+        description="consumer group per part: workers in one group share the partitions",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretRef | None = Field(None, description="env:NAME or file:/path")
+    ssl_ca_location: Path | None = Field(None, description="CA bundle to verify the brokers")
+    ssl_certificate_location: Path | None = Field(None, description="client certificate")
+    ssl_key_location: Path | None = Field(None, description="its key")
+    ssl_key_password: SecretRef | None = None
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [g for g in v.values() if not re.fullmatch(TOPIC_NAME, g)]
+        if bad:
+            raise ValueError(f"group names may hold letters, digits and . _ - only: {bad}")
+        return v
+
+
+class TransportConfig(_Section):
+    """How records travel between parts: through the store (embedded) or through Kafka."""
+
+    backend: Literal["store", "kafka"] = Field(
+        "store", description="store: parts follow the tables; kafka: transport.kafka topics"
+    )
+    kafka: KafkaConfig = KafkaConfig()
+
+
+class InfluxConfig(_Section):
+    """An optional sink that also writes records to InfluxDB as line protocol."""
+
+    enabled: bool = False
+    url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://\S+$")
+    api: Literal["v1", "v2"] = Field("v1", description="v1: /write?db=; v2: /api/v2/write")
+    database: str = Field("ccf", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="v1 database")
+    retention_policy: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    org: str | None = Field(None, pattern=r"^[A-Za-z0-9_ .-]{1,64}$", description="v2 org")
+    bucket: str = Field("ccf", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="v2 bucket")
+    username: str | None = Field(None, pattern=r"^[A-Za-z0-9_.@-]{1,64}$")
+    password: SecretRef | None = Field(None, description="v1 password: env:NAME or file:/path")
+    token: SecretRef | None = Field(None, description="v2 token: env:NAME or file:/path")
+    ca_bundle: Path | None = Field(None, description="CA bundle for an https url")
+    measurement_prefix: str = Field("ccf_", pattern=r"^[A-Za-z0-9_]{0,32}$")
+    kinds: tuple[Literal["raw", "features", "predictions", "scores"], ...] = (
+        "raw",
+        "features",
+        "predictions",
+        "scores",
+    )
+    batch_lines: int = Field(5000, gt=0, description="lines per request at most")
+    flush_interval_s: float = Field(1.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0)
+    max_buffer_lines: int = Field(
+        1_000_000, gt=0, description="lines held while InfluxDB is down; past it, oldest dropped"
+    )
 
 
 class BinanceConfig(_Section):
@@ -476,6 +577,8 @@ class Settings(_Section):
     source: Literal["replay", "binance"] = "replay"
     symbols: tuple[str, ...] = ("btcusdt", "ethusdt")
     storage: StorageConfig = StorageConfig()
+    transport: TransportConfig = TransportConfig()
+    influx: InfluxConfig = InfluxConfig()
     binance: BinanceConfig = BinanceConfig()
     collect: CollectConfig = CollectConfig()
     replay: ReplayConfig = ReplayConfig()
@@ -622,7 +725,8 @@ def _format_error(err: ValidationError) -> str:
             )
         else:
             got = e.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            secret = str(e["loc"][-1]).endswith(("password", "token")) if e["loc"] else False
+            shown = "" if isinstance(got, dict) or secret else f" (got {got!r})"
             msg = e["msg"].removeprefix("Value error, ")
             lines.append(f"  {key}: {msg}{shown}")
     return "invalid configuration:\n" + "\n".join(lines)

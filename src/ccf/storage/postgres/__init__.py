@@ -1,0 +1,1 @@
+"""The PostgreSQL backend: the embedded store's tables in one PostgreSQL database."""

@@ -1,0 +1,67 @@
+"""Connections to the configured PostgreSQL, with the password read at connect time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ccf.config import PostgresConfig
+from ccf.secrets import redact, resolve
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def conninfo_params(cfg: PostgresConfig) -> dict[str, Any]:
+    """libpq keyword parameters for ``cfg``, the password resolved (never log these)."""
+    params: dict[str, Any] = {
+        "host": cfg.host,
+        "port": cfg.port,
+        "dbname": cfg.dbname,
+        "user": cfg.user,
+        "sslmode": cfg.sslmode,
+        "connect_timeout": cfg.connect_timeout_s,
+        "application_name": "ccf",
+        "options": f"-c search_path={cfg.db_schema}",
+    }
+    password = resolve(cfg.password)
+    if password is not None:
+        params["password"] = password
+    for key in ("sslrootcert", "sslcert", "sslkey"):
+        value = getattr(cfg, key)
+        if value is not None:
+            params[key] = str(value)
+    return params
+
+
+def describe(cfg: PostgresConfig) -> str:
+    """Where ``cfg`` points, for logs: no password."""
+    return f"postgresql://{cfg.user}@{cfg.host}:{cfg.port}/{cfg.dbname} schema={cfg.db_schema}"
+
+
+def sqlalchemy_url(cfg: PostgresConfig) -> str:
+    """A SQLAlchemy URL (psycopg 3 driver) for MLflow and Optuna; holds the password."""
+    from urllib.parse import quote
+
+    password = resolve(cfg.password)
+    auth = quote(cfg.user, safe="") + (f":{quote(password, safe='')}" if password else "")
+    query = f"sslmode={cfg.sslmode}"
+    for key in ("sslrootcert", "sslcert", "sslkey"):
+        value = getattr(cfg, key)
+        if value is not None:
+            query += f"&{key}={quote(str(value), safe='/')}"
+    return f"postgresql+psycopg://{auth}@{cfg.host}:{cfg.port}/{cfg.dbname}?{query}"
+
+
+def connect(cfg: PostgresConfig, *, autocommit: bool = True) -> psycopg.Connection:
+    """A connection to ``cfg``; a failure's message names the server, never the password."""
+    import psycopg
+
+    params = conninfo_params(cfg)
+    try:
+        con = psycopg.connect(autocommit=autocommit, **params)
+    except psycopg.OperationalError as e:
+        msg = redact(str(e), params.get("password"))
+        raise ConnectionError(f"cannot connect to {describe(cfg)}: {msg}") from None
+    if cfg.db_schema != "public":
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {cfg.db_schema}")  # validated: SQL_NAME
+    return con
