@@ -39,17 +39,24 @@ def describe(cfg: PostgresConfig) -> str:
 
 
 def sqlalchemy_url(cfg: PostgresConfig) -> str:
-    """A SQLAlchemy URL (psycopg 3 driver) for MLflow and Optuna; holds the password."""
+    """A SQLAlchemy URL (psycopg 3 driver) for MLflow and Optuna, without the password:
+    pass that as ``connect_args`` in process, or :func:`password_env` to a child process,
+    so it never shows in a URL, a command line or a log."""
     from urllib.parse import quote
 
-    password = resolve(cfg.password)
-    auth = quote(cfg.user, safe="") + (f":{quote(password, safe='')}" if password else "")
-    query = f"sslmode={cfg.sslmode}"
+    query = f"sslmode={cfg.sslmode}&options={quote(f'-c search_path={cfg.db_schema}')}"
     for key in ("sslrootcert", "sslcert", "sslkey"):
         value = getattr(cfg, key)
         if value is not None:
             query += f"&{key}={quote(str(value), safe='/')}"
-    return f"postgresql+psycopg://{auth}@{cfg.host}:{cfg.port}/{cfg.dbname}?{query}"
+    user = quote(cfg.user, safe="")
+    return f"postgresql+psycopg://{user}@{cfg.host}:{cfg.port}/{cfg.dbname}?{query}"
+
+
+def password_env(cfg: PostgresConfig) -> dict[str, str]:
+    """``PGPASSWORD`` for a child process that connects with :func:`sqlalchemy_url`."""
+    password = resolve(cfg.password)
+    return {} if password is None else {"PGPASSWORD": password}
 
 
 def connect(cfg: PostgresConfig, *, autocommit: bool = True) -> psycopg.Connection:

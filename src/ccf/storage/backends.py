@@ -1,0 +1,92 @@
+"""Which backend a part opens, chosen by config alone.
+
+Parts call these instead of naming a store class, so ``storage.backend`` and
+``transport.backend`` switch the whole system between the embedded files and
+PostgreSQL/Kafka without a code change. Backends import lazily: a machine runs
+only the clients its config names (a collector on Kafka needs no psycopg).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ccf.config import Settings
+
+if TYPE_CHECKING:
+    from ccf.features.spec import FeatureSet
+    from ccf.features.store import StoredSet
+    from ccf.storage.base import RawStore
+
+
+def uses_postgres(settings: Settings) -> bool:
+    return settings.storage.backend == "postgres"
+
+
+def uses_kafka(settings: Settings) -> bool:
+    return settings.transport.backend == "kafka"
+
+
+def open_raw_store(settings: Settings, *, readonly: bool = False) -> Any:
+    """The raw tables (and the parts' heartbeats): SQLite under data_dir, or PostgreSQL."""
+    if uses_postgres(settings):
+        from ccf.storage.postgres.raw import PgRawStore
+
+        return PgRawStore(
+            settings.storage.postgres, book_depth=settings.collect.book_depth, readonly=readonly
+        )
+    from ccf.storage.sqlite import SqliteStore
+
+    return SqliteStore(settings.db_path, book_depth=settings.collect.book_depth, readonly=readonly)
+
+
+def open_record_sink(settings: Settings) -> RawStore:
+    """Where a collector sends its records: the raw store, or Kafka's topics."""
+    if uses_kafka(settings):
+        from ccf.transport.kafka import KafkaRawSink
+
+        return KafkaRawSink(settings)
+    return open_raw_store(settings)
+
+
+def open_feature_store(
+    settings: Settings, fs: FeatureSet | StoredSet, *, readonly: bool = False
+) -> Any:
+    """One feature set's rows: ``features.sqlite``, or a table in PostgreSQL."""
+    if uses_postgres(settings):
+        from ccf.storage.postgres.features import PgFeatureStore
+
+        return PgFeatureStore(settings.storage.postgres, fs, readonly=readonly)
+    from ccf.features.store import FeatureStore
+
+    return FeatureStore(settings.features_path, fs, readonly=readonly)
+
+
+def list_feature_sets(settings: Settings) -> list[StoredSet]:
+    """The feature sets the store holds (oldest first)."""
+    if uses_postgres(settings):
+        from ccf.storage.postgres.features import list_pg_sets
+
+        return list_pg_sets(settings.storage.postgres)
+    from ccf.features.store import list_sets
+
+    return list_sets(settings.features_path)
+
+
+def open_prediction_store(settings: Settings, *, readonly: bool = False) -> Any:
+    if uses_postgres(settings):
+        from ccf.storage.postgres.predictions import PgPredictionStore
+
+        return PgPredictionStore(settings.storage.postgres, readonly=readonly)
+    from ccf.serving.store import PredictionStore
+
+    return PredictionStore(settings.predictions_path, readonly=readonly)
+
+
+def open_monitor_store(settings: Settings, *, readonly: bool = False) -> Any:
+    if uses_postgres(settings):
+        from ccf.storage.postgres.monitor import PgMonitorStore
+
+        return PgMonitorStore(settings.storage.postgres, readonly=readonly)
+    from ccf.monitoring.store import MonitorStore
+
+    return MonitorStore(settings.monitor_path, readonly=readonly)
