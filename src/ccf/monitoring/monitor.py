@@ -24,19 +24,35 @@ import math
 import os
 import time
 from collections import Counter, defaultdict
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ccf.config import Settings
 from ccf.features.buckets import parse_duration
 from ccf.features.spec import feature_set
-from ccf.features.store import FeatureStore, StoredSet, list_sets
+from ccf.features.store import StoredSet
 from ccf.monitoring import drift
 from ccf.monitoring.metrics import MonitorMetrics
 from ccf.monitoring.scoring import Aggregate, SignalRule, has_forecast, score, unscorable
-from ccf.monitoring.store import MonitorStore
 from ccf.records import Prediction, Score
-from ccf.serving.store import PredictionStore, ServingInfo
-from ccf.storage import SqliteStore
+from ccf.serving.store import ServingInfo
+from ccf.storage.backends import (
+    list_feature_sets,
+    open_feature_store,
+    open_monitor_store,
+    open_prediction_store,
+    open_raw_store,
+    uses_postgres,
+)
+from ccf.storage.postgres.connect import describe
+
+if TYPE_CHECKING:
+    # the interfaces, named by their embedded classes; storage.backend=postgres hands
+    # over their PostgreSQL twins (ccf.storage.postgres), which answer the same calls
+    from ccf.features.store import FeatureStore
+    from ccf.monitoring.store import MonitorStore
+    from ccf.serving.store import PredictionStore
+    from ccf.storage.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +70,12 @@ def _with_nans(p: Prediction) -> Prediction:
             last_value=math.nan if p.last_value is None else p.last_value,
         )
     return p
+
+
+def _where(settings: Settings, path: Path) -> str:
+    """Where a store lives, for logs: its SQLite file, or the PostgreSQL database (no
+    password)."""
+    return describe(settings.storage.postgres) if uses_postgres(settings) else str(path)
 
 
 def _iso(ns: int | None) -> str | None:
@@ -99,8 +121,8 @@ class Monitor:
     def open(self) -> None:
         """Open the stores and pick up where the last run stopped."""
         s = self.settings
-        self.store = MonitorStore(s.monitor_path)
-        self._preds = PredictionStore(s.predictions_path)  # makes the schema if none yet
+        self.store = open_monitor_store(s)
+        self._preds = open_prediction_store(s)  # makes the schema if none yet
         self._cursor = self.store.cursor()
         self._pending = [_with_nans(p) for p in self.store.pending()]
         if self._cursor:
@@ -128,7 +150,7 @@ class Monitor:
         (None until it is stored)."""
         spec = info.spec if info is not None else None
         if spec not in self._set_of:
-            sets = list_sets(self.settings.features_path)
+            sets = list_feature_sets(self.settings)
             want: StoredSet | None = None
             if spec:
                 d = json.loads(spec)
@@ -146,7 +168,7 @@ class Monitor:
             want = self._set_of[spec]
         key = (want.name, want.version)
         if key not in self._features:
-            self._features[key] = FeatureStore(self.settings.features_path, want, readonly=True)
+            self._features[key] = open_feature_store(self.settings, want, readonly=True)
         return self._features[key]
 
     @staticmethod
@@ -349,14 +371,14 @@ class Monitor:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         self.open()
-        raw = SqliteStore(s.db_path, book_depth=s.collect.book_depth)  # the heartbeat table
+        raw = open_raw_store(s)  # the heartbeat table
         log.info(
             "part=monitor symbol=%s predictions=%s features=%s monitor=%s windows=%s "
             "drift_every=%s metrics=%s",
             ",".join(s.symbols),
-            s.predictions_path,
-            s.features_path,
-            s.monitor_path,
+            _where(s, s.predictions_path),
+            _where(s, s.features_path),
+            _where(s, s.monitor_path),
             ",".join(s.monitor.windows),
             s.monitor.drift_every,
             self.metrics.url or "not served",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -148,15 +148,12 @@ class MonitorStore:
             con.executemany(
                 f"INSERT OR IGNORE INTO scores ({', '.join(_SCORE_COLS)}) "
                 f"VALUES ({', '.join('?' * len(_SCORE_COLS))})",
-                [_score_row(p, s) for p, s in scored],
+                [score_row(p, s) for p, s in scored],
             )
             new = con.total_changes - before
             con.executemany(
                 "INSERT OR IGNORE INTO unscored VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (*p[:6], p.role, p.model, p.version, p.flag, reason, at)
-                    for p, reason in unscored
-                ],
+                [unscored_row(p, reason, at) for p, reason in unscored],
             )
             con.executemany(
                 f"DELETE FROM pending WHERE ({_KEY}) = (?, ?, ?, ?, ?)",
@@ -201,80 +198,18 @@ class MonitorStore:
             "FROM scores WHERE symbol = ? AND ts > ? AND ts <= ? GROUP BY role, horizon",
             (symbol, start, end),
         ).fetchall()
-        missed = {
-            (r[0], r[1]): (r[2], r[3], r[4], r[5])
-            for r in self._con.execute(
-                "SELECT role, horizon, count(*), max(ts), model, version FROM unscored "
-                "WHERE symbol = ? AND ts > ? AND ts <= ? GROUP BY role, horizon",
-                (symbol, start, end),
-            )
-        }
-        out = []
-        for r in rows:
-            role, horizon, _, model, version, nominal = r[:6]
-            n, ae, se, nae, hits, directed, pb, pbn, ret, trades = r[6:16]
-            noms = [float(x) for x in nominal.split(",")] if nominal else []
-            k = len(noms)
-            ins = r[16 : 16 + 2 * k]
-            sums = Sums(
-                n,
-                ae,
-                se,
-                nae,
-                hits or 0.0,
-                directed,
-                pb or 0.0,
-                pbn,
-                tuple(x or 0.0 for x in ins[0::2]),
-                tuple(ins[1::2]),
-                ret,
-                trades,
-            )
-            bad = missed.pop((role, horizon), (0, None, None, None))[0]
-            out.append(
-                finish(
-                    (symbol, role, model, version, horizon), window, (start, end), sums, noms, bad
-                )
-            )
-        for (role, horizon), (bad, _, model, version) in missed.items():
-            empty = Sums(0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, 0, (), (), 0.0, 0)
-            out.append(
-                finish(
-                    (symbol, role, model, version, horizon), window, (start, end), empty, [], bad
-                )
-            )
-        return out
+        missed = self._con.execute(
+            "SELECT role, horizon, count(*), max(ts), model, version FROM unscored "
+            "WHERE symbol = ? AND ts > ? AND ts <= ? GROUP BY role, horizon",
+            (symbol, start, end),
+        ).fetchall()
+        return aggregates(symbol, window, (start, end), rows, missed)
 
     def write_accuracy(self, computed_at: int, rows: Iterable[Aggregate]) -> None:
         self._con.executemany(
             "INSERT OR REPLACE INTO accuracy VALUES "
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    computed_at,
-                    a.symbol,
-                    a.role,
-                    a.model,
-                    a.version,
-                    a.horizon,
-                    a.window,
-                    a.start_ts,
-                    a.end_ts,
-                    a.n,
-                    a.mae,
-                    a.rmse,
-                    a.naive_mae,
-                    a.mase,
-                    a.direction,
-                    a.pinball,
-                    json.dumps(a.coverage),
-                    a.signal_return,
-                    a.trades,
-                    a.return_per_trade,
-                    a.unscored,
-                )
-                for a in rows
-            ],
+            [accuracy_row(computed_at, a) for a in rows],
         )
 
     # -- drift and quality ---------------------------------------------------------------------
@@ -289,42 +224,11 @@ class MonitorStore:
             con.execute(
                 "INSERT OR REPLACE INTO drift_runs VALUES "
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    now,
-                    r.symbol,
-                    feature_set,
-                    r.reference.label,
-                    r.reference.start,
-                    r.reference.end,
-                    len(r.reference.frame),
-                    r.current.start,
-                    r.current.end,
-                    len(r.current.frame),
-                    len(r.drift_columns),
-                    len(r.drifted),
-                    r.share,
-                    None if html is None else str(html),
-                    str(js),
-                ),
+                drift_run_row(r, feature_set, now, html, js),
             )
             con.executemany(
                 "INSERT OR REPLACE INTO column_checks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        now,
-                        r.symbol,
-                        c.column,
-                        None if c.drifted is None else METHOD,
-                        c.drift_score,
-                        None if c.drifted is None else THRESHOLD,
-                        c.drifted,
-                        c.missing_share,
-                        c.ref_missing_share,
-                        c.constant,
-                        c.out_of_range_share,
-                    )
-                    for c in r.columns
-                ],
+                column_check_rows(r, now),
             )
             con.execute("COMMIT")
         except BaseException:
@@ -380,10 +284,7 @@ class MonitorStore:
         where, params = ("WHERE symbol = ?", (symbol,)) if symbol else ("", ())
         df = pd.read_sql_query(f"SELECT * FROM {table} {where}", self._con, params=params)
         if table == "scores":
-            df = df.drop(columns=[*_INSIDE, "inside"]).assign(
-                inside=[_unpack(b) for b in df["inside"]]
-            )
-            df["direction_hit"] = df["direction_hit"].astype(float)
+            df = scores_frame(df, [_unpack(b) for b in df["inside"]])
         return df
 
     def scores(self) -> list[Score]:
@@ -401,8 +302,143 @@ class MonitorStore:
         self._con.close()
 
 
-def _score_row(p: Prediction, s: Score) -> tuple[Any, ...]:
+# -- rows in, rows out: shared with the PostgreSQL store (ccf.storage.postgres.monitor) --------
+
+
+def score_row(
+    p: Prediction, s: Score, pack: Callable[[Sequence[float]], Any] = _pack
+) -> tuple[Any, ...]:
+    """A ``scores`` row (``_SCORE_COLS``); ``pack`` stores ``inside`` (a blob here, an array
+    in PostgreSQL)."""
     intervals = central_intervals(p.levels)[:MAX_INTERVALS]
     nominal = ",".join(f"{nom:g}" for _, _, nom in intervals)
     ins = list(s.inside[:MAX_INTERVALS]) + [None] * (MAX_INTERVALS - len(s.inside))
-    return (*s[:14], _pack(s.inside), *s[15:], p.target_ts, p.flag, nominal, *ins)
+    return (*s[:14], pack(s.inside), *s[15:], p.target_ts, p.flag, nominal, *ins)
+
+
+def unscored_row(p: Prediction, reason: str, at: int) -> tuple[Any, ...]:
+    return (*p[:6], p.role, p.model, p.version, p.flag, reason, at)
+
+
+def aggregates(
+    symbol: str,
+    window: str,
+    span: tuple[int, int],
+    rows: Iterable[Sequence[Any]],
+    missed_rows: Iterable[Sequence[Any]],
+) -> list[Aggregate]:
+    """The window's aggregates from the grouped sums of ``scores`` (``rows``: role, horizon,
+    max(ts), model, version, nominal, count, sums and counts as :meth:`MonitorStore.aggregate`
+    selects them) and the grouped ``unscored`` rows (role, horizon, count, max(ts), model,
+    version). Both backends run the same SQL shape, so the arithmetic is written once."""
+    start, end = span
+    missed = {(r[0], r[1]): (r[2], r[3], r[4], r[5]) for r in missed_rows}
+    out = []
+    for r in rows:
+        role, horizon, _, model, version, nominal = r[:6]
+        n, ae, se, nae, hits, directed, pb, pbn, ret, trades = r[6:16]
+        noms = [float(x) for x in nominal.split(",")] if nominal else []
+        k = len(noms)
+        ins = r[16 : 16 + 2 * k]
+        sums = Sums(
+            n,
+            ae,
+            se,
+            nae,
+            hits or 0.0,
+            directed,
+            pb or 0.0,
+            pbn,
+            tuple(x or 0.0 for x in ins[0::2]),
+            tuple(ins[1::2]),
+            ret,
+            trades,
+        )
+        bad = missed.pop((role, horizon), (0, None, None, None))[0]
+        out.append(
+            finish((symbol, role, model, version, horizon), window, (start, end), sums, noms, bad)
+        )
+    for (role, horizon), (bad, _, model, version) in missed.items():
+        empty = Sums(0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, 0, (), (), 0.0, 0)
+        out.append(
+            finish((symbol, role, model, version, horizon), window, (start, end), empty, [], bad)
+        )
+    return out
+
+
+def accuracy_row(computed_at: int, a: Aggregate) -> tuple[Any, ...]:
+    """An ``accuracy`` row (the table's column order)."""
+    return (
+        computed_at,
+        a.symbol,
+        a.role,
+        a.model,
+        a.version,
+        a.horizon,
+        a.window,
+        a.start_ts,
+        a.end_ts,
+        a.n,
+        a.mae,
+        a.rmse,
+        a.naive_mae,
+        a.mase,
+        a.direction,
+        a.pinball,
+        json.dumps(a.coverage),
+        a.signal_return,
+        a.trades,
+        a.return_per_trade,
+        a.unscored,
+    )
+
+
+def drift_run_row(
+    r: DriftResult, feature_set: str, now: int, html: Path | None, js: Path
+) -> tuple[Any, ...]:
+    """A ``drift_runs`` row (the table's column order)."""
+    return (
+        now,
+        r.symbol,
+        feature_set,
+        r.reference.label,
+        r.reference.start,
+        r.reference.end,
+        len(r.reference.frame),
+        r.current.start,
+        r.current.end,
+        len(r.current.frame),
+        len(r.drift_columns),
+        len(r.drifted),
+        r.share,
+        None if html is None else str(html),
+        str(js),
+    )
+
+
+def column_check_rows(r: DriftResult, now: int) -> list[tuple[Any, ...]]:
+    """The ``column_checks`` rows of a drift run, one per column."""
+    return [
+        (
+            now,
+            r.symbol,
+            c.column,
+            None if c.drifted is None else METHOD,
+            c.drift_score,
+            None if c.drifted is None else THRESHOLD,
+            c.drifted,
+            c.missing_share,
+            c.ref_missing_share,
+            c.constant,
+            c.out_of_range_share,
+        )
+        for c in r.columns
+    ]
+
+
+def scores_frame(df: pd.DataFrame, inside: list[tuple[float, ...]]) -> pd.DataFrame:
+    """The ``scores`` table as :meth:`MonitorStore.frame` shows it: the per-interval columns
+    folded back into ``inside`` (one tuple per row)."""
+    df = df.drop(columns=[*_INSIDE, "inside"]).assign(inside=inside)
+    df["direction_hit"] = df["direction_hit"].astype(float)
+    return df

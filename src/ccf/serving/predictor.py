@@ -27,7 +27,8 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
@@ -35,14 +36,27 @@ import pandas as pd
 from ccf.config import Settings
 from ccf.features.buckets import parse_duration
 from ccf.features.spec import feature_set
-from ccf.features.store import FeatureStore, list_sets
 from ccf.ml import dataset
 from ccf.ml.models.base import Forecaster
 from ccf.ml.models.naive import Naive
 from ccf.monitoring.metrics import PartMetrics
 from ccf.records import Prediction
-from ccf.serving.store import PredictionStore, ServingInfo
-from ccf.storage import SqliteStore
+from ccf.serving.store import ServingInfo
+from ccf.storage.backends import (
+    list_feature_sets,
+    open_feature_store,
+    open_prediction_store,
+    open_raw_store,
+    uses_postgres,
+)
+from ccf.storage.postgres.connect import describe
+
+if TYPE_CHECKING:
+    # the interfaces, named by their embedded classes; storage.backend=postgres hands
+    # over their PostgreSQL twins (ccf.storage.postgres), which answer the same calls
+    from ccf.features.store import FeatureStore
+    from ccf.serving.store import PredictionStore
+    from ccf.storage.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +111,12 @@ def window_flags(
         else:
             out.append(None)
     return out
+
+
+def _where(settings: Settings, path: Path) -> str:
+    """Where a store lives, for logs: its SQLite file, or the PostgreSQL database (no
+    password)."""
+    return describe(settings.storage.postgres) if uses_postgres(settings) else str(path)
 
 
 def _limit_torch_threads(n: int) -> None:
@@ -329,9 +349,9 @@ class Predictor:
         s = self.settings
         if not await self._features_ready(stop):
             return
-        features = FeatureStore(s.features_path, self.fs, readonly=True)
-        preds = PredictionStore(s.predictions_path)
-        raw = SqliteStore(s.db_path, book_depth=s.collect.book_depth)  # heartbeats
+        features = open_feature_store(s, self.fs, readonly=True)
+        preds = open_prediction_store(s)
+        raw = open_raw_store(s)  # heartbeats
         next_alias = next_beat = 0.0
         try:
             if not await self._first_models(features, preds, stop):
@@ -341,7 +361,7 @@ class Predictor:
                 "part=predict serving %s; symbols=%s store=%s",
                 ", ".join(f"{r}={m.name}@{m.version}" for r, m in self.served.items()),
                 ",".join(s.symbols),
-                s.predictions_path,
+                _where(s, s.predictions_path),
             )
             while not stop.is_set():
                 if time.monotonic() >= next_alias:
@@ -367,12 +387,12 @@ class Predictor:
         """The feature set's table exists; with serve.wait_for_model, wait for it."""
         s = self.settings
         while not stop.is_set():
-            if any(v.version == self.fs.version for v in list_sets(s.features_path)):
+            if any(v.version == self.fs.version for v in list_feature_sets(s)):
                 return True
             if not s.serve.wait_for_model:
                 raise FileNotFoundError(
                     f"no rows of feature set {self.fs.name} version {self.fs.version} in "
-                    f"{s.features_path}: run `ccf features` first"
+                    f"{_where(s, s.features_path)}: run `ccf features` first"
                 )
             log.info("part=predict waiting for feature set %s rows", self.fs.version)
             with contextlib.suppress(TimeoutError):

@@ -127,8 +127,6 @@ class PredictionStore:
         role: str | None = None,
     ) -> pd.DataFrame:
         """Predictions with origin in [start, end) as a frame, one quantile column each."""
-        import pandas as pd
-
         where, params = symbol_time_filter(symbols, start_ns, end_ns)
         if role is not None:
             where.append("role = ?")
@@ -138,23 +136,30 @@ class PredictionStore:
             "ORDER BY symbol, ts, horizon, role",
             params,
         ).fetchall()
-        recs = [_record(r) for r in rows]
-        df = pd.DataFrame(
-            [r[:13] + (r.flag,) for r in recs],
-            columns=[*COLUMNS[:13], "flag"],
-        )
-        if recs:
-            levels = recs[0].levels
-            q = np.array([r.quantiles for r in recs])
-            for i, lv in enumerate(levels):
-                df[f"q{lv:g}"] = q[:, i]
-        return df
+        return predictions_frame([_record(r) for r in rows])
 
     def count(self) -> int:
         return self._con.execute("SELECT count(*) FROM predictions").fetchone()[0]
 
     def close(self) -> None:
         self._con.close()
+
+
+def predictions_frame(recs: Sequence[Prediction]) -> pd.DataFrame:
+    """Records as the frame ``frame`` returns (one ``q<level>`` column per quantile): one
+    function for every backend, so a dashboard reads the same frame from each."""
+    import pandas as pd
+
+    df = pd.DataFrame(
+        [r[:13] + (r.flag,) for r in recs],
+        columns=[*COLUMNS[:13], "flag"],
+    )
+    if recs:
+        levels = recs[0].levels
+        q = np.array([r.quantiles for r in recs])
+        for i, lv in enumerate(levels):
+            df[f"q{lv:g}"] = q[:, i]
+    return df
 
 
 _NAN = float("nan")
