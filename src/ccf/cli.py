@@ -324,7 +324,8 @@ def features(
 ) -> None:
     """Feature rows from the raw store: live, following what the collector writes (resumes
     after the last bucket written; Ctrl-C stops), or with --from/--to a backfill of history
-    by the same engine. Rerunning a backfill rewrites nothing."""
+    by the same engine. Rerunning a backfill rewrites nothing. With transport.backend=kafka
+    it is one worker of the feature group: start several, they share the symbols."""
     from ccf.features.runner import FeatureRunner, run_backfill
     from ccf.features.spec import feature_set
     from ccf.monitoring.metrics import PartMetrics
@@ -338,7 +339,12 @@ def features(
     if start is None and end is None:
         metrics = _serve(PartMetrics("features", settings))
         try:
-            run_until_stopped(FeatureRunner(settings, fs, metrics=metrics).run)
+            if settings.transport.backend == "kafka":
+                from ccf.features.stream import KafkaFeatureWorker
+
+                run_until_stopped(KafkaFeatureWorker(settings, fs, metrics=metrics).run)
+            else:
+                run_until_stopped(FeatureRunner(settings, fs, metrics=metrics).run)
         finally:
             metrics.close()
         return
@@ -350,6 +356,20 @@ def features(
         typer.echo(f"ccf: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(summary.text())
+
+
+@app.command()
+def sink(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
+    """Kafka -> store: one worker of the sink group copies the raw topics into the store
+    (storage.backend; PostgreSQL in a cluster), committing offsets only after each batch
+    is stored. Start several to share the partitions. Ctrl-C stops."""
+    from ccf.transport.sink import KafkaSink
+
+    settings = _settings(overrides, config)
+    if settings.transport.backend != "kafka":
+        typer.echo("ccf: `ccf sink` reads Kafka: set transport.backend=kafka", err=True)
+        raise typer.Exit(2)
+    run_until_stopped(KafkaSink(settings).run)
 
 
 @app.command()

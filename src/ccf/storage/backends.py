@@ -40,12 +40,44 @@ def open_raw_store(settings: Settings, *, readonly: bool = False) -> Any:
 
 
 def open_record_sink(settings: Settings) -> RawStore:
-    """Where a collector sends its records: the raw store, or Kafka's topics."""
+    """Where a collector sends its records: the raw store, or Kafka's topics; and, with
+    ``influx.enabled``, InfluxDB beside it."""
     if uses_kafka(settings):
         from ccf.transport.kafka import KafkaRawSink
 
-        return KafkaRawSink(settings)
-    return open_raw_store(settings)
+        sink: Any = KafkaRawSink(settings)
+    else:
+        sink = open_raw_store(settings)
+    if settings.influx.enabled and "raw" in settings.influx.kinds:
+        from ccf.sinks import open_influx
+
+        tee = open_influx(settings)
+        assert tee is not None
+        return InfluxCopy(sink, tee)
+    return sink
+
+
+class InfluxCopy:
+    """A record sink that also hands every batch it stored to InfluxDB. The copy only
+    queues lines (InfluxDB being down never slows or stops the collector)."""
+
+    def __init__(self, sink: Any, tee: Any) -> None:
+        self._sink = sink
+        self._tee = tee
+
+    def write(self, records: Any) -> int:
+        n = self._sink.write(records)
+        self._tee.raw(records)
+        return n
+
+    def close(self) -> None:
+        try:
+            self._sink.close()
+        finally:
+            self._tee.close()
+
+    def __getattr__(self, name: str) -> Any:  # heartbeat, summaries, ...: the sink's own
+        return getattr(self._sink, name)
 
 
 def open_feature_store(
