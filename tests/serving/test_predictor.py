@@ -233,9 +233,10 @@ def test_a_killed_predictor_resumes_where_it_stopped(trained, tmp_path: Path) ->
     ]
 
     def newest() -> int | None:
-        if not settings.predictions_path.exists():
-            return None
-        p = PredictionStore(settings.predictions_path, readonly=True)
+        try:
+            p = PredictionStore(settings.predictions_path, readonly=True)
+        except FileNotFoundError:
+            return None  # the predictor has not made its store (file and tables) yet
         try:
             return p.last_ts("btcusdt") if p.count() else None
         finally:

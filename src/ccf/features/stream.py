@@ -46,6 +46,7 @@ from ccf.features.runner import PART, _iso
 from ccf.features.spec import FeatureSet, feature_set
 from ccf.monitoring.metrics import PartMetrics
 from ccf.records import NewsItem
+from ccf.sinks import open_influx
 from ccf.storage.backends import open_feature_store, open_raw_store
 from ccf.transport.align import Aligner
 from ccf.transport.checkpoints import Checkpoints
@@ -105,6 +106,7 @@ class KafkaFeatureWorker:
         self._late_logged: Counter[str] = Counter()
         self._lane_of: dict[str, int] = {}
         self._store: Any = None
+        self._influx: Any = None  # the InfluxDB copy, when influx.enabled
         self._consumer: GroupConsumer | None = None
         self._news: BroadcastReader | None = None
 
@@ -202,6 +204,8 @@ class KafkaFeatureWorker:
         """Publish, then store: a row in the store is always in the topic too."""
         publisher.publish(rows)
         self._store.write(rows)
+        if self._influx is not None:
+            self._influx.features(self.fs.float_columns, rows, feature_set=self.fs.table)
         now = time.time_ns()
         observe = self.metrics.observe_lag
         for r in rows:
@@ -255,6 +259,9 @@ class KafkaFeatureWorker:
         with contextlib.ExitStack() as opened:
             self._store = open_feature_store(s, fs)
             opened.callback(self._store.close)
+            self._influx = open_influx(s)  # None unless influx.enabled
+            if self._influx is not None:
+                opened.callback(self._influx.close)
             raw = open_raw_store(s)  # heartbeats
             opened.callback(raw.close)
             publisher = Publisher(

@@ -36,6 +36,7 @@ from ccf.monitoring.metrics import MonitorMetrics
 from ccf.monitoring.scoring import Aggregate, SignalRule, has_forecast, score, unscorable
 from ccf.records import Prediction, Score
 from ccf.serving.store import ServingInfo
+from ccf.sinks import open_influx
 from ccf.storage.backends import (
     list_feature_sets,
     open_feature_store,
@@ -107,6 +108,7 @@ class Monitor:
         self.last_origin: dict[str, int] = {}
         self.last_drift: dict[str, drift.DriftResult] = {}
         self.started_at = time.time_ns()
+        self.influx = open_influx(settings)  # None unless influx.enabled
         self.store: MonitorStore | None = None
         self._preds: PredictionStore | None = None
         self._features: dict[tuple[str, str], FeatureStore] = {}
@@ -133,6 +135,8 @@ class Monitor:
             )
 
     def close(self) -> None:
+        if self.influx is not None:
+            self.influx.flush(5.0)  # kept open: a monitor may be opened again
         for fs in self._features.values():
             fs.close()
         self._features.clear()
@@ -231,6 +235,8 @@ class Monitor:
                 lag = (now - p.target_ts - store.set.bucket_ns) / 1e9
                 self.metrics.observe_lag("score", lag, p.symbol)
         self.store.commit(scored, unscored, waiting, cursor, now)
+        if self.influx is not None and scored:
+            self.influx.scores([s for _, s in scored])
         self._pending, self._cursor = waiting, cursor
         for p, _ in scored:
             self.counts[(p.symbol, "scored")] += 1
@@ -411,6 +417,8 @@ class Monitor:
             self._heartbeat(raw, "stopped")
             raw.close()
             self.close()
+            if self.influx is not None:
+                self.influx.close()
             log.info(
                 "part=monitor symbol=- stopped: scored=%d unscored=%d waiting=%d",
                 sum(n for (_, k), n in self.counts.items() if k == "scored"),

@@ -42,6 +42,7 @@ from ccf.ml.models.naive import Naive
 from ccf.monitoring.metrics import PartMetrics
 from ccf.records import Prediction
 from ccf.serving.store import ServingInfo
+from ccf.sinks import open_influx
 from ccf.storage.backends import (
     list_feature_sets,
     open_feature_store,
@@ -137,6 +138,7 @@ class Predictor:
         self.source = source
         # Prometheus; `ccf predict` serves it on metrics.ports.predict
         self.metrics = metrics or PartMetrics("predict", settings)
+        self.influx = open_influx(settings)  # None unless influx.enabled
         self.fs = feature_set(settings.features)
         self.bucket = self.fs.bucket_ns
         self.state = {s: _SymbolState() for s in settings.symbols}
@@ -328,6 +330,8 @@ class Predictor:
                     if f is not None:
                         st.flagged[f] += 1
         n = preds.write(rows)
+        if self.influx is not None:
+            self.influx.predictions(rows)
         done = time.time_ns()
         self.metrics.count_in(sym, len(t))
         self.metrics.count_out(sym, n)
@@ -379,6 +383,8 @@ class Predictor:
             raw.close()
             preds.close()
             features.close()
+            if self.influx is not None:
+                self.influx.close()
             log.info(
                 "part=predict stopped: predictions=%d switches=%d", self.written, self.switches
             )

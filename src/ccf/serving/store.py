@@ -69,6 +69,12 @@ class PredictionStore:
         if not readonly:
             for sql in _SCHEMA:
                 self._con.execute(sql)
+        elif not self._con.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'predictions'"
+        ).fetchone():
+            # the writer makes the file a moment before its tables: not there yet either
+            self._con.close()
+            raise FileNotFoundError(f"no predictions in {self.path} yet: `ccf predict` is starting")
         self._insert = (
             f"INSERT OR IGNORE INTO predictions ({', '.join(COLUMNS)}) "
             f"VALUES ({', '.join('?' * len(COLUMNS))})"
