@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ccf.config import Settings
-from ccf.storage import SqliteStore
+from ccf.storage.backends import open_raw_store, uses_postgres
+from ccf.storage.postgres.connect import describe
+
+if TYPE_CHECKING:
+    from ccf.storage.postgres.raw import PgRawStore
+    from ccf.storage.sqlite import SqliteStore
 
 STALE_HEARTBEAT_S = 30
 
@@ -33,7 +38,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _news_status(store: SqliteStore) -> dict[str, Any]:
+def _news_status(store: SqliteStore | PgRawStore) -> dict[str, Any]:
     """Stories per feed, the newest story, and which feeds work (from ``feed_status``)."""
     sources = store.news_sources()
     feeds = store.feed_statuses()
@@ -66,19 +71,41 @@ def _news_status(store: SqliteStore) -> dict[str, Any]:
 
 
 def _features_status(settings: Settings) -> list[dict[str, Any]]:
-    from ccf.features.store import feature_status  # lazy: numpy only when asked
+    if settings.storage.backend == "sqlite" and not settings.features_path.exists():
+        return []  # no feature part has run: a collector machine may not even have numpy
+    if uses_postgres(settings):  # lazy: numpy (and psycopg) only when asked
+        from ccf.storage.postgres.features import pg_feature_status
 
-    return [
-        {**f, "last_bucket": _iso(f["last_bucket"])} for f in feature_status(settings.features_path)
-    ]
+        rows = pg_feature_status(settings.storage.postgres)
+    else:
+        from ccf.features.store import feature_status
+
+        rows = feature_status(settings.features_path)
+    return [{**f, "last_bucket": _iso(f["last_bucket"])} for f in rows]
+
+
+def _open_store(settings: Settings) -> tuple[str, SqliteStore | PgRawStore | None, str]:
+    """Where the raw store is, the store read-only (None when there is nothing to read),
+    and why not."""
+    if not uses_postgres(settings):
+        path = settings.db_path
+        store = open_raw_store(settings, readonly=True) if path.exists() else None
+        return str(path), store, ""
+    where = describe(settings.storage.postgres)
+    try:
+        return where, open_raw_store(settings, readonly=True), ""
+    except FileNotFoundError:  # a database without CCF's tables yet
+        return where, None, ""
+    except ConnectionError as e:  # the message names the server, never the password
+        return where, None, str(e)
 
 
 def gather_status(settings: Settings) -> dict[str, Any]:
     """Everything ``ccf status`` shows, as plain data (``--json`` prints it as is)."""
-    path = settings.db_path
-    if not path.exists():
-        return {"store": str(path), "exists": False, "streams": [], "dead_letters": {}, "parts": []}
-    store = SqliteStore(path, readonly=True)
+    path, store, error = _open_store(settings)
+    if store is None:
+        empty = {"store": path, "exists": False, "streams": [], "dead_letters": {}, "parts": []}
+        return {**empty, "error": error} if error else empty
     now = time.time_ns()
     try:
         streams = [
@@ -126,7 +153,7 @@ def gather_status(settings: Settings) -> dict[str, Any]:
             )
         ]
         return {
-            "store": str(path),
+            "store": path,
             "exists": True,
             "streams": streams,
             "dead_letters": store.dead_letter_counts(),
@@ -140,6 +167,8 @@ def gather_status(settings: Settings) -> dict[str, Any]:
 
 
 def format_status(status: dict[str, Any]) -> str:
+    if status.get("error"):
+        return f"store {status['store']}: unreachable: {status['error']}"
     if not status["exists"]:
         return f"store {status['store']}: empty (nothing collected yet; run `ccf collect`)"
     lines = [f"store {status['store']}", ""]

@@ -20,9 +20,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ccf.config import Settings
+from ccf.config import ConfigError, Settings
 from ccf.features.engine import FeatureEngine, FeatureRow
 from ccf.features.online import OnlineRings
 from ccf.features.raw import RawReader, RawTail
@@ -30,13 +30,34 @@ from ccf.features.spec import FeatureSet, feature_set
 from ccf.features.store import FeatureStore
 from ccf.monitoring.metrics import PartMetrics
 from ccf.storage import SqliteStore
+from ccf.storage.backends import open_feature_store, open_raw_store, uses_kafka, uses_postgres
+from ccf.storage.postgres.connect import describe
 from ccf.storage.sqlite import connect
+
+if TYPE_CHECKING:
+    from ccf.storage.postgres.features import PgFeatureStore
+    from ccf.storage.postgres.raw import PgRawStore
 
 log = logging.getLogger(__name__)
 
 PART = "features"
 HEARTBEAT_S = 5.0
 WRITE_ROWS = 10_000
+
+
+def require_sqlite_raw(settings: Settings, what: str) -> None:
+    """Stop at once where the raw records are not in the SQLite file this reader follows:
+    the raw tail and the batch reader read SQLite only."""
+    if not uses_postgres(settings):
+        return
+    if uses_kafka(settings):
+        fix = "the Kafka feature worker computes features from the topics instead"
+    else:
+        fix = "set transport.backend=kafka: the Kafka feature worker follows the topics"
+    raise ConfigError(
+        f"{what} reads raw records from the SQLite store, but storage.backend=postgres keeps "
+        f"them in {describe(settings.storage.postgres)}; {fix}"
+    )
 
 
 def _iso(ns: int | None) -> str | None:
@@ -70,7 +91,9 @@ class FeatureRunner:
 
     # -- one poll, in a worker thread -------------------------------------------------------
 
-    def _step(self, tail: RawTail, store: FeatureStore) -> tuple[list[FeatureRow], bool]:
+    def _step(
+        self, tail: RawTail, store: FeatureStore | PgFeatureStore
+    ) -> tuple[list[FeatureRow], bool]:
         t0 = time.monotonic()
         poll = tail.poll()
         self.read_s_max = max(self.read_s_max, time.monotonic() - t0)
@@ -104,7 +127,7 @@ class FeatureRunner:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def _floors(self, store: FeatureStore) -> dict[str, int | None]:
+    def _floors(self, store: FeatureStore | PgFeatureStore) -> dict[str, int | None]:
         """Where reading starts per symbol: ``warmup`` before the first bucket to write."""
         floors: dict[str, int | None] = {}
         for sym in self.settings.symbols:
@@ -123,8 +146,9 @@ class FeatureRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         s, fs = self.settings, self.fs
-        raw = SqliteStore(s.db_path, book_depth=s.collect.book_depth)  # heartbeats; schema
-        store = FeatureStore(s.features_path, fs)
+        require_sqlite_raw(s, "`ccf features` (live)")
+        raw = open_raw_store(s)  # heartbeats; schema
+        store = open_feature_store(s, fs)
         con = connect(s.db_path, readonly=True)
         con.isolation_level = None  # poll() opens its own read transaction
         reader = RawReader(con, fs, s.exchange)
@@ -166,7 +190,7 @@ class FeatureRunner:
         if all(f > -(2**62) for f in frontiers):
             tail.advance_gap_window(min(frontiers) - self.fs.warmup_ns)
 
-    def _heartbeat(self, raw: SqliteStore, state: str) -> None:
+    def _heartbeat(self, raw: SqliteStore | PgRawStore, state: str) -> None:
         detail = self.status()
         for sym, d in detail["symbols"].items():
             late = d["late"] + d["late_gaps"]
@@ -302,11 +326,12 @@ def run_backfill(
     progress: Callable[[str, int], None] | None = None,
 ) -> BackfillSummary:
     """``ccf features --from --to``: history into the feature store, same engine as live."""
+    require_sqlite_raw(settings, "`ccf features --from/--to`")
     fs = feature_set(settings.features)
     raw = SqliteStore(settings.db_path, readonly=True)  # a clear error when there is none
     raw.close()
     con = connect(settings.db_path, readonly=True)
-    store = FeatureStore(settings.features_path, fs)
+    store = open_feature_store(settings, fs)
     reader = RawReader(con, fs, settings.exchange)
     summary = BackfillSummary(fs.name, fs.version, fs.table)
     try:

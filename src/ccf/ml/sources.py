@@ -14,13 +14,15 @@ import pandas as pd
 from ccf.config import Settings
 from ccf.features.engine import FeatureEngine
 from ccf.features.spec import feature_set
-from ccf.features.store import FeatureStore, StoredSet, list_sets
+from ccf.features.store import StoredSet
 from ccf.records import Candle
+from ccf.storage.backends import list_feature_sets, open_feature_store, uses_postgres
+from ccf.storage.postgres.connect import describe
 
 log = logging.getLogger(__name__)
 
 CANDLE_COLUMNS = ("open_time_ms", "open", "high", "low", "close", "volume")
-CANDLE_PRESET = Path(__file__).resolve().parents[3] / "conf" / "candles.yaml"
+CANDLE_PRESET = Path(__file__).resolve().parents[1] / "conf" / "candles.yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,13 @@ class Rows:
     columns: tuple[str, ...]  # float columns
 
 
+def _where(settings: Settings) -> str:
+    """The feature store, for messages: the file, or the database (no password)."""
+    if uses_postgres(settings):
+        return describe(settings.storage.postgres)
+    return str(settings.features_path)
+
+
 def from_store(
     settings: Settings,
     symbols: tuple[str, ...] | None = None,
@@ -42,14 +51,14 @@ def from_store(
 ) -> Rows:
     """Rows of the configured feature set's current version from the feature store."""
     fs = feature_set(settings.features)
-    stored = {(s.name, s.version): s for s in list_sets(settings.features_path)}
+    stored = {(s.name, s.version): s for s in list_feature_sets(settings)}
     s = stored.get((fs.name, fs.version))
     if s is None:
         others = [v for n, v in stored if n == fs.name]
         hint = f" (stored versions: {', '.join(others)})" if others else ""
         raise FileNotFoundError(
             f"no rows of feature set {fs.name} version {fs.version} in "
-            f"{settings.features_path}{hint}: run `ccf features` first, or train on a candle "
+            f"{_where(settings)}{hint}: run `ccf features` first, or train on a candle "
             "file with --candles FILE"
         )
     return _read(settings, s, symbols or settings.symbols, start_ns, end_ns)
@@ -62,7 +71,7 @@ def _read(
     start_ns: int | None,
     end_ns: int | None,
 ) -> Rows:
-    store = FeatureStore(settings.features_path, s, readonly=True)
+    store = open_feature_store(settings, s, readonly=True)
     try:
         frame = store.frame(symbols, start_ns, end_ns)
     finally:

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -25,7 +26,11 @@ from ccf.records import NS_PER_MS, Gap, Record
 from ccf.sources import archive
 from ccf.sources.binance import history
 from ccf.sources.binance.rest import BinanceRest
-from ccf.storage import SqliteStore
+from ccf.storage.backends import open_raw_store
+
+if TYPE_CHECKING:
+    from ccf.storage.postgres.raw import PgRawStore
+    from ccf.storage.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 WRITE_ROWS = 5000
@@ -82,7 +87,7 @@ def missing_runs(times_ms: Sequence[int], step_ms: int) -> list[tuple[int, int]]
 class Backfill:
     """Runs one backfill against a store; REST calls go through ``BinanceRest``."""
 
-    def __init__(self, store: SqliteStore, progress: Progress | None = None) -> None:
+    def __init__(self, store: SqliteStore | PgRawStore, progress: Progress | None = None) -> None:
         self.store = store
         self.progress = progress or (lambda pos, rows: None)
 
@@ -266,7 +271,7 @@ async def run_rest_backfill(
     interval: str = "1m",
     progress: Progress | None = None,
 ) -> Summary:
-    store = SqliteStore(settings.db_path, book_depth=settings.collect.book_depth)
+    store = open_raw_store(settings)
     try:
         async with aiohttp.ClientSession() as session:
             rest = BinanceRest(
@@ -294,7 +299,7 @@ def run_import(
     data, checksum = read_source(source)
     if checksum is not None:
         archive.verify_checksum(data, checksum, source)
-    store = SqliteStore(settings.db_path, book_depth=settings.collect.book_depth)
+    store = open_raw_store(settings)
     try:
         return Backfill(store, progress).import_file(
             data, source.rsplit("/", 1)[-1], symbol=symbol, interval=interval

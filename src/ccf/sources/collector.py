@@ -17,7 +17,7 @@ import os
 import statistics
 import time
 from collections import Counter, deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -29,7 +29,13 @@ from ccf.sources.binance.feed import BinanceFeed, stream_kind
 from ccf.sources.binance.history import NoProgress, trades_by_id
 from ccf.sources.binance.rest import BinanceRest, RestError
 from ccf.sources.recorder import Recorder
-from ccf.storage import SqliteStore, StoreWriter
+from ccf.storage import StoreWriter
+from ccf.storage.backends import open_raw_store, open_record_sink, uses_postgres
+from ccf.storage.postgres.connect import describe
+
+if TYPE_CHECKING:
+    from ccf.storage.postgres.raw import PgRawStore
+    from ccf.storage.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +215,7 @@ class Collector:
                 observe("receive", (r.ts_recv - r.ts_event) / 1e9, r.symbol)
         self.writer.submit(batch)
 
-    async def _progress_loop(self, store: SqliteStore) -> None:
+    async def _progress_loop(self, store: SqliteStore | PgRawStore) -> None:
         every = self.settings.collect.print_every_s
         last: Counter[tuple[str, str]] = Counter()
         while True:
@@ -280,7 +286,7 @@ class Collector:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def _resume_from_store(self, store: SqliteStore) -> None:
+    def _resume_from_store(self, store: SqliteStore | PgRawStore) -> None:
         """After a restart: a gap from what the store last holds to what comes next."""
         now = time.time_ns()
         kinds = {stream_kind(st) for st in self.settings.collect.streams}
@@ -305,10 +311,10 @@ class Collector:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         cfg = s.collect
-        store = SqliteStore(s.db_path, book_depth=cfg.book_depth)
+        store = open_raw_store(s)  # heartbeats, and where to resume from
         self._resume_from_store(store)
         self.writer = StoreWriter(
-            lambda: SqliteStore(s.db_path, book_depth=cfg.book_depth),
+            lambda: open_record_sink(s),
             batch_rows=s.storage.batch_rows,
             flush_interval_s=s.storage.flush_interval_s,
         )
@@ -320,7 +326,7 @@ class Collector:
             s.rest_url(),
             ",".join(s.symbols),
             ",".join(cfg.streams),
-            s.db_path,
+            describe(s.storage.postgres) if uses_postgres(s) else s.db_path,
         )
         try:
             async with aiohttp.ClientSession() as session:
@@ -367,7 +373,7 @@ class Collector:
                 self.writer.rows_written,
             )
 
-    async def _run_tasks(self, stop: asyncio.Event, store: SqliteStore) -> None:
+    async def _run_tasks(self, stop: asyncio.Event, store: SqliteStore | PgRawStore) -> None:
         assert self.rest is not None
         helpers = [
             asyncio.create_task(self._snapshot_worker(self.rest), name=f"snapshot{i}")

@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
@@ -33,7 +33,13 @@ from ccf.sources.news.health import (
 )
 from ccf.sources.news.parse import parse_feed
 from ccf.sources.news.poller import FetchError, fetch_feed
-from ccf.storage import SqliteStore, StoreWriter
+from ccf.storage import StoreWriter
+from ccf.storage.backends import open_raw_store, open_record_sink, uses_postgres
+from ccf.storage.postgres.connect import describe
+
+if TYPE_CHECKING:
+    from ccf.storage.postgres.raw import PgRawStore
+    from ccf.storage.sqlite import SqliteStore
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,7 @@ class Writer(Protocol):
 def store_writer(settings: Settings) -> Writer:
     """The default writer: a writer thread of its own on the settings' store."""
     return StoreWriter(
-        lambda: SqliteStore(settings.db_path),
+        lambda: open_record_sink(settings),
         batch_rows=settings.storage.batch_rows,
         flush_interval_s=settings.storage.flush_interval_s,
         part="news",
@@ -212,7 +218,7 @@ class NewsCollector:
             async with slots:
                 await self.poll(feed, session)
 
-    async def _heartbeat_loop(self, store: SqliteStore) -> None:
+    async def _heartbeat_loop(self, store: SqliteStore | PgRawStore) -> None:
         last_summary = time.monotonic()
         while True:
             await asyncio.sleep(HEARTBEAT_S)
@@ -230,7 +236,7 @@ class NewsCollector:
                     s["polls"],
                 )
 
-    async def _heartbeat(self, store: SqliteStore, state: str) -> None:
+    async def _heartbeat(self, store: SqliteStore | PgRawStore, state: str) -> None:
         detail = json.dumps(self.status())
         await asyncio.to_thread(
             store.heartbeat, "news", os.getpid(), self.started_at, time.time_ns(), state, detail
@@ -251,7 +257,7 @@ class NewsCollector:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def _load(self, store: SqliteStore) -> dict[str, FeedStatus]:
+    def _load(self, store: SqliteStore | PgRawStore) -> dict[str, FeedStatus]:
         """Known stories (for deduplication) and stored feed statuses, read in a thread."""
         days = self.cfg.dedupe_days
         since = 0 if days == 0 else time.time_ns() - int(days * 86400 * NS)
@@ -264,7 +270,7 @@ class NewsCollector:
         if not news_wanted(s):
             log.info("part=news off: set news.enabled=true and list news.feeds to collect news")
             return
-        store = await asyncio.to_thread(SqliteStore, s.db_path)
+        store = await asyncio.to_thread(open_raw_store, s)
         try:
             stored = await asyncio.to_thread(self._load, store)
             now = time.time_ns()
@@ -276,7 +282,7 @@ class NewsCollector:
                 len(cfg.feeds),
                 len(self.index),
                 cfg.interval_s,
-                s.db_path,
+                describe(s.storage.postgres) if uses_postgres(s) else s.db_path,
             )
             try:
                 await self._run_tasks(stop, store)
@@ -292,7 +298,7 @@ class NewsCollector:
             await self._heartbeat(store, "stopped")
             await asyncio.to_thread(store.close)
 
-    async def _run_tasks(self, stop: asyncio.Event, store: SqliteStore) -> None:
+    async def _run_tasks(self, stop: asyncio.Event, store: SqliteStore | PgRawStore) -> None:
         slots = asyncio.Semaphore(self.cfg.concurrency)
         async with aiohttp.ClientSession() as session:
             tasks = [
