@@ -372,6 +372,23 @@ def sink(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
     run_until_stopped(KafkaSink(settings).run)
 
 
+@app.command("registry-server")
+def registry_server(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
+    """The shared MLflow registry for several machines (ml.registry.server): its backend in
+    PostgreSQL (backend_store=postgres) or SQLite, artifacts in a shared folder. Point the
+    other machines at it with ml.registry.tracking_uri. Ctrl-C stops it."""
+    from ccf.ml.server import RegistryServerError, serve_registry
+    from ccf.secrets import SecretError
+
+    settings = _settings(overrides, config)
+    try:
+        code = serve_registry(settings)
+    except (RegistryServerError, ConnectionError, SecretError) as e:
+        typer.echo(f"ccf: {e}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
 @app.command()
 def predict(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
     """Live forecasts: the registry's champion (serve.alias) forecasts every closed feature

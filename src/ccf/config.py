@@ -29,7 +29,7 @@ from pydantic import (
 
 from ccf.secrets import SecretRef
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # conf/ at the top links here
 ENV_PREFIX = "CCF__"
 _STREAM_RE = re.compile(
     r"^(depth(@100ms|@1000ms)?|depth(5|10|20)(@100ms|@1000ms)?|trade|bookTicker"
@@ -387,25 +387,103 @@ class TrainConfig(_Section):
     num_threads: int | None = Field(None, gt=0, description="torch CPU threads; default all")
 
 
+_URL_PASSWORD = re.compile(r"^[A-Za-z0-9+.-]+://[^/@?#]*:[^/@?#]*@")
+
+
+def _no_url_password(data: Any, key: str) -> Any:
+    """URLs land in logs, run tags and ``ps``: a password in one would leak. Checked on the
+    section's raw mapping, so the error names the key without echoing the value."""
+    v = data.get(key) if isinstance(data, dict) else None
+    if isinstance(v, str) and _URL_PASSWORD.match(v):
+        raise ValueError(
+            f"{key}: a URL here must not hold a password: give it by reference "
+            "(password=env:NAME or file:/path; for PostgreSQL the word postgres uses "
+            "storage.postgres)"
+        )
+    return data
+
+
 class TuneConfig(_Section):
-    trials: int = Field(20, gt=0, description="trials in the study in total (resumed studies too)")
-    timeout_s: float | None = Field(None, gt=0)
+    trials: int = Field(
+        20, gt=0, description="finished trials in the study in total, all workers and runs together"
+    )
+    timeout_s: float | None = Field(None, gt=0, description="stop starting trials after this")
     storage: str | None = Field(
-        None, description="Optuna storage URL; default sqlite:///<data_dir>/optuna.db"
+        None,
+        description="default sqlite:///<data_dir>/optuna.db; postgres: the database of "
+        "storage.postgres (several machines tune one study); or a URL without a password",
     )
     study: str | None = Field(None, description="study name; default ccf-<model>-<feature set>")
     pruning: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storage_url(cls, data: Any) -> Any:
+        return _no_url_password(data, "storage")
+
+
+class RegistryServerConfig(_Section):
+    """``ccf registry-server``: an MLflow tracking server that several machines share."""
+
+    host: str = Field("127.0.0.1", description="0.0.0.0 to accept other machines")
+    port: int = Field(5000, gt=0, le=65535)
+    backend_store: Literal["sqlite", "postgres"] = Field(
+        "sqlite",
+        description="sqlite: <data_dir>/registry/mlflow.db; postgres: storage.postgres",
+    )
+    artifacts_dir: Path | None = Field(
+        None,
+        description="the folder the server keeps artifacts in; default <data_dir>/registry/"
+        "artifacts",
+    )
+    workers: int = Field(1, ge=1, le=8, description="uvicorn workers (about 300 MB each)")
+    allowed_hosts: tuple[str, ...] = Field(
+        (), description="Host headers accepted beyond localhost and private IPs, e.g. mlflow.lan"
+    )
+    tls_cert: Path | None = Field(None, description="serve https with this certificate...")
+    tls_key: Path | None = Field(None, description="...and its key")
+    start_timeout_s: float = Field(120.0, gt=0, description="wait this long for /health")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> RegistryServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give tls_cert and tls_key together (or neither, for plain http)")
+        return self
+
 
 class RegistryConfig(_Section):
     tracking_uri: str | None = Field(
-        None, description="MLflow tracking URI; default sqlite:///<data_dir>/mlflow.db"
+        None,
+        description="MLflow tracking URI; default sqlite:///<data_dir>/mlflow.db; "
+        "http(s)://host:port for a registry server",
     )
     artifact_dir: Path | None = Field(None, description="default <data_dir>/mlartifacts")
     model_name: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="default ccf-<feature set name>"
     )
     experiment: str = Field("ccf", pattern=r"^[A-Za-z0-9_. -]{1,100}$")
+    username: str | None = Field(None, description="a tracking server's user (basic auth)")
+    password: SecretRef | None = Field(None, description="its password: env:NAME or file:/path")
+    token: SecretRef | None = Field(None, description="or a bearer token: env:NAME or file:/path")
+    ca_bundle: Path | None = Field(None, description="CA bundle to verify an https server")
+    client_cert: Path | None = Field(None, description="client certificate (mutual TLS)")
+    insecure_tls: bool = Field(False, description="skip verifying the server (tests only)")
+    server: RegistryServerConfig = RegistryServerConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tracking_url(cls, data: Any) -> Any:
+        return _no_url_password(data, "tracking_uri")
+
+    @model_validator(mode="after")
+    def _credentials(self) -> RegistryConfig:
+        if self.password is not None and self.username is None:
+            raise ValueError("a password needs its username: set ml.registry.username")
+        if self.password is not None and self.token is not None:
+            raise ValueError("give password (basic auth) or token (bearer), not both")
+        if self.insecure_tls and self.ca_bundle is not None:
+            raise ValueError("ca_bundle verifies the server and insecure_tls skips that: pick one")
+        return self
 
 
 class EvaluateConfig(_Section):
@@ -534,6 +612,7 @@ class MetricsConfig(_Section):
             "features": 9102,
             "predict": 9103,
             "monitor": 9104,
+            "sink": 9105,
         },
         description="part -> port; 0 picks a free port",
     )

@@ -8,13 +8,16 @@ alias move is a log line and tags on the version it lands on (``promoted_at``,
 ``reason``; ``demoted_at`` on the one it leaves).
 
 Local by default (SQLite under the data dir, artifacts under ``settings.artifact_dir``);
-a tracking server or a PostgreSQL URI works by setting ``ml.registry.tracking_uri``.
+a tracking server (``ccf registry-server``, :mod:`ccf.ml.server`) shared by several
+machines works by setting ``ml.registry.tracking_uri=http://host:port``, its credentials
+and TLS options under ``ml.registry`` (secrets by reference).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -31,6 +34,9 @@ from mlflow.exceptions import MlflowException
 
 from ccf.ml import pyfunc
 from ccf.ml.models.base import Forecaster
+from ccf.ml.prepare import MLError
+from ccf.ml.server import configure_client
+from ccf.secrets import SecretError
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -42,6 +48,8 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 _SERVERS = ("http://", "https://", "databricks")
+# a unique-key violation as SQLite and PostgreSQL word it through a tracking server
+_UNIQUE_RACE = re.compile(r"IntegrityError|UniqueViolation|UNIQUE constraint|duplicate key")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +100,17 @@ class Registry:
     """One tracking store, one experiment and one registered model name.
 
     MLflow's logging functions read a process-wide tracking URI; it is set here, the one
-    place CCF sets it, each time a registry is opened.
+    place CCF sets it, each time a registry is opened. So are a tracking server's client
+    credentials, which MLflow reads from the environment.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.uri = settings.tracking_uri
         self.name = settings.model_name
+        try:
+            configure_client(settings)
+        except SecretError as e:
+            raise MLError(f"ml.registry: {e}") from None
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         self.client = MlflowClient(self.uri, self.uri)
@@ -114,7 +127,14 @@ class Registry:
         if local or settings.ml.registry.artifact_dir is not None:
             settings.artifact_dir.mkdir(parents=True, exist_ok=True)
             location = settings.artifact_dir.as_uri()
-        eid = self.client.create_experiment(name, artifact_location=location)
+        try:
+            eid = self.client.create_experiment(name, artifact_location=location)
+        except MlflowException as e:
+            # another machine on the same server created it a moment ago
+            exp = self.client.get_experiment_by_name(name)
+            if e.error_code != "RESOURCE_ALREADY_EXISTS" or exp is None:
+                raise
+            return exp.experiment_id
         log.info(
             "part=ml registry experiment=%s id=%s artifacts=%s tracking=%s",
             name,
@@ -218,7 +238,7 @@ class Registry:
         """Point ``alias`` at ``version`` and record the move on both versions."""
         old = self.aliases().get(alias)
         stamp = now_iso()
-        self.client.set_registered_model_alias(self.name, alias, str(version))
+        self._point(alias, str(version))
         at, why = (
             ("promoted_at", "reason") if alias == CHAMPION else (f"{alias}_at", f"{alias}_reason")
         )
@@ -239,6 +259,25 @@ class Registry:
             forced,
             reason,
         )
+
+    def _point(self, alias: str, version: str, attempts: int = 3) -> None:
+        """Set the alias row. Machines sharing a registry server may set one alias at the
+        same instant: MLflow's store then inserts a row the other has just inserted and
+        fails on the unique key; tried again, it updates that row (last writer wins)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self.client.set_registered_model_alias(self.name, alias, version)
+                return
+            except MlflowException as e:
+                if attempt == attempts or not _UNIQUE_RACE.search(e.message):
+                    raise
+                log.info(
+                    "part=ml registry model=%s alias=%s set at once elsewhere: again (%d)",
+                    self.name,
+                    alias,
+                    attempt,
+                )
+                time.sleep(0.2 * attempt)
 
     def load(self, ref: str) -> tuple[Forecaster, Version]:
         """The CCF model of a version number or an alias, through its pyfunc."""
