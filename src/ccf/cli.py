@@ -326,7 +326,7 @@ def features(
     after the last bucket written; Ctrl-C stops), or with --from/--to a backfill of history
     by the same engine. Rerunning a backfill rewrites nothing. With transport.backend=kafka
     it is one worker of the feature group: start several, they share the symbols."""
-    from ccf.features.runner import FeatureRunner, run_backfill
+    from ccf.features.runner import FeatureRunner, require_sqlite_raw, run_backfill
     from ccf.features.spec import feature_set
     from ccf.monitoring.metrics import PartMetrics
 
@@ -344,7 +344,11 @@ def features(
 
                 run_until_stopped(KafkaFeatureWorker(settings, fs, metrics=metrics).run)
             else:
+                require_sqlite_raw(settings, "`ccf features`")
                 run_until_stopped(FeatureRunner(settings, fs, metrics=metrics).run)
+        except ConfigError as e:
+            typer.echo(f"ccf: {e}", err=True)
+            raise typer.Exit(2) from None
         finally:
             metrics.close()
         return
@@ -352,7 +356,7 @@ def features(
     end_ns = None if end is None else _time_ms(end, "--to") * 1_000_000
     try:
         summary = run_backfill(settings, start_ns, end_ns)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ConfigError) as e:
         typer.echo(f"ccf: {e}", err=True)
         raise typer.Exit(2) from None
     typer.echo(summary.text())
@@ -363,13 +367,18 @@ def sink(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
     """Kafka -> store: one worker of the sink group copies the raw topics into the store
     (storage.backend; PostgreSQL in a cluster), committing offsets only after each batch
     is stored. Start several to share the partitions. Ctrl-C stops."""
+    from ccf.monitoring.metrics import PartMetrics
     from ccf.transport.sink import KafkaSink
 
     settings = _settings(overrides, config)
     if settings.transport.backend != "kafka":
         typer.echo("ccf: `ccf sink` reads Kafka: set transport.backend=kafka", err=True)
         raise typer.Exit(2)
-    run_until_stopped(KafkaSink(settings).run)
+    metrics = _serve(PartMetrics("sink", settings))
+    try:
+        run_until_stopped(KafkaSink(settings, metrics=metrics).run)
+    finally:
+        metrics.close()
 
 
 @app.command("registry-server")

@@ -24,6 +24,7 @@ from collections import Counter
 from typing import Any
 
 from ccf.config import Settings
+from ccf.monitoring.metrics import PartMetrics
 from ccf.storage.backends import open_raw_store
 from ccf.transport.client import describe
 from ccf.transport.codec import KIND_OF, RAW_KINDS
@@ -39,8 +40,12 @@ HEARTBEAT_S = 5.0
 class KafkaSink:
     """One member of the sink group; see the module docstring."""
 
-    def __init__(self, settings: Settings, *, part: str = PART) -> None:
+    def __init__(
+        self, settings: Settings, *, part: str = PART, metrics: PartMetrics | None = None
+    ) -> None:
         self.settings = settings
+        # Prometheus; `ccf sink` serves it on metrics.ports.sink
+        self.metrics = metrics or PartMetrics("sink", settings)
         self.cfg = settings.transport.kafka
         self.group = self.cfg.groups.get("sink", "ccf-sink")
         self.name = member_name(part)
@@ -64,8 +69,12 @@ class KafkaSink:
         """Write what is pending, then commit the offsets after it (never before)."""
         if self._pending:
             self.changed += self._store.write(self._pending)
+            stored: Counter[str] = Counter()
             for r in self._pending:
                 self.rows[KIND_OF[type(r)].name] += 1
+                stored[getattr(r, "symbol", "-")] += 1
+            for symbol, n in stored.items():
+                self.metrics.count_out(symbol, n)
             self.batches += 1
             self._pending = []
         if self._offsets and self._consumer is not None:
@@ -118,6 +127,7 @@ class KafkaSink:
                     if not self._pending:
                         self._first_at = time.monotonic()
                     self._pending.append(m.record)
+                    self.metrics.count_in(getattr(m.record, "symbol", "-"))
                     self._offsets[m.input] = m.offset + 1
                     self.ended.discard(m.input)
                     self.received += 1
