@@ -13,7 +13,9 @@ from pathlib import Path
 import streamlit as st
 
 from ccf.config import ConfigError
+from ccf.storage.backends import uses_postgres
 from ccf.ui.common import settings
+from ccf.ui.data.db import Store
 
 PAGES = Path(__file__).parent / "pages"
 
@@ -32,7 +34,8 @@ page = st.navigation(
         st.Page(PAGES / "health.py", title="Health", icon=":material/health_and_safety:"),
     ]
 )
+data = Store(current, "raw").where if uses_postgres(current) else current.data_dir
 st.sidebar.caption(
-    f"data `{current.data_dir}` · source `{current.source}` · refresh {current.ui.refresh_s:g} s"
+    f"data `{data}` · source `{current.source}` · refresh {current.ui.refresh_s:g} s"
 )
 page.run()

@@ -15,19 +15,20 @@ import streamlit as st
 
 from ccf.config import Settings
 from ccf.ui.data import accuracy, forecasts, market, models, parts, quality, streams
+from ccf.ui.data.db import Store
 
 LIVE_TTL_S = 1.0
 SLOW_TTL_S = 5.0
 REGISTRY_TTL_S = 30.0
 REPORT_TTL_S = 3600.0
 MAX_ENTRIES = 256  # per reader: bounds the memory of many symbols and tabs
-_SETTINGS = {Settings: lambda s: s.model_dump_json()}
+_HASH = {Settings: lambda s: s.model_dump_json(), Store: lambda s: s.key}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _cached(ttl_s: float) -> Callable[[F], F]:
     return st.cache_data(  # type: ignore[return-value]
-        ttl=ttl_s, show_spinner=False, hash_funcs=_SETTINGS, max_entries=MAX_ENTRIES
+        ttl=ttl_s, show_spinner=False, hash_funcs=_HASH, max_entries=MAX_ENTRIES
     )
 
 

@@ -7,9 +7,10 @@ same ``key=value`` overrides (and ``--config FILE``) as every other command's.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -45,8 +46,9 @@ def _load(overrides: tuple[str, ...], files: tuple[str, ...]) -> Settings:
     settings = load_settings(overrides, [Path(f) for f in files])
     setup_logging(settings.log_level)
     log.info(
-        "part=ui settings data_dir=%s source=%s symbols=%s",
+        "part=ui settings data_dir=%s storage=%s source=%s symbols=%s",
         settings.data_dir,
+        settings.storage.backend,
         settings.source,
         ",".join(settings.symbols),
     )
@@ -69,6 +71,21 @@ def header(settings: Settings, title: str) -> None:
             "`source=binance` for live data.",
             icon=":material/replay:",
         )
+
+
+def reachable(section: Callable[[Settings], None]) -> Callable[[Settings], None]:
+    """A page section that, when the store's server cannot be reached, says so where its
+    figures would be (the message names the server, never the password) and shows again
+    at the next refresh once it is back."""
+
+    @functools.wraps(section)
+    def run(settings: Settings) -> None:
+        try:
+            section(settings)
+        except ConnectionError as e:
+            st.error(f"ccf: {e}", icon=":material/cloud_off:")
+
+    return run
 
 
 def waiting(message: str) -> None:

@@ -9,43 +9,41 @@ the ``scores`` (one per forecast), binned in time.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ccf.features.buckets import parse_duration
-from ccf.ui.data.db import frame, readonly, tables, to_time
+from ccf.ui.data.db import Store, readonly, to_time
 
 SECOND = 1_000_000_000
 BPS = 1e4
 
 
-def windows(path: Path) -> list[str]:
+def windows(store: Store) -> list[str]:
     """The rolling windows the monitor computes (``monitor.windows`` when it ran), shortest
     first."""
-    with readonly(path) as con:
-        if con is None or "accuracy" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "accuracy" not in r.tables():
             return []
-        newest = con.execute("SELECT max(computed_at) FROM accuracy").fetchone()[0]
-        rows = con.execute(
-            "SELECT DISTINCT window FROM accuracy WHERE computed_at = ?", (newest,)
-        ).fetchall()
+        rows = r.query(
+            'SELECT DISTINCT "window" FROM accuracy WHERE computed_at = '
+            "(SELECT max(computed_at) FROM accuracy)"
+        )
     return sorted((r[0] for r in rows), key=parse_duration)
 
 
-def rolling(path: Path, symbol: str, role: str, window: str, span_s: float) -> pd.DataFrame:
+def rolling(store: Store, symbol: str, role: str, window: str, span_s: float) -> pd.DataFrame:
     """The rolling aggregates of one role and window over the last ``span_s`` seconds of
     computations; errors in basis points, coverage one column per nominal level."""
-    with readonly(path) as con:
-        if con is None or "accuracy" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "accuracy" not in r.tables():
             return pd.DataFrame()
-        df = frame(
-            con,
+        df = r.frame(
             "SELECT computed_at, end_ts, horizon, model, version, n, mae, rmse, naive_mae, mase, "
             "direction, pinball, coverage, signal_return, trades, unscored FROM accuracy "
             "WHERE computed_at >= (SELECT max(computed_at) FROM accuracy) - ? "
-            "AND symbol = ? AND role = ? AND window = ? ORDER BY computed_at, horizon",
+            'AND symbol = ? AND role = ? AND "window" = ? ORDER BY computed_at, horizon',
             (int(span_s * SECOND), symbol, role, window),
         )
     return _expand(df)
@@ -64,33 +62,31 @@ def _expand(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=["coverage"])
 
 
-def latest(path: Path, symbol: str, window: str) -> pd.DataFrame:
+def latest(store: Store, symbol: str, window: str) -> pd.DataFrame:
     """The newest computation of every role and horizon for one window."""
-    with readonly(path) as con:
-        if con is None or "accuracy" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "accuracy" not in r.tables():
             return pd.DataFrame()
-        df = frame(
-            con,
+        df = r.frame(
             "SELECT role, horizon, model, version, n, mae, rmse, naive_mae, mase, direction, "
             "pinball, coverage, signal_return, trades, unscored, computed_at, end_ts "
             "FROM accuracy WHERE computed_at = (SELECT max(computed_at) FROM accuracy "
-            "WHERE symbol = ?) AND symbol = ? AND window = ? ORDER BY role, horizon",
+            'WHERE symbol = ?) AND symbol = ? AND "window" = ? ORDER BY role, horizon',
             (symbol, symbol, window),
         )
     return _expand(df)
 
 
-def scores(path: Path, symbol: str, role: str, span_s: float) -> pd.DataFrame:
+def scores(store: Store, symbol: str, role: str, span_s: float) -> pd.DataFrame:
     """The scores of one role over the last ``span_s`` seconds of origins."""
-    with readonly(path) as con:
-        if con is None or "scores" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "scores" not in r.tables():
             return pd.DataFrame()
-        df = frame(
-            con,
+        df = r.frame(
             "SELECT ts, horizon, truth, abs_error, naive_abs_error, direction_hit, pinball, "
-            "signal, signal_return FROM scores WHERE symbol = ?1 AND role = ?2 AND ts >= "
-            "(SELECT max(ts) FROM scores WHERE symbol = ?1) - ?3 ORDER BY ts, horizon",
-            (symbol, role, int(span_s * SECOND)),
+            "signal, signal_return FROM scores WHERE symbol = ? AND role = ? AND ts >= "
+            "(SELECT max(ts) FROM scores WHERE symbol = ?) - ? ORDER BY ts, horizon",
+            (symbol, role, symbol, int(span_s * SECOND)),
         )
     df["time"] = to_time(df["ts"])
     return df

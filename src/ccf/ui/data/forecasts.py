@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ccf.config import Settings
-from ccf.features.store import FeatureStore, StoredSet, list_sets
+from ccf.features.store import StoredSet
 from ccf.monitoring.scoring import SignalRule, signal_of
-from ccf.serving.store import PredictionStore
-from ccf.ui.data.db import has_tables, readonly, tables, to_time
+from ccf.storage.backends import list_feature_sets, open_feature_store, open_prediction_store
+from ccf.ui.data.db import Store, has_tables, readonly, to_time
 
 SIGNALS = {1: "BUY", -1: "SELL", 0: "HOLD"}
 
@@ -26,36 +25,36 @@ SIGNALS = {1: "BUY", -1: "SELL", 0: "HOLD"}
 RECENT_ROWS = 100_000  # newest prediction rows searched first for a symbol's newest origin
 
 
-def newest_origin(path: Path, symbol: str) -> int | None:
+def newest_origin(store: Store, symbol: str) -> int | None:
     """The newest origin bucket forecast for ``symbol`` (any role).
 
-    Searched first among the newest rows written (the rowid grows with every write and the
-    predictor writes origins in order), which stays cheap however long the store runs;
-    only a symbol with nothing recent costs a read of its whole key range."""
-    with readonly(path) as con:
-        if con is None or "predictions" not in tables(con):
+    Searched first among the newest rows written (the rowid, PostgreSQL's ``id``, grows
+    with every write and the predictor writes origins in order), which stays cheap however
+    long the store runs; only a symbol with nothing recent costs a read of its whole key
+    range."""
+    with readonly(store) as r:
+        if r is None or "predictions" not in r.tables():
             return None
-        row = con.execute(
-            "SELECT max(ts) FROM predictions NOT INDEXED WHERE symbol = ? AND rowid > "
-            "(SELECT coalesce(max(rowid), 0) FROM predictions) - ?",
+        rowid = r.rowid
+        row = r.one(
+            f"SELECT max(ts) FROM predictions{r.not_indexed} WHERE symbol = ? AND {rowid} > "
+            f"(SELECT coalesce(max({rowid}), 0) FROM predictions) - ?",
             (symbol, RECENT_ROWS),
-        ).fetchone()
-        if row[0] is None:
-            row = con.execute(
-                "SELECT max(ts) FROM predictions WHERE symbol = ?", (symbol,)
-            ).fetchone()
-        return row[0]
+        )
+        if row is None or row[0] is None:
+            row = r.one("SELECT max(ts) FROM predictions WHERE symbol = ?", (symbol,))
+        return None if row is None else row[0]
 
 
-def predictions(path: Path, symbol: str, start_ns: int, end_ns: int) -> pd.DataFrame:
+def predictions(store: Store, symbol: str, start_ns: int, end_ns: int) -> pd.DataFrame:
     """Every role's forecasts with origin in [start, end), with prices for each quantile."""
-    if not has_tables(path, "predictions"):
+    if not has_tables(store, "predictions"):
         return pd.DataFrame()
-    store = PredictionStore(path, readonly=True)
+    preds = open_prediction_store(store.settings, readonly=True)
     try:
-        df = store.frame([symbol], start_ns, end_ns)
+        df = preds.frame([symbol], start_ns, end_ns)
     finally:
-        store.close()
+        preds.close()
     return with_prices(df)
 
 
@@ -112,7 +111,7 @@ def latest(df: pd.DataFrame, rule: SignalRule) -> pd.DataFrame:
 def _feature_set(settings: Settings, serving_spec: str | None) -> StoredSet | None:
     """The feature set the champion reads (its spec names it), else the configured one,
     else the newest stored."""
-    sets = list_sets(settings.features_path)
+    sets = list_feature_sets(settings)
     if not sets:
         return None
     if serving_spec:
@@ -126,15 +125,15 @@ def _feature_set(settings: Settings, serving_spec: str | None) -> StoredSet | No
     return next((s for s in sets if s.version == configured), sets[-1])
 
 
-def champion_spec(path: Path) -> str | None:
+def champion_spec(store: Store) -> str | None:
     """The DatasetSpec JSON of the model serving ``champion`` (None before the first)."""
-    if not has_tables(path, "serving"):
+    if not has_tables(store, "serving"):
         return None
-    store = PredictionStore(path, readonly=True)
+    preds = open_prediction_store(store.settings, readonly=True)
     try:
-        info = store.serving().get("champion")
+        info = preds.serving().get("champion")
     finally:
-        store.close()
+        preds.close()
     return info.spec if info is not None else None
 
 
@@ -142,10 +141,10 @@ def realized(
     settings: Settings, symbol: str, column: str, start_ns: int | None, end_ns: int | None
 ) -> pd.DataFrame:
     """The realized series of ``column`` (the forecast target) per closed bucket."""
-    fs = _feature_set(settings, champion_spec(settings.predictions_path))
+    fs = _feature_set(settings, champion_spec(Store(settings, "predictions")))
     if fs is None or column not in fs.columns:
         return pd.DataFrame(columns=["ts", "time", "value"])
-    store = FeatureStore(settings.features_path, fs, readonly=True)
+    store = open_feature_store(settings, fs, readonly=True)
     try:
         df = store.frame([symbol], start_ns, end_ns)
     finally:
@@ -157,26 +156,26 @@ def realized(
 
 def newest_bucket(settings: Settings, symbol: str) -> int | None:
     """Start of the newest closed bucket of ``symbol`` in the feature store."""
-    fs = _feature_set(settings, champion_spec(settings.predictions_path))
+    fs = _feature_set(settings, champion_spec(Store(settings, "predictions")))
     if fs is None:
         return None
-    store = FeatureStore(settings.features_path, fs, readonly=True)
+    store = open_feature_store(settings, fs, readonly=True)
     try:
         return store.last_bucket(symbol)
     finally:
         store.close()
 
 
-def serving(path: Path) -> pd.DataFrame:
+def serving(store: Store) -> pd.DataFrame:
     """Which model serves each role, since when."""
     cols = ["role", "model", "version", "kind", "loaded", "from_origin"]
-    if not has_tables(path, "serving"):
+    if not has_tables(store, "serving"):
         return pd.DataFrame(columns=cols)
-    store = PredictionStore(path, readonly=True)
+    preds = open_prediction_store(store.settings, readonly=True)
     try:
-        rows = list(store.serving().values())
+        rows = list(preds.serving().values())
     finally:
-        store.close()
+        preds.close()
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=cols)

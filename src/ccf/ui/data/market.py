@@ -7,67 +7,65 @@ that way instead of scanning the table.
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from ccf.ui.data.db import columns, distinct, frame, readonly, tables, to_time
+from ccf.ui.data.db import Reader, Store, distinct, readonly, to_time
 
 SECOND = 1_000_000_000
 _GAP = "symbol, stream, start_ts, end_ts, reason, detail, ts_recv, filled"
+_NEWS = "item_id, published_at, ingested_at, title, link, date_flag"
+_NEWS_N = ", ".join(f"n.{c}" for c in _NEWS.split(", "))  # PostgreSQL groups by each
 
 
-def book_source(con: sqlite3.Connection, exchange: str, symbol: str, prefer: str) -> str | None:
-    sources = distinct(con, "book", "source", exchange, symbol)
+def book_source(r: Reader, exchange: str, symbol: str, prefer: str) -> str | None:
+    sources = distinct(r, "book", "source", exchange, symbol)
     if not sources:
         return None
     return prefer if prefer in sources else sources[0]
 
 
-def last_price(path: Path, exchange: str, symbol: str, prefer: str = "diff") -> dict | None:
+def last_price(store: Store, exchange: str, symbol: str, prefer: str = "diff") -> dict | None:
     """The newest mid of the book (or the newest trade's price): {price, ts, what}."""
-    with readonly(path) as con:
-        if con is None:
+    with readonly(store) as r:
+        if r is None:
             return None
-        have = tables(con)
+        have = r.tables()
         best: dict | None = None
-        if "book" in have and (src := book_source(con, exchange, symbol, prefer)):
-            row = con.execute(
+        if "book" in have and (src := book_source(r, exchange, symbol, prefer)):
+            row = r.one(
                 "SELECT ts_event, a_p_0, b_p_0 FROM book WHERE exchange = ? AND symbol = ? "
                 "AND source = ? ORDER BY update_id DESC LIMIT 1",
                 (exchange, symbol, src),
-            ).fetchone()
+            )
             if row and row[1] is not None and row[2] is not None:
                 best = {"ts": row[0], "price": (row[1] + row[2]) / 2, "what": "book mid"}
         if "trade" in have:
-            row = con.execute(
+            row = r.one(
                 "SELECT ts_event, price FROM trade WHERE exchange = ? AND symbol = ? "
                 "ORDER BY trade_id DESC LIMIT 1",
                 (exchange, symbol),
-            ).fetchone()
+            )
             if row and (best is None or row[0] > best["ts"]):
                 best = {"ts": row[0], "price": row[1], "what": "last trade"}
         return best
 
 
-def book(path: Path, exchange: str, symbol: str, prefer: str = "diff") -> pd.DataFrame:
+def book(store: Store, exchange: str, symbol: str, prefer: str = "diff") -> pd.DataFrame:
     """The newest book, one row per level and side, with the cumulative quantity from the
     touch outwards (what a depth chart draws); ``attrs["ts"]`` is its event time."""
-    with readonly(path) as con:
-        if con is None or "book" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "book" not in r.tables():
             return pd.DataFrame(columns=["side", "level", "price", "qty", "cum_qty"])
-        src = book_source(con, exchange, symbol, prefer)
+        src = book_source(r, exchange, symbol, prefer)
         if src is None:
             return pd.DataFrame(columns=["side", "level", "price", "qty", "cum_qty"])
-        df = frame(
-            con,
+        df = r.frame(
             "SELECT * FROM book WHERE exchange = ? AND symbol = ? AND source = ? "
             "ORDER BY update_id DESC LIMIT 1",
             (exchange, symbol, src),
         )
-        levels = sum(c.startswith("a_p_") for c in columns(con, "book"))
+        levels = sum(c.startswith("a_p_") for c in r.columns("book"))
     row = df.iloc[0]
     out = []
     for side, prefix in (("bid", "b"), ("ask", "a")):
@@ -82,18 +80,17 @@ def book(path: Path, exchange: str, symbol: str, prefer: str = "diff") -> pd.Dat
 
 
 def spread(
-    path: Path, exchange: str, symbol: str, rows: int = 3000, prefer: str = "diff"
+    store: Store, exchange: str, symbol: str, rows: int = 3000, prefer: str = "diff"
 ) -> pd.DataFrame:
     """Touch prices, mid and spread (bps of mid) of the newest ``rows`` book records."""
     cols = ["ts", "time", "bid", "ask", "mid", "spread_bps"]
-    with readonly(path) as con:
-        if con is None or "book" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "book" not in r.tables():
             return pd.DataFrame(columns=cols)
-        src = book_source(con, exchange, symbol, prefer)
+        src = book_source(r, exchange, symbol, prefer)
         if src is None:
             return pd.DataFrame(columns=cols)
-        df = frame(
-            con,
+        df = r.frame(
             "SELECT ts_event AS ts, b_p_0 AS bid, a_p_0 AS ask FROM book WHERE exchange = ? "
             "AND symbol = ? AND source = ? ORDER BY update_id DESC LIMIT ?",
             (exchange, symbol, src, rows),
@@ -105,14 +102,13 @@ def spread(
     return df[cols]
 
 
-def trades(path: Path, exchange: str, symbol: str, limit: int = 50) -> pd.DataFrame:
+def trades(store: Store, exchange: str, symbol: str, limit: int = 50) -> pd.DataFrame:
     """The newest trades, newest first, with their notional."""
     cols = ["time", "side", "price", "qty", "notional", "trade_id", "ts"]
-    with readonly(path) as con:
-        if con is None or "trade" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "trade" not in r.tables():
             return pd.DataFrame(columns=cols)
-        df = frame(
-            con,
+        df = r.frame(
             "SELECT ts_event AS ts, trade_id, side, price, qty FROM trade WHERE exchange = ? "
             "AND symbol = ? ORDER BY trade_id DESC LIMIT ?",
             (exchange, symbol, limit),
@@ -122,23 +118,22 @@ def trades(path: Path, exchange: str, symbol: str, limit: int = 50) -> pd.DataFr
     return df[cols]
 
 
-def candles(path: Path, exchange: str, symbol: str, limit: int = 240) -> pd.DataFrame:
+def candles(store: Store, exchange: str, symbol: str, limit: int = 240) -> pd.DataFrame:
     """The newest stored candles (klines) of the shortest stored interval, oldest first."""
     cols = ["time", "open", "high", "low", "close", "volume"]
-    with readonly(path) as con:
-        if con is None or "candle" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "candle" not in r.tables():
             return pd.DataFrame(columns=cols)
-        row = con.execute(
-            "SELECT interval FROM candle WHERE exchange = ? AND symbol = ? "
+        row = r.one(
+            'SELECT "interval" FROM candle WHERE exchange = ? AND symbol = ? '
             "ORDER BY close_time - open_time LIMIT 1",
             (exchange, symbol),
-        ).fetchone()
+        )
         if row is None:
             return pd.DataFrame(columns=cols)
-        df = frame(
-            con,
+        df = r.frame(
             "SELECT open_time, open, high, low, close, volume FROM candle WHERE exchange = ? "
-            "AND symbol = ? AND interval = ? ORDER BY open_time DESC LIMIT ?",
+            'AND symbol = ? AND "interval" = ? ORDER BY open_time DESC LIMIT ?',
             (exchange, symbol, row[0], limit),
         )
     df = df.iloc[::-1].reset_index(drop=True)
@@ -148,14 +143,13 @@ def candles(path: Path, exchange: str, symbol: str, limit: int = 240) -> pd.Data
 
 
 def recent_trades(
-    path: Path, exchange: str, symbol: str, span_s: float, max_rows: int = 50_000
+    store: Store, exchange: str, symbol: str, span_s: float, max_rows: int = 50_000
 ) -> pd.DataFrame:
     """Trades of the last ``span_s`` seconds before the newest one (at most ``max_rows``)."""
-    with readonly(path) as con:
-        if con is None or "trade" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "trade" not in r.tables():
             return pd.DataFrame(columns=["ts", "price", "qty"])
-        df = frame(
-            con,
+        df = r.frame(
             "SELECT ts_event AS ts, price, qty FROM trade WHERE exchange = ? AND symbol = ? "
             "ORDER BY trade_id DESC LIMIT ?",
             (exchange, symbol, max_rows),
@@ -178,37 +172,38 @@ def candles_from_trades(trades_df: pd.DataFrame, freq: str) -> pd.DataFrame:
     return bars[cols]
 
 
-def news(path: Path, limit: int = 30) -> pd.DataFrame:
+def news(store: Store, limit: int = 30) -> pd.DataFrame:
     """The newest stories by ingestion, with every feed that carried them."""
     cols = ["published", "ingested", "sources", "title", "link", "date_flag"]
-    with readonly(path) as con:
-        if con is None or not {"news", "news_source"} <= tables(con):
+    with readonly(store) as r:
+        if r is None or not {"news", "news_source"} <= r.tables():
             return pd.DataFrame(columns=cols)
-        df = frame(
-            con,
-            "SELECT n.published_at, n.ingested_at, n.title, n.link, n.date_flag, "
-            "group_concat(DISTINCT s.source) AS sources FROM "
-            "(SELECT * FROM news ORDER BY ingested_at DESC LIMIT ?) n "
-            "LEFT JOIN news_source s ON s.item_id = n.item_id GROUP BY n.item_id "
-            "ORDER BY coalesce(n.published_at, n.ingested_at) DESC",
+        df = r.frame(
+            f"SELECT n.published_at, n.ingested_at, n.title, n.link, n.date_flag, "
+            f"{r.group_concat('s.source')} AS sources FROM (SELECT {_NEWS} FROM news "
+            "ORDER BY ingested_at DESC, item_id DESC LIMIT ?) AS n "
+            f"LEFT JOIN news_source s ON s.item_id = n.item_id GROUP BY {_NEWS_N} "
+            "ORDER BY coalesce(n.published_at, n.ingested_at) DESC, n.item_id DESC",
             (limit,),
         )
+    # the feeds in name order: the aggregate's own order differs between the backends
+    df["sources"] = [",".join(sorted(s.split(","))) if s else s for s in df["sources"]]
     df["published"] = to_time(df["published_at"])
     df["ingested"] = to_time(df["ingested_at"])
     return df[cols]
 
 
-def gaps(path: Path, limit: int = 500) -> pd.DataFrame:
+def gaps(store: Store, limit: int = 500) -> pd.DataFrame:
     """The newest gaps (open ones always), with an end for drawing: an open gap runs to the
     newest gap record's receive time or its own start, whichever is later."""
     cols = ["symbol", "stream", "reason", "start", "end", "open", "filled", "detail"]
-    with readonly(path) as con:
-        if con is None or "gap" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "gap" not in r.tables():
             return pd.DataFrame(columns=cols)
-        df = frame(
-            con,
+        df = r.frame(
             f"SELECT {_GAP} FROM (SELECT {_GAP} FROM gap ORDER BY start_ts DESC LIMIT ?) "
-            f"UNION SELECT {_GAP} FROM gap WHERE end_ts IS NULL ORDER BY start_ts",
+            f"AS g UNION SELECT {_GAP} FROM gap WHERE end_ts IS NULL "
+            "ORDER BY start_ts, symbol, stream",
             (limit,),
         )
     if df.empty:
@@ -222,7 +217,7 @@ def gaps(path: Path, limit: int = 500) -> pd.DataFrame:
     return df[cols]
 
 
-def feeds(path: Path) -> pd.DataFrame:
+def feeds(store: Store) -> pd.DataFrame:
     """Every news feed's health, as the news collector last wrote it."""
     cols = [
         "feed",
@@ -236,24 +231,23 @@ def feeds(path: Path) -> pd.DataFrame:
         "next_poll",
         "url",
     ]
-    with readonly(path) as con:
-        if con is None or "feed_status" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "feed_status" not in r.tables():
             return pd.DataFrame(columns=cols)
-        df = frame(con, "SELECT * FROM feed_status ORDER BY feed")
+        df = r.frame("SELECT * FROM feed_status ORDER BY feed")
     df["last_success"] = to_time(df["last_success_at"])
     df["next_poll"] = to_time(df["next_poll_at"])
     df["failures"] = df["consecutive_failures"]
     return df[cols]
 
 
-def dead_letters(path: Path) -> pd.DataFrame:
+def dead_letters(store: Store) -> pd.DataFrame:
     """Frames kept as dead letters, per symbol and reason, with the newest one's time."""
     cols = ["symbol", "reason", "frames", "last"]
-    with readonly(path) as con:
-        if con is None or "dead_letter" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "dead_letter" not in r.tables():
             return pd.DataFrame(columns=cols)
-        df = frame(
-            con,
+        df = r.frame(
             "SELECT symbol, reason, count(*) AS frames, max(ts_recv) AS last_ts FROM dead_letter "
             "GROUP BY symbol, reason ORDER BY symbol, reason",
         )

@@ -12,12 +12,11 @@ throughput, lag per stage, reconnects, dead letters, CPU and memory without scra
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 
 from ccf.status import STALE_HEARTBEAT_S, pid_alive
-from ccf.ui.data.db import frame, readonly, tables, to_time
+from ccf.ui.data.db import Store, readonly, to_time
 from ccf.ui.data.units import readable_s
 
 
@@ -28,14 +27,14 @@ def parse_key(key: str) -> tuple[str, dict[str, str]]:
     return name, labels
 
 
-def heartbeats(path: Path, now_ns: int) -> pd.DataFrame:
+def heartbeats(store: Store, now_ns: int) -> pd.DataFrame:
     """One row per part: state (running, stopped, not responding), pid, since, heartbeat
     age (s) and its detail."""
     cols = ["part", "state", "pid", "since", "heartbeat_age_s", "uptime_s", "detail"]
-    with readonly(path) as con:
-        if con is None or "part_status" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "part_status" not in r.tables():
             return pd.DataFrame(columns=cols)
-        df = frame(con, "SELECT * FROM part_status ORDER BY part")
+        df = r.frame("SELECT * FROM part_status ORDER BY part")
     df["heartbeat_age_s"] = (now_ns - df["heartbeat_at"]) / 1e9
     running = (
         (df["state"] == "running")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from ccf.ui.data.db import frame, readonly, tables, to_time
+from ccf.ui.data.db import Store, readonly, to_time
 
 
-def drift_runs(path: Path) -> pd.DataFrame:
+def drift_runs(store: Store) -> pd.DataFrame:
     """The newest drift run of every symbol: share drifted, reference, report files."""
     cols = [
         "symbol",
@@ -24,11 +22,10 @@ def drift_runs(path: Path) -> pd.DataFrame:
         "json",
         "computed_at",
     ]
-    with readonly(path) as con:
-        if con is None or "drift_runs" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "drift_runs" not in r.tables():
             return pd.DataFrame(columns=cols)
-        df = frame(
-            con,
+        df = r.frame(
             "SELECT d.* FROM drift_runs d JOIN (SELECT symbol, max(computed_at) AS t "
             "FROM drift_runs GROUP BY symbol) m ON d.symbol = m.symbol AND d.computed_at = m.t "
             "ORDER BY d.symbol",
@@ -37,29 +34,28 @@ def drift_runs(path: Path) -> pd.DataFrame:
     return df[cols]
 
 
-def column_checks(path: Path, symbol: str, computed_at: int) -> pd.DataFrame:
+def column_checks(store: Store, symbol: str, computed_at: int) -> pd.DataFrame:
     """Per column of one drift run: drift score and verdict, missing shares, constancy."""
-    with readonly(path) as con:
-        if con is None or "column_checks" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "column_checks" not in r.tables():
             return pd.DataFrame()
-        return frame(
-            con,
+        return r.frame(
             "SELECT column_name AS column, drift_method, drift_score, drift_threshold, drifted, "
             "missing_share, ref_missing_share, constant, out_of_range_share FROM column_checks "
-            "WHERE symbol = ? AND computed_at = ? ORDER BY drift_score IS NULL, drift_score DESC",
+            "WHERE symbol = ? AND computed_at = ? "
+            "ORDER BY drift_score IS NULL, drift_score DESC, column_name",
             (symbol, computed_at),
         )
 
 
-def alerts(path: Path, limit: int = 50) -> pd.DataFrame:
+def alerts(store: Store, limit: int = 50) -> pd.DataFrame:
     """Active alerts first, then the newest cleared ones."""
     cols = ["active", "part", "symbol", "kind", "message", "raised", "updated", "cleared"]
-    with readonly(path) as con:
-        if con is None or "alerts" not in tables(con):
+    with readonly(store) as r:
+        if r is None or "alerts" not in r.tables():
             return pd.DataFrame(columns=cols)
-        df = frame(
-            con,
-            "SELECT * FROM alerts ORDER BY active DESC, updated_at DESC LIMIT ?",
+        df = r.frame(
+            "SELECT * FROM alerts ORDER BY active DESC, updated_at DESC, id DESC LIMIT ?",
             (limit,),
         )
     df["active"] = df["active"].astype(bool)

@@ -8,13 +8,11 @@ table's key, and leaves the counts to ``ccf status``.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 
-from ccf.ui.data.db import distinct, frame, readonly, tables, to_time
+from ccf.ui.data.db import Reader, Store, distinct, readonly, to_time
 from ccf.ui.data.units import readable_s
 
 # kind -> (the key column a table groups by, or None; the id that grows with event time)
@@ -27,26 +25,24 @@ _NEWEST_BY = {
 }
 
 
-def _newest(
-    con: sqlite3.Connection, kind: str, exchange: str, symbol: str
-) -> tuple[int, int] | None:
+def _newest(r: Reader, kind: str, exchange: str, symbol: str) -> tuple[int, int] | None:
     """(event time, receive time) of the newest row of ``kind`` for ``symbol``."""
     group, order = _NEWEST_BY[kind]
     found: list[tuple[int, int]] = []
-    values = distinct(con, kind, group, exchange, symbol) if group else [None]
+    values = distinct(r, kind, group, exchange, symbol) if group else [None]
     for v in values:
         where = "exchange = ? AND symbol = ?" + (f" AND {group} = ?" if group else "")
         params = (exchange, symbol) + ((v,) if group else ())
-        row = con.execute(
+        row = r.one(
             f"SELECT ts_event, ts_recv FROM {kind} WHERE {where} ORDER BY {order} DESC LIMIT 1",
             params,
-        ).fetchone()
+        )
         if row is not None:
-            found.append(row)
+            found.append((row[0], row[1]))
     return max(found) if found else None
 
 
-def streams(path: Path, exchange: str, symbols: Sequence[str], now_ns: int) -> pd.DataFrame:
+def streams(store: Store, exchange: str, symbols: Sequence[str], now_ns: int) -> pd.DataFrame:
     """One row per stored (kind, symbol): last event, receive age and event lag (s), gaps."""
     cols = [
         "kind",
@@ -58,15 +54,14 @@ def streams(path: Path, exchange: str, symbols: Sequence[str], now_ns: int) -> p
         "gaps",
         "open_gaps",
     ]
-    with readonly(path) as con:
-        if con is None:
+    with readonly(store) as r:
+        if r is None:
             return pd.DataFrame(columns=cols)
-        have = tables(con)
+        have = r.tables()
         gaps = (
-            frame(
-                con,
+            r.frame(
                 "SELECT stream AS kind, symbol, count(*) AS gaps, "
-                "sum(end_ts IS NULL) AS open_gaps FROM gap GROUP BY stream, symbol",
+                "count(*) - count(end_ts) AS open_gaps FROM gap GROUP BY stream, symbol",
             )
             if "gap" in have
             else pd.DataFrame(columns=["kind", "symbol", "gaps", "open_gaps"])
@@ -76,7 +71,7 @@ def streams(path: Path, exchange: str, symbols: Sequence[str], now_ns: int) -> p
             if kind not in have:
                 continue
             for sym in symbols:
-                newest = _newest(con, kind, exchange, sym)
+                newest = _newest(r, kind, exchange, sym)
                 if newest is not None:
                     event, recv = newest
                     rows.append((kind, sym, event, (now_ns - recv) / 1e9, (recv - event) / 1e9))

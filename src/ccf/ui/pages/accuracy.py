@@ -12,9 +12,10 @@ import streamlit as st
 from ccf.config import Settings
 from ccf.ui import cache
 from ccf.ui.charts.accuracy import cumulative, rolling, skill_heatmap
-from ccf.ui.common import header, symbol_picker, waiting
+from ccf.ui.common import header, reachable, symbol_picker, waiting
 from ccf.ui.common import settings as current_settings
 from ccf.ui.data.accuracy import bin_size_s, cumulative_return, skill_grid
+from ccf.ui.data.db import Store
 
 SPANS = {"15 min": 900, "1 h": 3600, "6 h": 6 * 3600, "24 h": 86400}
 ROLES = ("champion", "challenger", "naive")
@@ -23,12 +24,12 @@ SLOWER = 5  # the monitor aggregates every ten seconds: no need to re-read as of
 
 def render(settings: Settings) -> None:
     header(settings, "Accuracy")
-    st.fragment(_accuracy, run_every=settings.ui.refresh_s * SLOWER)(settings)
+    st.fragment(reachable(_accuracy), run_every=settings.ui.refresh_s * SLOWER)(settings)
 
 
 def _accuracy(settings: Settings) -> None:
-    path = settings.monitor_path
-    windows = cache.accuracy_windows(path) or list(settings.monitor.windows)
+    monitor = Store(settings, "monitor")
+    windows = cache.accuracy_windows(monitor) or list(settings.monitor.windows)
     # the longest window by default: the steadiest lines
     c1, c2, c3, c4 = st.columns(4)
     with c1:
@@ -36,19 +37,19 @@ def _accuracy(settings: Settings) -> None:
     role = c2.selectbox("role", ROLES, key="acc_role")
     window = c3.selectbox("rolling window", windows, index=len(windows) - 1, key="acc_window")
     span_s = SPANS[c4.selectbox("history", list(SPANS), index=1, key="acc_span")]
-    df = cache.rolling(path, symbol, role, window, span_s)
+    df = cache.rolling(monitor, symbol, role, window, span_s)
     if df.empty:
         waiting(
             "No accuracy yet: the monitor scores each forecast once its target bucket has "
             f"closed, and rolls the scores up every few seconds (`ccf monitor` writes "
-            f"`{path}`)."
+            f"`{monitor.where}`)."
         )
         return
-    now = cache.latest_accuracy(path, symbol, window)
+    now = cache.latest_accuracy(monitor, symbol, window)
     _latest(now)
     st.subheader(f"Rolling {window} window over time, by horizon (buckets)")
     st.plotly_chart(rolling(df), key="acc_rolling")
-    scores = cache.scores(path, symbol, role, span_s)
+    scores = cache.scores(monitor, symbol, role, span_s)
     st.subheader("Skill by horizon and time")
     bin_s = bin_size_s(scores)
     grid = skill_grid(scores, bin_s)

@@ -13,19 +13,21 @@ import streamlit as st
 from ccf.config import Settings
 from ccf.ui import cache
 from ccf.ui.charts.health import drift_columns, resources
-from ccf.ui.common import header, waiting, when
+from ccf.ui.common import header, reachable, waiting, when
 from ccf.ui.common import settings as current_settings
+from ccf.ui.data.db import Store
 from ccf.ui.data.parts import lags, part_figures
 
 
 def render(settings: Settings) -> None:
     header(settings, "Health")
-    st.fragment(_health, run_every=settings.ui.refresh_s)(settings)
+    st.fragment(reachable(_health), run_every=settings.ui.refresh_s)(settings)
 
 
 def _health(settings: Settings) -> None:
-    beats = cache.heartbeats(settings.db_path, time.time_ns())
-    alerts = cache.alerts(settings.monitor_path)
+    raw = Store(settings, "raw")
+    beats = cache.heartbeats(raw, time.time_ns())
+    alerts = cache.alerts(Store(settings, "monitor"))
     states = beats["state"].value_counts() if not beats.empty else {}
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("parts running", int(states.get("running", 0)))
@@ -37,7 +39,7 @@ def _health(settings: Settings) -> None:
     if beats.empty:
         waiting(
             "No part has reported yet: each part writes a heartbeat to "
-            f"`{settings.db_path}` every few seconds once it runs (`ccf run` starts them all)."
+            f"`{raw.where}` every few seconds once it runs (`ccf run` starts them all)."
         )
     else:
         _parts(beats)
@@ -105,7 +107,8 @@ def _parts(beats: pd.DataFrame) -> None:
 
 
 def _drift(settings: Settings) -> None:
-    runs = cache.drift_runs(settings.monitor_path)
+    monitor = Store(settings, "monitor")
+    runs = cache.drift_runs(monitor)
     if runs.empty:
         waiting(
             "No drift report yet: the monitor compares the newest feature rows with the "
@@ -122,7 +125,7 @@ def _drift(settings: Settings) -> None:
         "columns of", runs["symbol"].tolist(), key="health_drift_symbol", format_func=str.upper
     )
     run = runs[runs["symbol"] == symbol].iloc[0]
-    checks = cache.column_checks(settings.monitor_path, symbol, int(run["computed_at"]))
+    checks = cache.column_checks(monitor, symbol, int(run["computed_at"]))
     left, right = st.columns([3, 2])
     with left:
         if checks.empty:

@@ -12,8 +12,9 @@ from ccf.config import Settings
 from ccf.monitoring.scoring import SignalRule
 from ccf.ui import cache
 from ccf.ui.charts.forecast import fan
-from ccf.ui.common import header, symbol_picker, waiting, when
+from ccf.ui.common import header, reachable, symbol_picker, waiting, when
 from ccf.ui.common import settings as current_settings
+from ccf.ui.data.db import Store
 from ccf.ui.data.forecasts import bands, latest, model_label
 
 SECOND = 1_000_000_000
@@ -23,7 +24,7 @@ SIGNAL_COLORS = {"BUY": "green", "SELL": "red", "HOLD": "gray", "-": "gray"}
 
 def render(settings: Settings) -> None:
     header(settings, "Live")
-    st.fragment(_live, run_every=settings.ui.refresh_s)(settings)
+    st.fragment(reachable(_live), run_every=settings.ui.refresh_s)(settings)
 
 
 def _live(settings: Settings) -> None:
@@ -32,15 +33,14 @@ def _live(settings: Settings) -> None:
         symbol = symbol_picker(settings, "live_symbol")
     span_s = SPANS[c2.selectbox("window", list(SPANS), key="live_span")]
     price = cache.last_price(
-        settings.db_path, settings.exchange, symbol, settings.features.book_source
+        Store(settings, "raw"), settings.exchange, symbol, settings.features.book_source
     )
-    origin = cache.newest_origin(settings.predictions_path, symbol)
+    predictions = Store(settings, "predictions")
+    origin = cache.newest_origin(predictions, symbol)
     if origin is None:
         _price_only(settings, symbol, price)
         return
-    preds = cache.predictions(
-        settings.predictions_path, symbol, origin - span_s * SECOND, origin + 1
-    )
+    preds = cache.predictions(predictions, symbol, origin - span_s * SECOND, origin + 1)
     horizons = sorted(int(h) for h in preds["horizon"].unique())
     with c3:
         horizon = (
@@ -93,7 +93,7 @@ def _price_only(settings: Settings, symbol: str, price: dict | None) -> None:
     if price is None:
         waiting(
             f"No market data for {symbol.upper()} yet: the collector has written nothing to "
-            f"`{settings.db_path}` (start it with `ccf collect` or `ccf run`)."
+            f"`{Store(settings, 'raw').where}` (start it with `ccf collect` or `ccf run`)."
         )
         return
     st.metric(f"{symbol.upper()} last price", f"{price['price']:,.2f}")

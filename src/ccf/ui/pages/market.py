@@ -13,8 +13,9 @@ import streamlit as st
 from ccf.config import Settings
 from ccf.ui import cache
 from ccf.ui.charts.market import candles, depth, gap_timeline, spread
-from ccf.ui.common import header, symbol_picker, waiting, when
+from ccf.ui.common import header, reachable, symbol_picker, waiting, when
 from ccf.ui.common import settings as current_settings
+from ccf.ui.data.db import Store, exists
 from ccf.ui.data.market import candles_from_trades
 
 BARS = {"10 s": "10s", "1 min": "1min", "5 min": "5min"}
@@ -23,7 +24,7 @@ BAR_SPAN_S = {"10s": 1200, "1min": 4 * 3600, "5min": 24 * 3600}  # trades read p
 
 def render(settings: Settings) -> None:
     header(settings, "Market data")
-    st.fragment(_market, run_every=settings.ui.refresh_s)(settings)
+    st.fragment(reachable(_market), run_every=settings.ui.refresh_s)(settings)
 
 
 def _market(settings: Settings) -> None:
@@ -31,11 +32,11 @@ def _market(settings: Settings) -> None:
     with c1:
         symbol = symbol_picker(settings, "market_symbol")
     bar = BARS[c2.selectbox("candle size", list(BARS), index=1, key="market_bar")]
-    db, ex = settings.db_path, settings.exchange
-    if not db.exists():
+    db, ex = Store(settings, "raw"), settings.exchange
+    if not exists(db):
         waiting(
-            f"No market data yet: the collector has written nothing to `{db}` (start it with "
-            "`ccf collect` or `ccf run`)."
+            f"No market data yet: the collector has written nothing to `{db.where}` (start "
+            "it with `ccf collect` or `ccf run`)."
         )
         return
     _book(settings, symbol)
@@ -78,7 +79,7 @@ def _market(settings: Settings) -> None:
 
 
 def _book(settings: Settings, symbol: str) -> None:
-    db, ex = settings.db_path, settings.exchange
+    db, ex = Store(settings, "raw"), settings.exchange
     levels = cache.book(db, ex, symbol, settings.features.book_source)
     left, right = st.columns(2)
     with left:
@@ -107,7 +108,7 @@ def _book(settings: Settings, symbol: str) -> None:
 
 
 def _news(settings: Settings) -> None:
-    items = cache.news(settings.db_path, 30)
+    items = cache.news(Store(settings, "raw"), 30)
     if items.empty:
         waiting(
             "No news yet: `ccf collect` polls the feeds in `news.feeds` with "
@@ -130,7 +131,7 @@ def _news(settings: Settings) -> None:
 
 def _gaps(settings: Settings) -> None:
     st.subheader("Gaps")
-    gaps = cache.gaps(settings.db_path)
+    gaps = cache.gaps(Store(settings, "raw"))
     if gaps.empty:
         st.success("No gaps recorded: every stream has been continuous.", icon=":material/check:")
         return
@@ -151,7 +152,8 @@ def _gaps(settings: Settings) -> None:
 def _status(settings: Settings) -> None:
     st.subheader("Streams")
     now = time.time_ns()
-    table = cache.stream_status(settings.db_path, settings.exchange, settings.symbols, now)
+    raw = Store(settings, "raw")
+    table = cache.stream_status(raw, settings.exchange, settings.symbols, now)
     if table.empty:
         waiting("No stream has stored anything yet.")
     else:
@@ -165,7 +167,7 @@ def _status(settings: Settings) -> None:
                 "event_lag_s": st.column_config.NumberColumn("event lag (s)", format="%.3f"),
             },
         )
-    dead = cache.dead_letters(settings.db_path)
+    dead = cache.dead_letters(raw)
     if not dead.empty:
         st.warning(
             f"{int(dead['frames'].sum())} frame(s) kept as dead letters (malformed or "
@@ -174,7 +176,7 @@ def _status(settings: Settings) -> None:
         )
         st.dataframe(dead, hide_index=True)
     st.subheader("News feeds")
-    feeds = cache.feeds(settings.db_path)
+    feeds = cache.feeds(raw)
     if feeds.empty:
         waiting("No news feed has been polled (`news.enabled=true` turns them on).")
         return

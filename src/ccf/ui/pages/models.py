@@ -17,8 +17,9 @@ from ccf.ml.prepare import MLError, Source
 from ccf.ml.registry import CHALLENGER, CHAMPION, Registry
 from ccf.ml.summary import headline
 from ccf.ui import cache
-from ccf.ui.common import header, waiting
+from ccf.ui.common import header, reachable, waiting
 from ccf.ui.common import settings as current_settings
+from ccf.ui.data.db import Store
 
 log = logging.getLogger(__name__)
 DECISION = "models_decision"  # session key: the checked promotion waiting for a yes
@@ -58,7 +59,7 @@ def render(settings: Settings) -> None:
 def _served(settings: Settings) -> None:
     """What the predictor serves now: an alias moves first, the predictor follows at its
     next alias check (``serve.alias_check_s``) from the next bucket on."""
-    served = cache.serving(settings.predictions_path)
+    served = cache.serving(Store(settings, "predictions"))
     if served.empty:
         return
     st.markdown("**Served by the predictor**")
@@ -177,4 +178,4 @@ def _report(settings: Settings, versions: pd.DataFrame) -> None:
 
 
 if __name__ == "__main__":
-    render(current_settings())
+    reachable(render)(current_settings())
