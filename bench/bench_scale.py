@@ -2,6 +2,7 @@
 
     python bench/bench_scale.py                 # all variants, 3 repeats each
     python bench/bench_scale.py --repeats 1 --variants kafka-2
+    python bench/bench_scale.py --times 5 --variants backlog-1 backlog-2
 
 The events are the collector's own records for the real BTCUSDT and ETHUSDT
 recordings (``$CCF_SHARED/data/binance``): books, trades, quotes and gaps, both
@@ -15,6 +16,11 @@ allows is stored (and, for Kafka, when the sink has stored every raw record too)
   collector's sink; one ``ccf sink`` process (Kafka -> PostgreSQL raw tables) and one
   ``ccf features`` worker (Kafka -> PostgreSQL features).
 - ``kafka-2``: the same with two feature workers in one group (one symbol each).
+- ``backlog-1``, ``backlog-2``: the records are in Kafka before any worker starts; the
+  clock runs from starting one or two feature workers (process start and group join
+  included) to the last feature row stored: what a second worker buys when features,
+  not the producer or the sink, are the bottleneck. ``--times K`` plays the recordings
+  K times back to back (shifted in time and ids) so the work outweighs the start.
 
 Processes start, and Kafka consumers join their groups, before the clock starts. The
 figure is records / (time from the first write to the last row stored). All parts share
@@ -31,6 +37,7 @@ import os
 import platform
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -40,6 +47,8 @@ import uuid
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -62,7 +71,10 @@ from ccf.storage.writer import StoreWriter  # noqa: E402
 
 CCF = [sys.executable, "-m", "ccf"]
 SYMBOLS = ("btcusdt", "ethusdt")
-VARIANTS = ("embedded", "kafka-1", "kafka-2")
+NOT_YET = (sqlite3.OperationalError, psycopg.errors.UndefinedTable)
+VARIANTS = ("embedded", "kafka-1", "kafka-2", "backlog-1", "backlog-2")
+_TIMES = ("ts_event", "ts_recv", "start_ts", "end_ts")
+_IDS = ("update_id", "trade_id")
 
 
 def env() -> dict[str, str]:
@@ -92,10 +104,8 @@ def feature_rows(settings: Any) -> int:
         return 0
     try:
         return sum(r[1] for r in store.summary())
-    except Exception as e:  # noqa: BLE001  the table appears with the first row
-        if type(e).__name__ in ("UndefinedTable", "OperationalError"):
-            return 0
-        raise
+    except NOT_YET:  # the table appears with the first row
+        return 0
     finally:
         store.close()
 
@@ -112,10 +122,8 @@ def workers_joined(settings: Any, n: int) -> bool:
     store = open_raw_store(settings, readonly=True)
     try:
         parts = store.parts()
-    except Exception as e:  # noqa: BLE001  no heartbeat table before the first beat
-        if type(e).__name__ in ("UndefinedTable", "OperationalError"):
-            return False
-        raise
+    except NOT_YET:  # no heartbeat table before the first beat
+        return False
     finally:
         store.close()
     owned = [
@@ -142,6 +150,22 @@ def publish(settings: Any, records: list[Any]) -> None:
     for i in range(0, len(records), 2000):
         writer.submit(records[i : i + 2000])
     writer.close()
+
+
+def repeated(records: list[Any], times: int) -> list[Any]:
+    """The recordings played ``times`` times back to back: every later pass shifted by the
+    span of the data in time and by 10**12 in ids, so each pass is new data to the engine."""
+    if times <= 1:
+        return records
+    lo = min(r.ts_recv for r in records)
+    span = max(r.ts_recv for r in records) - lo + 10**9
+    out = list(records)
+    for k in range(1, times):
+        for r in records:
+            changes = {f: getattr(r, f) + k * span for f in _TIMES if getattr(r, f, None)}
+            changes |= {f: getattr(r, f) + k * 10**12 for f in _IDS if hasattr(r, f)}
+            out.append(r._replace(**changes))
+    return out
 
 
 def run_variant(variant: str, records: list[Any], expected: int | None, work: Path) -> dict:
@@ -179,6 +203,24 @@ def run_variant(variant: str, records: list[Any], expected: int | None, work: Pa
             kafka = settings.transport.kafka
             ensure_topics(kafka, [topic_name(kafka, k) for k in (*RAW_KINDS, "feature")])
             workers = int(variant.split("-")[1])
+            if variant.startswith("backlog"):
+                # the records wait in Kafka; the clock runs from the workers' start
+                publish(settings, records)
+                t0 = time.perf_counter()
+                for i in range(workers):
+                    stack.enter_context(proc(["features", *overrides], work / f"f{i}-{db}.log"))
+                wait(lambda: feature_rows(settings) >= expected, 900, f"{expected} rows")
+                t = time.perf_counter() - t0
+                return {
+                    "variant": variant,
+                    "records": len(records),
+                    "rows": feature_rows(settings),
+                    "expected": expected,
+                    "write_s": 0.0,
+                    "features_s": t,
+                    "total_s": t,
+                    "events_per_s": len(records) / t,
+                }
             stack.enter_context(proc(["sink", *overrides], work / f"sink-{db}.log"))
             for i in range(workers):
                 stack.enter_context(proc(["features", *overrides], work / f"f{i}-{db}.log"))
@@ -220,9 +262,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument(
+        "--times", type=int, default=1, help="play the recordings this many times back to back"
+    )
     args = ap.parse_args()
     start_postgres()
-    records = market_records(SYMBOLS)
+    records = repeated(market_records(SYMBOLS), args.times)
     cpu = platform.processor() or platform.machine()
     print(f"{len(records):,} records ({', '.join(SYMBOLS)}); {cpu}, {os.cpu_count()} cores")
     work = Path(tempfile.mkdtemp(prefix="ccf-bench-scale-"))
@@ -253,6 +298,10 @@ def main() -> None:
                 f"| {v} | {eps:,.0f} | {med['write_s']:.2f} | {med['features_s']:.2f} "
                 f"| {med['total_s']:.2f} | {len(rs)} |"
             )
+        if "backlog-1" in results and "backlog-2" in results:
+            b1 = statistics.median(r["features_s"] for r in results["backlog-1"])
+            b2 = statistics.median(r["features_s"] for r in results["backlog-2"])
+            print(f"1 -> 2 feature workers draining a backlog: {b1 / b2:.2f}x")
         if "kafka-1" in results and "kafka-2" in results:
             one = statistics.median(r["events_per_s"] for r in results["kafka-1"])
             two = statistics.median(r["events_per_s"] for r in results["kafka-2"])

@@ -402,7 +402,9 @@ def registry_server(overrides: list[str] = OVERRIDES, config: list[Path] = CONFI
 def predict(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
     """Live forecasts: the registry's champion (serve.alias) forecasts every closed feature
     bucket, the naive yardstick beside it and the challenger in shadow. Resumes after the
-    last bucket it forecast; a promotion takes over between two buckets. Ctrl-C stops."""
+    last bucket it forecast; a promotion takes over between two buckets. Ctrl-C stops.
+    With transport.backend=kafka it is one worker of the predictor group: start several,
+    they share the symbols."""
     from ccf.monitoring.metrics import PartMetrics
     from ccf.serving.predictor import Predictor
     from ccf.serving.source import RegistrySource
@@ -410,8 +412,14 @@ def predict(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> No
     settings = _settings(overrides, config)
     metrics = _serve(PartMetrics("predict", settings))
     try:
-        predictor = Predictor(settings, RegistrySource(settings), metrics)
-        run_until_stopped(predictor.run)
+        if settings.transport.backend == "kafka":
+            from ccf.serving.stream import KafkaPredictorWorker
+
+            worker = KafkaPredictorWorker(settings, RegistrySource(settings), metrics)
+            run_until_stopped(worker.run)
+        else:
+            predictor = Predictor(settings, RegistrySource(settings), metrics)
+            run_until_stopped(predictor.run)
     except (LookupError, FileNotFoundError) as e:
         typer.echo(f"ccf: {e}", err=True)
         raise typer.Exit(2) from None

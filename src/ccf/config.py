@@ -100,7 +100,7 @@ class KafkaConfig(_Section):
         8000, ge=1000, description="a consumer that is silent this long leaves its group"
     )
     groups: dict[str, str] = Field(
-        {"features": "ccf-features", "sink": "ccf-sink"},
+        {"features": "ccf-features", "sink": "ccf-sink", "predict": "ccf-predict"},
         description="consumer group per part: workers in one group share the partitions",
     )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

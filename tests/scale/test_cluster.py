@@ -16,12 +16,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psycopg
 
 from ccf.config import PostgresConfig, Settings, load_settings
 from ccf.features.spec import feature_set
@@ -96,16 +97,12 @@ def pg_rows(settings: Settings, what: str) -> int:
         store.close()
 
 
-def safe(count: callable) -> int:  # type: ignore[valid-type]
-    """A count that is 0 while the tables do not exist yet."""
+def safe(count: Callable[[], int]) -> int:
+    """A count that is 0 while the store or its tables do not exist yet."""
     try:
         return count()
-    except (FileNotFoundError, LookupError, ConnectionError):
+    except (FileNotFoundError, psycopg.errors.UndefinedTable):
         return 0
-    except Exception as e:  # psycopg's UndefinedTable before the first write
-        if type(e).__name__ == "UndefinedTable":
-            return 0
-        raise
 
 
 def test_a_cluster_of_processes_matches_the_embedded_engine(

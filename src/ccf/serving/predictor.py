@@ -12,6 +12,9 @@ the new version forecasts from the next origin on, and the store's key
 (symbol, target, origin, horizon, role) makes a bucket forecast twice
 impossible. A restart resumes after the newest origin the champion forecast.
 
+It forecasts the symbols in ``owned``: all of them, unless a group hands it a share
+(:mod:`ccf.serving.stream`, where symbols come and go with the Kafka partitions).
+
 A window the model should not trust gives a flagged record with the reason
 (``gap_in_window``, ``warming_up``: no forecast; ``stale_input``,
 ``stale_model``: a forecast, flagged), never a silent forecast.
@@ -26,6 +29,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -142,6 +146,8 @@ class Predictor:
         self.fs = feature_set(settings.features)
         self.bucket = self.fs.bucket_ns
         self.state = {s: _SymbolState() for s in settings.symbols}
+        # the symbols it forecasts: all, unless a group shares them out (ccf.serving.stream)
+        self.owned: set[str] = set(settings.symbols)
         self.served: dict[str, Served] = {}
         self.switches = 0
         self.started_at = time.time_ns()
@@ -214,7 +220,11 @@ class Predictor:
         return Served("naive", model, "naive", "live")
 
     def _record_serving(self, preds: PredictionStore, s: Served) -> None:
-        nexts = [st.next_ts for st in self.state.values() if st.next_ts is not None]
+        nexts = [
+            st.next_ts
+            for sym, st in self.state.items()
+            if sym in self.owned and st.next_ts is not None
+        ]
         tr = s.model.trained_range
         preds.set_serving(
             ServingInfo(
@@ -232,8 +242,18 @@ class Predictor:
 
     # -- forecasting ----------------------------------------------------------------------------
 
-    def _resume(self, features: FeatureStore, preds: PredictionStore) -> None:
+    def _resume(
+        self,
+        features: FeatureStore,
+        preds: PredictionStore,
+        symbols: Iterable[str] | None = None,
+    ) -> None:
+        """Where each of ``symbols`` (default: the owned ones) goes on: after the newest
+        origin the champion forecast, else where ``serve.first_start`` says."""
+        wanted = self.owned if symbols is None else set(symbols)
         for sym, st in self.state.items():
+            if sym not in wanted:
+                continue
             last = preds.last_ts(sym, "champion")
             if last is not None:
                 st.next_ts = last + self.bucket
@@ -244,9 +264,11 @@ class Predictor:
                 st.next_ts = features.last_bucket(sym)  # from the newest bucket on
 
     def step(self, features: FeatureStore, preds: PredictionStore) -> int:
-        """One poll over every symbol; returns how many predictions were stored."""
+        """One poll over every owned symbol; returns how many predictions were stored."""
         stored = 0
         for sym, st in self.state.items():
+            if sym not in self.owned:
+                continue
             newest = features.last_bucket(sym)
             if newest is None:
                 continue
@@ -440,14 +462,21 @@ class Predictor:
                     "flagged": dict(st.flagged),
                 }
                 for sym, st in self.state.items()
+                if sym in self.owned
             },
         }
 
-    def _heartbeat(self, raw: SqliteStore, state: str) -> None:
+    def _heartbeat(
+        self,
+        raw: SqliteStore,
+        state: str,
+        detail: dict[str, Any] | None = None,
+        part: str = PART,
+    ) -> None:
         import json
 
-        detail = self.status()
-        raw.heartbeat(PART, os.getpid(), self.started_at, time.time_ns(), state, json.dumps(detail))
+        detail = detail or self.status()
+        raw.heartbeat(part, os.getpid(), self.started_at, time.time_ns(), state, json.dumps(detail))
         if state == "running" and self.settings.serve.print_every_s:
             for sym, d in detail["symbols"].items():
                 log.info(
