@@ -8,7 +8,8 @@
 - :mod:`.align`, :mod:`.checkpoints`: event-time order across topics; safe commits
 - :mod:`.sink`: ``ccf sink``, the raw topics into the raw store
 
-The feature part over Kafka is :mod:`ccf.features.stream`. Nothing here imports the
+The feature and predictor workers over Kafka are :mod:`ccf.features.stream` and
+:mod:`ccf.serving.stream`. Nothing here imports the
 client until used: ``import ccf.transport`` stays cheap.
 """
 
