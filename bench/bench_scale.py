@@ -19,8 +19,11 @@ allows is stored (and, for Kafka, when the sink has stored every raw record too)
 - ``backlog-1``, ``backlog-2``: the records are in Kafka before any worker starts; the
   clock runs from starting one or two feature workers (process start and group join
   included) to the last feature row stored: what a second worker buys when features,
-  not the producer or the sink, are the bottleneck. ``--times K`` plays the recordings
-  K times back to back (shifted in time and ids) so the work outweighs the start.
+  not the producer or the sink, are the bottleneck. Only what a feature worker reads
+  (books, trades, gaps) is published. ``--times K`` plays the recordings K times back
+  to back (shifted in time and ids) so the work outweighs the start (about 4 s: the
+  process starting and joining its group). It also prints the CPU seconds the
+  workers, the broker and PostgreSQL used, against what two cores allow.
 
 Processes start, and Kafka consumers join their groups, before the clock starts. The
 figure is records / (time from the first write to the last row stored). All parts share
@@ -32,6 +35,7 @@ not on a cluster.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -48,6 +52,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,11 +71,13 @@ from tests.scale.kafka_data import market_records  # noqa: E402
 
 from ccf.config import load_settings  # noqa: E402
 from ccf.features.spec import feature_set  # noqa: E402
+from ccf.records import Book, Gap, Trade  # noqa: E402
 from ccf.storage.backends import open_feature_store, open_raw_store  # noqa: E402
 from ccf.storage.writer import StoreWriter  # noqa: E402
 
 CCF = [sys.executable, "-m", "ccf"]
 SYMBOLS = ("btcusdt", "ethusdt")
+FEATURE_INPUTS = (Book, Trade, Gap)  # what a book feature worker reads (no quotes)
 NOT_YET = (sqlite3.OperationalError, psycopg.errors.UndefinedTable)
 VARIANTS = ("embedded", "kafka-1", "kafka-2", "backlog-1", "backlog-2")
 _TIMES = ("ts_event", "ts_recv", "start_ts", "end_ts")
@@ -152,6 +159,22 @@ def publish(settings: Any, records: list[Any]) -> None:
     writer.close()
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds of every PostgreSQL process (server and backends) so far."""
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] == "postgres":
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += cpu_s(p.pid)
+    return total
+
+
 def repeated(records: list[Any], times: int) -> list[Any]:
     """The recordings played ``times`` times back to back: every later pass shifted by the
     span of the data in time and by 10**12 in ids, so each pass is new data to the engine."""
@@ -205,21 +228,28 @@ def run_variant(variant: str, records: list[Any], expected: int | None, work: Pa
             workers = int(variant.split("-")[1])
             if variant.startswith("backlog"):
                 # the records wait in Kafka; the clock runs from the workers' start
-                publish(settings, records)
+                publish(settings, [r for r in records if type(r) in FEATURE_INPUTS])
+                assert broker.proc is not None
+                pg_before, broker_before = postgres_cpu_s(), cpu_s(broker.proc.pid)
                 t0 = time.perf_counter()
-                for i in range(workers):
+                procs = [
                     stack.enter_context(proc(["features", *overrides], work / f"f{i}-{db}.log"))
+                    for i in range(workers)
+                ]
                 wait(lambda: feature_rows(settings) >= expected, 900, f"{expected} rows")
                 t = time.perf_counter() - t0
                 return {
                     "variant": variant,
-                    "records": len(records),
+                    "records": sum(type(r) in FEATURE_INPUTS for r in records),
                     "rows": feature_rows(settings),
                     "expected": expected,
                     "write_s": 0.0,
                     "features_s": t,
                     "total_s": t,
-                    "events_per_s": len(records) / t,
+                    "events_per_s": sum(type(r) in FEATURE_INPUTS for r in records) / t,
+                    "cpu_workers_s": sum(cpu_s(p.pid) for p in procs),
+                    "cpu_broker_s": cpu_s(broker.proc.pid) - broker_before,
+                    "cpu_postgres_s": postgres_cpu_s() - pg_before,
                 }
             stack.enter_context(proc(["sink", *overrides], work / f"sink-{db}.log"))
             for i in range(workers):
@@ -262,6 +292,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--keep", action="store_true", help="keep the processes' logs; print where")
     ap.add_argument(
         "--times", type=int, default=1, help="play the recordings this many times back to back"
     )
@@ -302,6 +333,16 @@ def main() -> None:
             b1 = statistics.median(r["features_s"] for r in results["backlog-1"])
             b2 = statistics.median(r["features_s"] for r in results["backlog-2"])
             print(f"1 -> 2 feature workers draining a backlog: {b1 / b2:.2f}x")
+            for v in ("backlog-1", "backlog-2"):
+                rs = results[v]
+                cpu = {k: statistics.median(r[k] for r in rs) for k in rs[0] if k.startswith("cpu")}
+                wall = statistics.median(r["features_s"] for r in rs)
+
+                print(
+                    f"  {v}: CPU s in {wall:.2f} s of wall time: feature workers "
+                    f"{cpu['cpu_workers_s']:.2f}, broker {cpu['cpu_broker_s']:.2f}, "
+                    f"PostgreSQL {cpu['cpu_postgres_s']:.2f} (2 cores: {2 * wall:.2f} at most)"
+                )
         if "kafka-1" in results and "kafka-2" in results:
             one = statistics.median(r["events_per_s"] for r in results["kafka-1"])
             two = statistics.median(r["events_per_s"] for r in results["kafka-2"])
@@ -312,7 +353,10 @@ def main() -> None:
                 f"{f1 / f2:.2f}x to complete features"
             )
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"logs in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
