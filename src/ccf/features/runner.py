@@ -60,6 +60,23 @@ def require_sqlite_raw(settings: Settings, what: str) -> None:
     )
 
 
+def warn_late(symbols: dict[str, dict[str, Any]], logged: Counter[str], lateness: str) -> None:
+    """Warn once per new batch of late events a symbol's status shows (``logged`` holds
+    what was already said): late events are dropped, and only a warning says so."""
+    for sym, d in symbols.items():
+        late = d["late"] + d["late_gaps"]
+        if late > logged[sym]:
+            log.warning(
+                "part=features symbol=%s late=%d late_gaps=%d: events older than the allowed "
+                "lateness (%s) were dropped; raise features.allowed_lateness if this repeats",
+                sym,
+                d["late"],
+                d["late_gaps"],
+                lateness,
+            )
+            logged[sym] = late
+
+
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
@@ -192,19 +209,7 @@ class FeatureRunner:
 
     def _heartbeat(self, raw: SqliteStore | PgRawStore, state: str) -> None:
         detail = self.status()
-        for sym, d in detail["symbols"].items():
-            late = d["late"] + d["late_gaps"]
-            if late > self._late_logged[sym]:
-                log.warning(
-                    "part=features symbol=%s late=%d late_gaps=%d: events older than the "
-                    "allowed lateness (%s) were dropped; raise features.allowed_lateness if "
-                    "this repeats",
-                    sym,
-                    d["late"],
-                    d["late_gaps"],
-                    self.settings.features.allowed_lateness,
-                )
-                self._late_logged[sym] = late
+        warn_late(detail["symbols"], self._late_logged, self.settings.features.allowed_lateness)
         raw.heartbeat(PART, os.getpid(), self.started_at, time.time_ns(), state, json.dumps(detail))
         if state == "running" and self.settings.features.print_every_s:
             for sym, d in detail["symbols"].items():

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -84,6 +84,32 @@ def list_sets(path: Path) -> list[StoredSet]:
     finally:
         con.close()
     return [StoredSet(n, v, tuple(json.loads(c)), b, la, cfg) for n, v, c, b, la, cfg in rows]
+
+
+def unpack(blobs: Sequence[bytes], k: int) -> np.ndarray:
+    """Rows of k packed little-endian float64s as one (n, k) array."""
+    return np.frombuffer(b"".join(blobs), dtype="<f8").reshape(len(blobs), k)
+
+
+def rows_frame(
+    rows: Sequence[Sequence[Any]], fset: StoredSet, floats: Sequence[str]
+) -> pd.DataFrame:
+    """``(symbol, ts, ts_end, packed values)`` rows as the frame every feature store returns:
+    the set's columns in order, ``available_at``, and ``attrs`` naming the set."""
+    import pandas as pd
+
+    n = len(rows)
+    values = unpack([r[3] for r in rows], len(floats))
+    data: dict[str, Any] = {
+        "symbol": pd.array([r[0] for r in rows], dtype=object),
+        "ts": np.fromiter((r[1] for r in rows), dtype=np.int64, count=n),
+        "ts_end": np.fromiter((r[2] for r in rows), dtype=np.int64, count=n),
+    }
+    by_name = dict(zip(floats, values.T, strict=True))
+    df = pd.DataFrame({c: data[c] if c in data else by_name[c] for c in ("symbol", *fset.columns)})
+    df["available_at"] = df["ts_end"] + fset.lateness_ns
+    df.attrs.update(feature_set=fset.name, version=fset.version)
+    return df
 
 
 class FeatureStore:
@@ -183,8 +209,7 @@ class FeatureStore:
         """Online: the last ``n`` rows of ``symbol`` (fewer if the store has fewer)."""
         rows = self._con.execute(self._last_sql, (symbol, n)).fetchall()
         rows.reverse()
-        k = len(self._floats)
-        values = np.frombuffer(b"".join([r[1] for r in rows]), dtype="<f8").reshape(len(rows), k)
+        values = unpack([r[1] for r in rows], len(self._floats))
         ts = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         return Window(ts, values, self._floats)
 
@@ -203,7 +228,6 @@ class FeatureStore:
         so a training set sees nothing a live model could not have seen. The frame's
         ``attrs`` name the feature set and its version.
         """
-        import pandas as pd
 
         where, params = symbol_time_filter(symbols, start_ns, end_ns)
         if as_of is not None:
@@ -214,20 +238,7 @@ class FeatureStore:
             "ORDER BY symbol, ts",
             params,
         ).fetchall()
-        n, k = len(rows), len(self._floats)
-        values = np.frombuffer(b"".join([r[3] for r in rows]), dtype="<f8").reshape(n, k)
-        data: dict[str, Any] = {
-            "symbol": pd.array([r[0] for r in rows], dtype=object),
-            "ts": np.fromiter((r[1] for r in rows), dtype=np.int64, count=n),
-            "ts_end": np.fromiter((r[2] for r in rows), dtype=np.int64, count=n),
-        }
-        floats = dict(zip(self._floats, values.T, strict=True))
-        df = pd.DataFrame(
-            {c: data[c] if c in data else floats[c] for c in ("symbol", *self.set.columns)}
-        )
-        df["available_at"] = df["ts_end"] + self.set.lateness_ns
-        df.attrs.update(feature_set=self.set.name, version=self.set.version)
-        return df
+        return rows_frame(rows, self.set, self._floats)
 
     def summary(self) -> list[tuple[str, int, int, int]]:
         """Per symbol: rows, first and last bucket start."""
@@ -243,10 +254,17 @@ class FeatureStore:
 def feature_status(path: Path, now_ns: int | None = None) -> list[dict[str, Any]]:
     """For ``ccf status``: per feature-set version and symbol, rows, last bucket and lag
     (wall clock minus the last bucket's end, s)."""
+    return status_rows(list_sets(path), lambda s: FeatureStore(path, s, readonly=True), now_ns)
+
+
+def status_rows(
+    sets: Iterable[StoredSet], open_store: Callable[[StoredSet], Any], now_ns: int | None = None
+) -> list[dict[str, Any]]:
+    """:func:`feature_status` over any backend: ``open_store`` opens one set read-only."""
     now = time.time_ns() if now_ns is None else now_ns
     out = []
-    for s in list_sets(path):
-        store = FeatureStore(path, s, readonly=True)
+    for s in sets:
+        store = open_store(s)
         try:
             for symbol, n, _, last in store.summary():
                 out.append(

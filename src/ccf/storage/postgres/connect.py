@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ccf.config import PostgresConfig
@@ -72,3 +73,22 @@ def connect(cfg: PostgresConfig, *, autocommit: bool = True) -> psycopg.Connecti
     if cfg.db_schema != "public":
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {cfg.db_schema}")  # validated: SQL_NAME
     return con
+
+
+def symbol_time_filter(
+    symbols: Iterable[str] | None, start_ns: int | None, end_ns: int | None
+) -> tuple[list[str], list[Any]]:
+    """WHERE terms and parameters for rows of ``symbols`` with ``ts`` in [start, end): the
+    PostgreSQL twin of :func:`ccf.storage.sqlite.symbol_time_filter`."""
+    where: list[str] = ["true"]
+    params: list[Any] = []
+    if symbols is not None:
+        where.append("symbol = ANY(%s)")
+        params.append(list(symbols))
+    if start_ns is not None:
+        where.append("ts >= %s")
+        params.append(start_ns)
+    if end_ns is not None:
+        where.append("ts < %s")
+        params.append(end_ns)
+    return where, params

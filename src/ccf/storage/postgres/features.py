@@ -25,8 +25,8 @@ import numpy as np
 
 from ccf.config import SQL_NAME, PostgresConfig
 from ccf.features.spec import FeatureSet
-from ccf.features.store import StoredSet, Window
-from ccf.storage.postgres.connect import connect, describe
+from ccf.features.store import StoredSet, Window, rows_frame, status_rows, unpack
+from ccf.storage.postgres.connect import connect, describe, symbol_time_filter
 from ccf.storage.postgres.raw import SCHEMA_LOCK, TEXT, copy_rows, insert_new, table_names
 
 if TYPE_CHECKING:
@@ -55,11 +55,6 @@ def checked_table(name: str) -> str:
             "digits, _; at most 63 characters): shorten or rename features.name"
         )
     return name
-
-
-def unpack(blobs: Sequence[bytes], k: int) -> np.ndarray:
-    """Rows of k packed little-endian float64s as one (n, k) array."""
-    return np.frombuffer(b"".join(blobs), dtype="<f8").reshape(len(blobs), k)
 
 
 def list_pg_sets(cfg: PostgresConfig) -> list[StoredSet]:
@@ -194,9 +189,8 @@ class PgFeatureStore:
     ) -> pd.DataFrame:
         """Offline: rows with bucket start in [start, end), by symbol then time; the same
         frame as :meth:`FeatureStore.frame` (columns, dtypes, ``available_at``, ``attrs``)."""
-        import pandas as pd
 
-        where, params = _filter(symbols, start_ns, end_ns)
+        where, params = symbol_time_filter(symbols, start_ns, end_ns)
         if as_of is not None:
             where.append("ts_end <= %s")
             params.append(as_of - self.set.lateness_ns)
@@ -205,20 +199,7 @@ class PgFeatureStore:
             "ORDER BY symbol, ts",
             params,
         )
-        n = len(rows)
-        values = unpack([r[3] for r in rows], len(self._floats))
-        data: dict[str, Any] = {
-            "symbol": pd.array([r[0] for r in rows], dtype=object),
-            "ts": np.fromiter((r[1] for r in rows), dtype=np.int64, count=n),
-            "ts_end": np.fromiter((r[2] for r in rows), dtype=np.int64, count=n),
-        }
-        floats = dict(zip(self._floats, values.T, strict=True))
-        df = pd.DataFrame(
-            {c: data[c] if c in data else floats[c] for c in ("symbol", *self.set.columns)}
-        )
-        df["available_at"] = df["ts_end"] + self.set.lateness_ns
-        df.attrs.update(feature_set=self.set.name, version=self.set.version)
-        return df
+        return rows_frame(rows, self.set, self._floats)
 
     def summary(self) -> list[tuple[str, int, int, int]]:
         """Per symbol: rows, first and last bucket start."""
@@ -231,43 +212,6 @@ class PgFeatureStore:
         self._con.close()
 
 
-def _filter(
-    symbols: Iterable[str] | None, start_ns: int | None, end_ns: int | None
-) -> tuple[list[str], list[Any]]:
-    """WHERE terms and parameters for rows of ``symbols`` with ``ts`` in [start, end)."""
-    where: list[str] = ["true"]
-    params: list[Any] = []
-    if symbols is not None:
-        where.append("symbol = ANY(%s)")
-        params.append(list(symbols))
-    if start_ns is not None:
-        where.append("ts >= %s")
-        params.append(start_ns)
-    if end_ns is not None:
-        where.append("ts < %s")
-        params.append(end_ns)
-    return where, params
-
-
 def pg_feature_status(cfg: PostgresConfig, now_ns: int | None = None) -> list[dict[str, Any]]:
-    """For ``ccf status``: per feature-set version and symbol, rows, last bucket and lag
-    (wall clock minus the last bucket's end, s), as :func:`feature_status` gives."""
-    now = time.time_ns() if now_ns is None else now_ns
-    out = []
-    for s in list_pg_sets(cfg):
-        store = PgFeatureStore(cfg, s, readonly=True)
-        try:
-            for symbol, n, _, last in store.summary():
-                out.append(
-                    {
-                        "set": s.name,
-                        "version": s.version,
-                        "symbol": symbol,
-                        "rows": n,
-                        "last_bucket": last,
-                        "lag_s": round((now - last - s.bucket_ns) / 1e9, 3),
-                    }
-                )
-        finally:
-            store.close()
-    return out
+    """For ``ccf status``: what :func:`feature_status` gives, from PostgreSQL."""
+    return status_rows(list_pg_sets(cfg), lambda s: PgFeatureStore(cfg, s, readonly=True), now_ns)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ccf.config import PostgresConfig
 from ccf.records import Prediction
 from ccf.serving.store import COLUMNS, ServingInfo, predictions_frame
-from ccf.storage.postgres.connect import connect, describe
+from ccf.storage.postgres.connect import connect, describe, symbol_time_filter
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -342,21 +342,3 @@ class PgPredictionStore:
 
     def close(self) -> None:
         self._con.close()
-
-
-def symbol_time_filter(
-    symbols: Iterable[str] | None, start_ns: int | None, end_ns: int | None
-) -> tuple[list[str], list[Any]]:
-    """WHERE terms and parameters for rows of ``symbols`` with ``ts`` in [start, end)."""
-    where: list[str] = ["true"]
-    params: list[Any] = []
-    if symbols is not None:
-        where.append("symbol = ANY(%s)")
-        params.append(list(symbols))
-    if start_ns is not None:
-        where.append("ts >= %s")
-        params.append(start_ns)
-    if end_ns is not None:
-        where.append("ts < %s")
-        params.append(end_ns)
-    return where, params
