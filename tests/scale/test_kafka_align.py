@@ -121,3 +121,27 @@ def test_a_symbol_with_nothing_stored_keeps_all_its_records() -> None:
     cp.forget_before(3)
     cp.seen(3, trade("btcusdt", 500))
     assert cp.safe_offset({"btcusdt": 100, "ethusdt": 100}) == 3
+
+
+def test_an_input_reported_at_its_end_early_still_gets_its_next_records_in_order() -> None:
+    """Tansu reports a partition's end two records early: the books fetched meanwhile wait
+    (for the grace period) instead of running ahead, so the trades after the early end are
+    not late."""
+    a = Aligner(grace_s=1.0)
+    a.reset({0: ["book", "trade"]})
+    for off, ts in enumerate((10, 20)):
+        a.add(0, "trade", off, ts, ("t", ts))
+    a.end(0, "trade", now=0.0)  # early: trades 30 and 40 are still to come
+    for off, ts in enumerate(range(5, 105, 5)):  # a backlog of books
+        a.add(0, "book", off, ts, ("b", ts))
+    a.end(0, "book", now=0.0)
+    first = [x[2] for x in a.release(0, now=0.1)]
+    assert max(ts for _, ts in first) == 20  # nothing past the newest trade yet
+    for off, ts in ((2, 30), (3, 40)):
+        a.add(0, "trade", off, ts, ("t", ts))
+    a.end(0, "trade", now=0.2)
+    second = [x[2] for x in a.release(0, now=0.3)]
+    after = [x[2] for x in a.release(0, now=1.5)]  # the trade input stayed quiet
+    merged = first + second + after
+    assert [ts for _, ts in merged] == sorted(ts for _, ts in merged)
+    assert len(merged) == 24 and a.caught_up()
