@@ -68,6 +68,22 @@ _TIME_COLUMN = {
     "book": "ts_event",
     "dead_letter": "ts_recv",
 }
+# Read queries in SQL both backends run (PostgreSQL's store translates the ``?``).
+NEWS_KEYS_SQL = (
+    "SELECT s.item_id, s.source, s.guid, s.link, s.title_key, "
+    "coalesce(n.published_at, n.ingested_at) FROM news_source s "
+    "JOIN news n ON n.item_id = s.item_id WHERE n.ingested_at >= ?"
+)
+NEWS_SOURCES_SQL = (
+    "SELECT s.source, count(DISTINCT s.item_id), "
+    "count(DISTINCT CASE WHEN n.source = s.source THEN n.item_id END), "
+    "max(s.seen_at), max(n.ingested_at) "
+    "FROM news_source s JOIN news n ON n.item_id = s.item_id "
+    "GROUP BY s.source ORDER BY s.source"
+)
+PARTS_SQL = (
+    "SELECT part, pid, started_at, heartbeat_at, state, detail FROM part_status ORDER BY part"
+)
 EVENT_KINDS = ("book", "trade", "agg_trade", "quote", "candle")
 # A candle is rewritten while it is open and final once closed: the live stream's
 # last update, a backfill and a second backfill all leave the same closed row.
@@ -334,9 +350,7 @@ class SqliteStore:
         if not self._has_table("news_source"):
             return []
         return self.query(
-            "SELECT s.item_id, s.source, s.guid, s.link, s.title_key, "
-            "coalesce(n.published_at, n.ingested_at) FROM news_source s "
-            "JOIN news n ON n.item_id = s.item_id WHERE n.ingested_at >= ?",
+            NEWS_KEYS_SQL,
             (since_ns,),
         )
 
@@ -351,19 +365,10 @@ class SqliteStore:
         the ingestion time of its newest story (ns)."""
         if not self._has_table("news_source"):
             return []
-        return self.query(
-            "SELECT s.source, count(DISTINCT s.item_id), "
-            "count(DISTINCT CASE WHEN n.source = s.source THEN n.item_id END), "
-            "max(s.seen_at), max(n.ingested_at) "
-            "FROM news_source s JOIN news n ON n.item_id = s.item_id "
-            "GROUP BY s.source ORDER BY s.source"
-        )
+        return self.query(NEWS_SOURCES_SQL)
 
     def parts(self) -> list[tuple[Any, ...]]:
-        return self.query(
-            "SELECT part, pid, started_at, heartbeat_at, state, detail "
-            "FROM part_status ORDER BY part"
-        )
+        return self.query(PARTS_SQL)
 
     def close(self) -> None:
         self._con.close()

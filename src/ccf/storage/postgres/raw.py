@@ -46,7 +46,14 @@ from ccf.records import (
 )
 from ccf.storage.base import StreamSummary
 from ccf.storage.postgres.connect import connect, describe
-from ccf.storage.sqlite import _KEYS, _TIME_COLUMN, EVENT_KINDS
+from ccf.storage.sqlite import (
+    _KEYS,
+    _TIME_COLUMN,
+    EVENT_KINDS,
+    NEWS_KEYS_SQL,
+    NEWS_SOURCES_SQL,
+    PARTS_SQL,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -485,9 +492,7 @@ class PgRawStore:
         """What deduplication needs of every feed sighting of stories ingested since then:
         (item_id, source, guid, link, title_key, published_at or ingested_at)."""
         return self.query(
-            "SELECT s.item_id, s.source, s.guid, s.link, s.title_key, "
-            "coalesce(n.published_at, n.ingested_at) FROM news_source s "
-            "JOIN news n ON n.item_id = s.item_id WHERE n.ingested_at >= ?",
+            NEWS_KEYS_SQL,
             (since_ns,),
         )
 
@@ -498,19 +503,10 @@ class PgRawStore:
     def news_sources(self) -> list[tuple[str, int, int, int | None, int | None]]:
         """Per feed: stories carried, stories it carried first, its newest sighting and
         the ingestion time of its newest story (ns)."""
-        return self.query(
-            "SELECT s.source, count(DISTINCT s.item_id), "
-            "count(DISTINCT CASE WHEN n.source = s.source THEN n.item_id END), "
-            "max(s.seen_at), max(n.ingested_at) "
-            "FROM news_source s JOIN news n ON n.item_id = s.item_id "
-            "GROUP BY s.source ORDER BY s.source"
-        )
+        return self.query(NEWS_SOURCES_SQL)
 
     def parts(self) -> list[tuple[Any, ...]]:
-        return self.query(
-            "SELECT part, pid, started_at, heartbeat_at, state, detail "
-            "FROM part_status ORDER BY part"
-        )
+        return self.query(PARTS_SQL)
 
     def close(self) -> None:
         self._con.close()
