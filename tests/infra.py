@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -206,6 +207,14 @@ def influxd(tmp_path: Path) -> Iterator[Influxd]:
     root.mkdir()
     with Influxd(root) as server:
         yield server
+
+
+def spawn(args: list[str], log: Path, *, append: bool = False) -> subprocess.Popen:
+    """``python -m <args>`` (a CCF part) with the scale-out environment, output to ``log``."""
+    with open(log, "ab" if append else "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", *args], stdout=out, stderr=subprocess.STDOUT, env=scale_env()
+        )
 
 
 def scale_env() -> dict[str, str]:

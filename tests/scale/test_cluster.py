@@ -27,7 +27,7 @@ import psycopg
 from ccf.config import PostgresConfig, Settings, load_settings
 from ccf.features.spec import feature_set
 from ccf.storage.backends import open_feature_store, open_monitor_store, open_prediction_store
-from tests.infra import free_port, kafka_overrides, pg_overrides, scale_env
+from tests.infra import free_port, kafka_overrides, pg_overrides, scale_env, spawn
 from tests.test_cli import port_open, wait_for
 
 CCF = [sys.executable, "-m", "ccf"]
@@ -37,10 +37,7 @@ SYMBOLS = ("btcusdt", "ethusdt")
 @contextmanager
 def part(name: str, *args: str, logs: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A ``ccf`` process; stopped with Ctrl-C (a clean stop) unless already gone."""
-    with open(logs / f"{name}.log", "wb") as out:
-        proc = subprocess.Popen(
-            [*CCF, *args], stdout=out, stderr=subprocess.STDOUT, env=scale_env()
-        )
+    proc = spawn(["ccf", *args], logs / f"{name}.log")
     try:
         yield proc
     finally:

@@ -12,7 +12,6 @@ import json
 import math
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from ccf.transport.kafka import KafkaRawSink, Publisher
 from ccf.transport.sink import KafkaSink
 from ccf.transport.topics import TopicNameError, check_name, murmur2, partition_for
 from tests import parts
-from tests.infra import Broker, kafka, kafka_overrides, scale_env  # noqa: F401
+from tests.infra import Broker, kafka, kafka_overrides, scale_env, spawn  # noqa: F401
 from tests.scale.kafka_data import (
     candle_records,
     counts,
@@ -251,13 +250,7 @@ def _read(reader: BroadcastReader, seen: dict[str, set[int]], ends: set[Any]) ->
 
 
 def sink_process(settings_args: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "a") as f:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ccf.transport.sink", *settings_args],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            env=scale_env(),
-        )
+    return spawn(["ccf.transport.sink", *settings_args], log, append=True)
 
 
 def test_a_sink_killed_mid_stream_loses_nothing_and_doubles_nothing(

@@ -14,7 +14,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,7 +33,7 @@ from ccf.transport.client import consumer_config
 from ccf.transport.consumer import END, BroadcastReader
 from ccf.transport.kafka import KafkaRawSink
 from ccf.transport.topics import partition_for, topic_name
-from tests.infra import kafka, kafka_overrides, scale_env  # noqa: F401
+from tests.infra import kafka, kafka_overrides, scale_env, spawn  # noqa: F401
 from tests.scale.kafka_data import market_records
 
 SYMBOLS = ("btcusdt", "ethusdt")
@@ -130,13 +129,7 @@ def committed(settings: Settings, symbol: str, n: int) -> int:
 
 
 def worker(args: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "w") as f:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ccf.features.stream", *args],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            env=scale_env(),
-        )
+    return spawn(["ccf.features.stream", *args], log)
 
 
 def test_a_worker_takes_over_a_dead_ones_symbols_and_the_rows_equal_batch(

@@ -13,7 +13,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from ccf.transport.consumer import END, BroadcastReader
 from ccf.transport.kafka import Publisher
 from ccf.transport.topics import partition_for, topic_name
 from tests.features.test_runner import fill
-from tests.infra import kafka_overrides, pg_overrides, scale_env
+from tests.infra import kafka_overrides, pg_overrides, spawn
 
 SYMBOLS = ("btcusdt", "ethusdt")
 GROUP = "ccf-predict"  # the default of transport.kafka.groups.predict
@@ -168,13 +167,7 @@ class Feed:
 
 
 def worker(args: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "w") as f:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ccf", "predict", *args],
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            env=scale_env(),
-        )
+    return spawn(["ccf", "predict", *args], log)
 
 
 def test_predictor_workers_share_the_symbols_and_one_takes_over_a_killed_ones(
