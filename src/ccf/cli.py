@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import threading
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 import typer
 
 from ccf.config import ConfigError, Settings, load_settings, shared_dir
-from ccf.logs import setup_logging
+from ccf.logs import VERBOSE_ENV, setup_logging
 
 if TYPE_CHECKING:
     from ccf.ml.pipeline import Round
@@ -35,7 +36,10 @@ app = typer.Typer(
 )
 
 OVERRIDES = typer.Argument(
-    None, help="key=value overrides, e.g. symbols=[btcusdt] replay.speed=10", show_default=False
+    None,
+    # \[ : Rich would read [btcusdt] as a markup tag and drop it from the help
+    help="key=value overrides, e.g. symbols=\\[btcusdt] replay.speed=10",
+    show_default=False,
 )
 CONFIG = typer.Option([], "--config", "-c", help="extra YAML files merged over conf/ccf.yaml")
 
@@ -141,28 +145,30 @@ def record(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> Non
 
 @app.command()
 def exchange(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
-    """Serve recordings over the Binance protocol on replay.host:replay.port."""
-    from ccf.monitoring.metrics import PartMetrics
-    from ccf.sources.replay.exchange import ReplayExchange, serve
+    """Serve recordings over the Binance protocol on replay.host:replay.port (https/wss with
+    replay.tls=true). Exits non-zero, naming the cause, when it cannot start."""
+    from ccf.sources.replay.exchange import ReplayStartError, serve
+    from ccf.sources.replay.metrics import ExchangeMetrics
 
     settings = _settings(overrides, config)
     _missing_recordings(settings)
-    metrics = _serve(PartMetrics("exchange", settings))
-
-    def watch(ex: ReplayExchange) -> None:
-        # frames sent to clients: the exchange's events out, read at each scrape
-        metrics.add_refresh(lambda: metrics.advance(metrics.events_out, ex.frames_sent, "all"))
+    metrics = _serve(ExchangeMetrics(settings))
 
     async def main(stop: asyncio.Event) -> None:
-        server = asyncio.create_task(serve(settings.replay, on_start=watch))
+        server = asyncio.create_task(serve(settings.replay, on_start=metrics.attach))
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([server, waiter], return_when=asyncio.FIRST_COMPLETED)
         server.cancel()
         waiter.cancel()
         await asyncio.gather(server, waiter, return_exceptions=True)
+        if not server.cancelled() and server.exception() is not None:
+            raise server.exception()  # type: ignore[misc]
 
     try:
         run_until_stopped(main)
+    except ReplayStartError as e:
+        typer.echo(f"ccf: {e}", err=True)
+        raise typer.Exit(2) from None
     finally:
         metrics.close()
 
@@ -796,6 +802,20 @@ def run(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
     if settings.source == "replay":
         _missing_recordings(settings)
     sys.exit(run_pipeline(settings, overrides or [], config))
+
+
+@app.callback()
+def _options(
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="also show libraries' info messages, warnings and progress bars (MLflow's...)",
+    ),
+) -> None:
+    """CCF: real-time crypto forecasting. Collect, featurize, train, predict."""
+    if verbose:  # in the environment, so the parts `ccf run` starts are verbose too
+        os.environ[VERBOSE_ENV] = "1"
 
 
 def main() -> None:

@@ -254,6 +254,19 @@ class ReplayConfig(_Section):
     ban_after_429s: int = Field(2, ge=0, description="429s in a row tolerated before a 418 ban")
     ban_s: float = Field(120.0, gt=0, description="length of a 418 ban (Binance starts at 2 min)")
     faults: FaultConfig = FaultConfig()
+    tls: bool = Field(
+        False,
+        description="serve https:// and wss:// with a certificate made locally on first use; "
+        "clients trust <tls_dir>/ca.pem (e.g. SSL_CERT_FILE=<tls_dir>/ca.pem)",
+    )
+    tls_dir: Path | None = Field(
+        None, description="where the CA and certificate live; default ~/.cache/ccf/replay-tls"
+    )
+    admin_token: SecretRef | None = Field(
+        None,
+        description="env:NAME or file:/path of the token POST /_replay/faults requires "
+        "(header X-Replay-Token); unset: runtime fault changes are refused",
+    )
 
     def recording_files(self) -> tuple[Path, ...]:
         if self.files:
@@ -725,13 +738,35 @@ class Settings(_Section):
 
     def ws_url(self) -> str:
         if self.source == "replay":
-            return f"ws://{self.replay.host}:{self.replay.port}"
+            scheme = "wss" if self.replay.tls else "ws"
+            return f"{scheme}://{self.replay.host}:{self.replay.port}"
         return self.binance.ws_url
 
     def rest_url(self) -> str:
         if self.source == "replay":
-            return f"http://{self.replay.host}:{self.replay.port}"
+            scheme = "https" if self.replay.tls else "http"
+            return f"{scheme}://{self.replay.host}:{self.replay.port}"
         return self.binance.rest_url
+
+    @model_validator(mode="after")
+    def _no_ignored_binance_urls(self) -> Settings:
+        """With source=replay the parts connect to replay.host:replay.port, so a changed
+        binance.ws_url/rest_url would be ignored without a word: refuse it instead."""
+        if self.source == "replay":
+            default = BinanceConfig()
+            changed = [
+                f"binance.{k}"
+                for k in ("ws_url", "rest_url")
+                if getattr(self.binance, k) != getattr(default, k)
+            ]
+            if changed:
+                raise ValueError(
+                    f"{' and '.join(changed)} would be ignored with source=replay (the parts "
+                    "connect to the replay exchange at replay.host:replay.port); drop the "
+                    "override, use source=binance to connect there, or move the replay "
+                    "with replay.host=... replay.port=..."
+                )
+        return self
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

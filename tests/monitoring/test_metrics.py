@@ -37,7 +37,7 @@ COMMON = {
     "ccf_reconnects_total",
     "ccf_dead_letters_total",
     "ccf_process_cpu_seconds_total",
-    "ccf_process_cpu_percent",
+    "ccf_process_cpu_usage_ratio",
     "ccf_process_resident_memory_bytes",
     "ccf_process_threads",
     "ccf_system_memory_used_ratio",

@@ -211,7 +211,11 @@ async def test_control_messages(files: tuple[Path, ...], timeline: Timeline) -> 
                 pass
             assert err["code"] == 3 and err["msg"].startswith("Invalid JSON")
             unknown_stream = {"method": "SUBSCRIBE", "params": ["nosuch@stream"], "id": 10}
-            assert await reply(ws, unknown_stream) == {"result": None, "id": 10}
+            assert await reply(ws, unknown_stream) == {
+                "code": 2,
+                "msg": "Invalid request: invalid stream",
+                "id": 10,
+            }
 
 
 async def test_too_many_incoming_messages_disconnects(
@@ -629,22 +633,46 @@ async def test_fault_malformed_frames_rotate(files: tuple[Path, ...], timeline: 
 
 
 async def test_fault_rest_errors_via_admin_endpoint(
-    files: tuple[Path, ...], timeline: Timeline
+    files: tuple[Path, ...], timeline: Timeline, tmp_path: Path
 ) -> None:
-    async with exchange(files, timeline) as (ex, http):
-        body = {"rest_429": 1, "rest_418": 1, "retry_after_s": 7}
-        r = await http.post(f"{ex.url}/_replay/faults", json=body)
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    async with exchange(files, timeline, admin_token=f"file:{token}") as (ex, http):
+        url, body = f"{ex.url}/_replay/faults", {"rest_429": 1, "rest_418": 1, "retry_after_s": 7}
+        refused = [
+            (r.status, await r.json())
+            for r in (
+                await http.post(url, json=body),
+                await http.post(url, json=body, headers={"X-Replay-Token": "guess"}),
+            )
+        ]
+        r = await http.post(url, json=body, headers={"X-Replay-Token": "s3cret"})
         assert r.status == 200 and (await r.json())["faults"]["rest_429"] == 1
         got = []
         for _ in range(3):
             r = await http.get(f"{ex.url}/api/v3/time")
             got.append((r.status, r.headers.get("Retry-After")))
         assert got == [(418, "7"), (429, "7"), (200, None)]
-        bad = await http.post(f"{ex.url}/_replay/faults", json={"rest_429": -1})
+        bad = await http.post(url, json={"rest_429": -1}, headers={"X-Replay-Token": "s3cret"})
         assert bad.status == 400
         state = await (await http.get(f"{ex.url}/_replay/state")).json()
         assert state["fault_counts"] == {"rest_418": 1, "rest_429": 1}
         assert state["faults"]["rest_429"] == 0
+    assert refused == [
+        (401, {"error": "missing or wrong X-Replay-Token header"}),
+        (401, {"error": "missing or wrong X-Replay-Token header"}),
+    ]
+
+
+async def test_fault_changes_are_refused_without_a_configured_token(
+    files: tuple[Path, ...], timeline: Timeline
+) -> None:
+    async with exchange(files, timeline) as (ex, http):
+        r = await http.post(f"{ex.url}/_replay/faults", json={"rest_429": 1})
+        body = await r.json()
+        state = await (await http.get(f"{ex.url}/_replay/state")).json()
+    assert r.status == 403 and "replay.admin_token" in body["error"]
+    assert state["faults"]["rest_429"] == 0
 
 
 async def test_fault_stall_keeps_pinging(files: tuple[Path, ...], timeline: Timeline) -> None:

@@ -177,30 +177,37 @@ async def test_trades_history_equals_the_trade_stream_and_weights(timeline: Time
 
 
 async def test_agg_trades_by_time_and_binance_errors(timeline: Timeline) -> None:
+    """Binance's rule since 2022-12-05 (CHANGELOG): no one-hour limit on the span; startTime
+    alone pages forward, endTime alone gives the newest up to it. ccxt and python-binance send
+    exactly endTime = startTime + 1 h."""
     async with exchange(timeline, start="immediately") as (ex, http):
         await finished(ex)
         every = await pages(http, ex, "aggTrades", "a", 0, symbol="ETHUSDT")
         t = every[len(every) // 2]["T"]
         span = await get(http, ex, "aggTrades", symbol="ETHUSDT", startTime=t, endTime=t + 2000)
-        hour = await get(http, ex, "aggTrades", symbol="ETHUSDT", startTime=t, limit=1000)
+        hour = await get(
+            http, ex, "aggTrades", symbol="ETHUSDT", startTime=t, endTime=t + 3_600_000
+        )
+        day = await get(http, ex, "aggTrades", symbol="ETHUSDT", startTime=t, endTime=t + 86400000)
+        after = await get(http, ex, "aggTrades", symbol="ETHUSDT", startTime=t, limit=1000)
+        before = await get(http, ex, "aggTrades", symbol="ETHUSDT", endTime=t, limit=7)
         recent = await get(http, ex, "aggTrades", symbol="ETHUSDT")
         errors = []
         for params in (
-            {"startTime": t, "endTime": t + 3_600_000},
             {"fromId": every[0]["a"], "startTime": t},
             {"startTime": "abc"},
+            {"limit": "99999999999999999999"},
         ):
             r = await http.get(f"{ex.url}/api/v3/aggTrades", params={"symbol": "ETHUSDT", **params})
             errors.append((r.status, await r.json()))
     assert span == [a for a in every if t <= a["T"] <= t + 2000] and span
-    assert hour == [a for a in every if a["T"] >= t][:1000]
+    assert hour == day == [a for a in every if a["T"] >= t][:500] and hour
+    assert after == [a for a in every if a["T"] >= t][:1000]
+    assert before == [a for a in every if a["T"] <= t][-7:]
     assert recent == every[-500:]
-    assert errors[0] == (
-        400,
-        {"code": -1127, "msg": "More than 1 hours between startTime and endTime."},
-    )
-    assert errors[1] == (400, {"code": -1128, "msg": "Combination of optional parameters invalid."})
-    assert errors[2][0] == 400 and errors[2][1]["code"] == -1100
+    assert errors[0] == (400, {"code": -1128, "msg": "Combination of optional parameters invalid."})
+    assert errors[1][0] == 400 and errors[1][1]["code"] == -1100
+    assert errors[2] == (400, {"code": -1108, "msg": "Parameter 'limit' overflowed."})
 
 
 async def test_nothing_from_the_future(timeline: Timeline) -> None:

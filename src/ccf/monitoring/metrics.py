@@ -17,20 +17,24 @@ from __future__ import annotations
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import psutil
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from ccf.config import MetricsConfig, Settings
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
+    from wsgiref.types import StartResponse
+    from wsgiref.types import WSGIApplication as WSGIApp
 
     from ccf.monitoring.drift import DriftResult
     from ccf.monitoring.scoring import Aggregate
@@ -53,6 +57,7 @@ class _ProcessCollector(Collector):
     def __init__(self) -> None:
         self._proc = psutil.Process(os.getpid())
         self._proc.cpu_percent(None)  # the first call only starts the interval
+        self._cores = psutil.cpu_count() or 1
 
     def collect(self) -> Iterator[Metric]:
         p = self._proc
@@ -66,8 +71,11 @@ class _ProcessCollector(Collector):
             "CPU time of the process (user + system)",
             cpu.user + cpu.system,
         )
+        # Prometheus' base unit is a ratio, not a percent: 1 = every core of the machine busy
         yield GaugeMetricFamily(
-            "ccf_process_cpu_percent", "CPU use of the process since the last read", percent
+            "ccf_process_cpu_usage_ratio",
+            "Share of the machine's CPU time the process used since the last read (0-1)",
+            percent / 100 / self._cores,
         )
         yield GaugeMetricFamily("ccf_process_resident_memory_bytes", "Resident memory", mem.rss)
         yield GaugeMetricFamily("ccf_process_threads", "Threads of the process", threads)
@@ -76,6 +84,48 @@ class _ProcessCollector(Collector):
             "Share of the machine's memory in use",
             psutil.virtual_memory().percent / 100,
         )
+
+
+def _with_head(app: WSGIApp) -> WSGIApp:
+    """prometheus_client answers HEAD with 405; probes and some scrapers send it: answer it
+    like GET, without the body."""
+
+    def wrapped(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            return app(environ, start_response)
+        body = b"".join(app({**environ, "REQUEST_METHOD": "GET"}, _keep(environ)))
+        status, headers = environ["ccf.response"]
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status, [*headers, ("Content-Length", str(len(body)))])
+        return []
+
+    return wrapped
+
+
+def _keep(environ: dict[str, Any]) -> StartResponse:
+    def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        environ["ccf.response"] = (status, headers)
+        return lambda _data: None
+
+    return start  # type: ignore[return-value]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        """Scrapes are not worth a line each."""
+
+
+def _start_server(host: str, port: int, registry: Collector) -> WSGIServer:
+    """The metrics endpoint (GET, HEAD, OPTIONS /metrics) in a daemon thread."""
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    server = make_server(
+        host, port, _with_head(make_wsgi_app(registry)), Server, handler_class=_QuietHandler
+    )
+    threading.Thread(target=server.serve_forever, name="ccf-metrics", daemon=True).start()
+    return server
 
 
 class _Refreshed(Collector):
@@ -103,7 +153,11 @@ class PartMetrics:
     metrics.close()
     """
 
-    def __init__(self, part: str, config: MetricsConfig | Settings) -> None:
+    def __init__(
+        self, part: str, config: MetricsConfig | Settings, *, stream_counters: bool = True
+    ) -> None:
+        """``stream_counters=False`` leaves out the events/lag/gaps/... families, for a part
+        (the replay exchange) that has none of them and exports figures of its own."""
         cfg = config.metrics if isinstance(config, Settings) else config
         if part not in cfg.ports:
             raise MetricsPortError(
@@ -141,6 +195,11 @@ class PartMetrics:
         self.resyncs = Counter("ccf_resyncs", "Order books resynchronized", registry=r)
         self.reconnects = Counter("ccf_reconnects", "Exchange connections re-opened", registry=r)
         self.dead_letters = Counter("ccf_dead_letters", "Frames kept as dead letters", registry=r)
+        if not stream_counters:  # kept as attributes, never exported
+            for family in (self.events_in, self.events_out, self.lag, self.gaps):
+                r.unregister(family)
+            for family in (self.resyncs, self.reconnects, self.dead_letters):
+                r.unregister(family)
         r.register(_ProcessCollector())
         self._base = {
             "ccf_events_in",
@@ -151,7 +210,7 @@ class PartMetrics:
             "ccf_reconnects",
             "ccf_dead_letters",
             "ccf_process_cpu_seconds",
-            "ccf_process_cpu_percent",
+            "ccf_process_cpu_usage_ratio",
             "ccf_process_resident_memory_bytes",
             "ccf_process_threads",
         }
@@ -203,7 +262,7 @@ class PartMetrics:
             return None
         host, port = self.config.host, self.config.ports[self.part]
         try:
-            server, _ = start_http_server(port, addr=host, registry=self._exposed)
+            server = _start_server(host, port, self._exposed)
         except OSError as e:
             raise MetricsPortError(
                 f"metrics.ports.{self.part}: cannot serve metrics on {host}:{port} "

@@ -11,8 +11,9 @@ close, ``v = n = 0`` and ``f = L = -1``, as Binance sends it.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from ccf.sources.replay.tape import TradeTape, fmt8
@@ -35,6 +36,8 @@ INTERVALS_MS = {
     "1w": 604_800_000,
 }
 MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+MONTH = "1M"  # calendar months: not a fixed length, so not in INTERVALS_MS
 _WEEK_ORIGIN_MS = 4 * 86_400_000  # weekly candles open on Monday; 1970-01-01 was a Thursday
 
 
@@ -63,6 +66,41 @@ def bucket_open(t_ms: int, iv_ms: int) -> int:
     """Open time of the ``iv_ms`` candle holding ``t_ms`` (UTC, weeks from Monday)."""
     origin = _WEEK_ORIGIN_MS if iv_ms == INTERVALS_MS["1w"] else 0
     return t_ms - (t_ms - origin) % iv_ms
+
+
+def month_open(t_ms: int) -> int:
+    """Open time of the calendar month (UTC) holding ``t_ms``."""
+    d = datetime.fromtimestamp(t_ms / 1000, tz=UTC)
+    return int(datetime(d.year, d.month, 1, tzinfo=UTC).timestamp() * 1000)
+
+
+def next_month(open_ms: int) -> int:
+    """Open time of the month after the one opening at ``open_ms``."""
+    d = datetime.fromtimestamp(open_ms / 1000, tz=UTC)
+    y, m = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+    return int(datetime(y, m, 1, tzinfo=UTC).timestamp() * 1000)
+
+
+def by_month(days: Sequence[Bar]) -> list[Bar]:
+    """Sorted daily bars regrouped into calendar-month bars."""
+    out: list[Bar] = []
+    for b in days:
+        t = month_open(b.open_ms)
+        if out and out[-1].open_ms == t:
+            out[-1] = merge(out[-1], b)
+        else:
+            out.append(b._replace(open_ms=t))
+    return out
+
+
+def month_page(months: Sequence[Bar], start: int | None, end: int | None, limit: int) -> list[Bar]:
+    """Binance's klines paging over month bars: from ``startTime`` the oldest, else the newest."""
+    opens = [b.open_ms for b in months]
+    hi = len(months) if end is None else bisect_right(opens, end)
+    if start is not None:
+        lo = bisect_left(opens, start)
+        return list(months[lo : min(hi, lo + limit)])
+    return list(months[max(0, hi - limit) : hi])
 
 
 def empty_bar(open_ms: int, close: int) -> Bar:

@@ -28,19 +28,24 @@ from __future__ import annotations
 
 import csv
 import gzip
+import zlib
 from bisect import bisect_left, bisect_right
 from pathlib import Path
 from typing import Any
 
 from ccf.sources.replay.bars import (
+    DAY_MS,
     MINUTE_MS,
     Bar,
     bucket_open,
+    by_month,
     empty_bar,
     fill,
     fold,
     kline_row,
     merge_runs,
+    month_page,
+    next_month,
     rebucket,
     window,
 )
@@ -50,19 +55,48 @@ from ccf.sources.replay.market import Market
 from ccf.sources.replay.tape import to_units
 from ccf.sources.replay.wire import NS_PER_MS
 
+_ALL_DAYS = 1 << 20  # every daily candle (1M klines regroup them)
+
+
+_CSV_COLUMNS = ("open_time_ms", "open", "high", "low", "close", "volume")
+
+
+def _csv_bar(row: dict[str, str]) -> Bar:
+    o, h, lo, c, v = (to_units(row[k]) for k in _CSV_COLUMNS[1:])
+    if min(o, h, lo, c, v) < 0 or (v and not 0 < lo <= min(o, c) <= max(o, c) <= h):
+        raise ValueError("prices must be positive with low <= open, close <= high; volume >= 0")
+    return Bar(int(row["open_time_ms"]), o, h, lo, c, v, 0, 0, 0, 0, -1, -1)
+
 
 def load_kline_csv(path: Path) -> tuple[str, list[Bar]]:
     """``(symbol, 1m bars)`` from ``SYMBOL-1m-...csv[.gz]``, gaps filled with empty bars.
 
     Columns: open_time_ms,open,high,low,close,volume (no trade count, quote or
-    taker volume: they stay 0, trade ids -1).
+    taker volume: they stay 0, trade ids -1). A missing column or a row that
+    is not a candle raises ValueError naming the file and the line.
     """
     opener = gzip.open if path.suffix == ".gz" else open
     rows: list[Bar] = []
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-        for row in csv.DictReader(f):
-            o, h, lo, c, v = (to_units(row[k]) for k in ("open", "high", "low", "close", "volume"))
-            rows.append(Bar(int(row["open_time_ms"]), o, h, lo, c, v, 0, 0, 0, 0, -1, -1))
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
+            reader = csv.DictReader(f)
+            missing = [c for c in _CSV_COLUMNS if c not in (reader.fieldnames or ())]
+            if missing:
+                raise ValueError(
+                    f"{path}: missing column(s) {', '.join(missing)}; a klines file has the "
+                    f"header {','.join(_CSV_COLUMNS)}"
+                )
+            for row in reader:
+                try:
+                    rows.append(_csv_bar(row))
+                except (ValueError, TypeError, ArithmeticError) as e:
+                    raise ValueError(
+                        f"{path} line {reader.line_num}: not a candle ({e}): {row}"
+                    ) from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason})") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{path}: a damaged gzip file ({e})") from None
     rows.sort()
     bars: list[Bar] = []
     for b in rows:
@@ -120,12 +154,25 @@ class Candles:
         self, sym: str, iv_ms: int, start: int | None, end: int | None, limit: int
     ) -> list[list[Any]]:
         """Binance's 12-column kline rows, paged as ``/api/v3/klines`` pages them."""
+        return [kline_row(b, iv_ms) for b in self.bars(sym, iv_ms, start, end, limit)]
+
+    def bars(
+        self, sym: str, iv_ms: int, start: int | None, end: int | None, limit: int
+    ) -> list[Bar]:
         if self.uses_csv(sym, iv_ms):
-            bars = self._csv_rows(sym, iv_ms, start, end, limit)
-        else:
-            view = played(self._market, sym)
-            bars = self._trade_rows(view, sym, iv_ms, start, end, limit) if view else []
-        return [kline_row(b, iv_ms) for b in bars]
+            return self._csv_rows(sym, iv_ms, start, end, limit)
+        view = played(self._market, sym)
+        return self._trade_rows(view, sym, iv_ms, start, end, limit) if view else []
+
+    def month_rows(
+        self, sym: str, start: int | None, end: int | None, limit: int
+    ) -> list[list[Any]]:
+        """``interval=1M``: daily candles regrouped by calendar month (UTC), then paged."""
+        months = by_month(self.bars(sym, DAY_MS, None, None, _ALL_DAYS))
+        return [
+            kline_row(b, next_month(b.open_ms) - b.open_ms)
+            for b in month_page(months, start, end, limit)
+        ]
 
     # --- trades --------------------------------------------------------------
 

@@ -2,10 +2,16 @@
 
 One aiohttp application on one port serves ``/stream?streams=a/b``,
 ``/ws/<stream>`` and ``/ws`` (:mod:`.ws`), the public market-data REST
-endpoints (:mod:`.rest`, :mod:`.rest_history`), and two admin endpoints (``GET /_replay/state``,
-``POST /_replay/faults``). One player task (:mod:`.player`) walks the
-timeline at ``speed``; with ``rebase_time`` its exchange times start at the
-wall-clock moment it starts (:mod:`.clock`).
+endpoints (:mod:`.rest`, :mod:`.rest_history`, :mod:`.rest_tickers`), the
+system status, and two admin endpoints (``GET /_replay/state``, ``POST
+/_replay/faults``: the latter only with the ``X-Replay-Token`` that
+``replay.admin_token`` names). With ``replay.tls`` it serves https/wss
+(:mod:`.tls`). One player task (:mod:`.player`) walks the timeline at
+``speed``; with ``rebase_time`` its exchange times start at the wall-clock
+moment it starts (:mod:`.clock`).
+
+What cannot start (a port in use, a recording or klines file that cannot be
+read) raises :class:`ReplayStartError` with a message naming it.
 
     async with running_exchange(ReplayConfig(port=0, speed=0)) as ex:
         ...  # ex.url, ex.ws_url, ex.state(), ex.set_faults(skip_update_every=50)
@@ -14,15 +20,20 @@ wall-clock moment it starts (:mod:`.clock`).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
 from ccf.config import ReplayConfig
+from ccf.secrets import SecretError, resolve
 from ccf.sources.replay.candles import Candles, load_kline_csv
 from ccf.sources.replay.clock import ReplayClock
 from ccf.sources.replay.exchange_info import load_exchange_info
@@ -33,17 +44,46 @@ from ccf.sources.replay.market import Market
 from ccf.sources.replay.player import Player
 from ccf.sources.replay.rest import RestApi, WeightLimiter, json_response
 from ccf.sources.replay.rest_history import HistoryApi
+from ccf.sources.replay.rest_tickers import TickerApi
 from ccf.sources.replay.tasks import TaskSet
 from ccf.sources.replay.timeline import Timeline, load_timeline
+from ccf.sources.replay.tls import TlsFiles, default_tls_dir, ensure_certificate, server_context
 from ccf.sources.replay.wire import NS_PER_MS, loads
 from ccf.sources.replay.ws import WsEndpoint
 
-__all__ = ["ReplayExchange", "running_exchange", "serve"]
+__all__ = ["ReplayExchange", "ReplayStartError", "running_exchange", "serve"]
 
 log = logging.getLogger(__name__)
 
 _PLAYER = "replay-player"
 _BAD_FAULTS = {"error": "body must be a JSON object of FaultConfig fields"}
+_NO_TOKEN = {
+    "error": "runtime fault changes are off: set replay.admin_token=env:NAME (or file:/path) "
+    "and send the token in the X-Replay-Token header"
+}
+_BAD_TOKEN = {"error": "missing or wrong X-Replay-Token header"}
+# A /stream?streams= URL of 1024 streams (the limit) is about 30 KB: aiohttp's 8 KB request
+# line would refuse it before the exchange could answer Binance's stream-limit error.
+_MAX_LINE = 1 << 17
+
+
+class ReplayStartError(RuntimeError):
+    """The exchange cannot start; the message names the file, key or port to fix."""
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs each request it cannot parse as an ERROR with a traceback; such a request
+    is the client's fault, not the exchange's: one INFO line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = "part=exchange symbol=- malformed request refused remote=%s error=%s"
+            record.args = (remote, f"{exc.code} {exc.message}".replace("\n", " ")[:200])
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 class ReplayExchange:
@@ -58,16 +98,27 @@ class ReplayExchange:
         self.limiter = WeightLimiter(cfg.weight_limit_per_minute, cfg.ban_after_429s, cfg.ban_s)
         self._tasks = TaskSet()
         self.hub = Hub(self.faults, self.clock, self._tasks, on_subscribe=self._on_subscribe)
-        csv = dict(load_kline_csv(p) for p in cfg.klines)
+        try:
+            csv = dict(load_kline_csv(p) for p in cfg.klines)
+        except (OSError, ValueError) as e:
+            raise ReplayStartError(f"replay.klines: {e}") from None
         self.candles = Candles(self.market, self.clock, csv)
         self.klines = LiveKlines(self.market, self.candles, self.hub.subs)
         self.player = Player(cfg, self.market, self.clock, self.hub, self.faults, self.klines)
         info = load_exchange_info(list(timeline.symbols), cfg.weight_limit_per_minute)
-        self._rest = RestApi(self.market, self.clock, self.faults, self.limiter, info)
+        self.rest = RestApi(self.market, self.clock, self.faults, self.limiter, info)
         self._history = HistoryApi(self.market, self.candles, self.faults)
-        self._ws = WsEndpoint(cfg, self.hub, self._tasks)
+        self.tickers = TickerApi(self.market, self.clock)
+        self.player.tickers = self.tickers
+        self._ws = WsEndpoint(cfg, self.hub, self._tasks, self.market.timeline.symbols)
         self._runner: web.AppRunner | None = None
+        self._log_filter = _MalformedRequests()
+        self.tls: TlsFiles | None = None
         self.port = 0
+        try:
+            self._token = resolve(cfg.admin_token)
+        except SecretError as e:
+            raise ReplayStartError(f"replay.admin_token: {e}") from None
 
     def _on_subscribe(self) -> None:
         self.player.go.set()
@@ -77,11 +128,11 @@ class ReplayExchange:
 
     @property
     def url(self) -> str:
-        return f"http://{self.cfg.host}:{self.port}"
+        return f"{'https' if self.cfg.tls else 'http'}://{self.cfg.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.cfg.host}:{self.port}"
+        return f"{'wss' if self.cfg.tls else 'ws'}://{self.cfg.host}:{self.port}"
 
     @property
     def started(self) -> bool:
@@ -105,21 +156,52 @@ class ReplayExchange:
         return self.clock.shift_ms
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._rest.middleware])
+        app = web.Application(
+            middlewares=[self.rest.middleware],
+            handler_args={"max_line_size": _MAX_LINE, "max_field_size": _MAX_LINE},
+        )
         app.router.add_get("/stream", self._ws.handle)
         app.router.add_get("/ws", self._ws.handle)
         app.router.add_get("/ws/{streams:.*}", self._ws.handle)
-        self._rest.add_routes(app)
+        self.rest.add_routes(app)
         self._history.add_routes(app)
+        self.tickers.add_routes(app)
         app.router.add_get("/_replay/state", self._state)
         app.router.add_post("/_replay/faults", self._set_faults)
         return app
 
+    def _ssl(self) -> ssl.SSLContext | None:
+        if not self.cfg.tls:
+            return None
+        tls_dir = Path(self.cfg.tls_dir or default_tls_dir())
+        try:
+            self.tls = ensure_certificate(tls_dir, self.cfg.host)
+            return server_context(self.tls)
+        except (OSError, ValueError, ssl.SSLError) as e:
+            raise ReplayStartError(
+                f"replay.tls: cannot make or load the certificate in {tls_dir} ({e}); "
+                "choose a writable replay.tls_dir"
+            ) from None
+
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=1.0)
+        ctx = self._ssl()
+        self._runner = web.AppRunner(
+            self.build_app(),
+            access_log=None,
+            shutdown_timeout=1.0,
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port)
-        await site.start()
+        site = web.TCPSite(self._runner, self.cfg.host, self.cfg.port, ssl_context=ctx)
+        try:
+            await site.start()
+        except OSError as e:
+            await self._runner.cleanup()
+            raise ReplayStartError(
+                f"replay.port: cannot listen on {self.cfg.host}:{self.cfg.port} "
+                f"({e.strerror or e}); stop the process holding it or choose another "
+                "(replay.port=<port>, 0 for a free one)"
+            ) from None
+        logging.getLogger("aiohttp.server").addFilter(self._log_filter)
         self.port = self._runner.addresses[0][1]
         if self.cfg.start == "immediately":
             self.player.go.set()
@@ -141,7 +223,8 @@ class ReplayExchange:
         await self._tasks.wait()
         if self._runner is not None:
             await self._runner.cleanup()
-        log.info("part=exchange stopped frames_sent=%d", self.hub.frames_sent)
+        logging.getLogger("aiohttp.server").removeFilter(self._log_filter)
+        log.info("part=exchange symbol=- stopped frames_sent=%d", self.hub.frames_sent)
 
     # --- state -----------------------------------------------------------------
 
@@ -195,6 +278,12 @@ class ReplayExchange:
         return json_response(self.state())
 
     async def _set_faults(self, request: web.Request) -> web.Response:
+        if self._token is None:
+            return json_response(_NO_TOKEN, 403)
+        given = request.headers.get("X-Replay-Token", "")
+        if not hmac.compare_digest(given.encode(), self._token.encode()):
+            log.warning("part=exchange symbol=- fault change refused remote=%s", request.remote)
+            return json_response(_BAD_TOKEN, 401)
         try:
             body = await request.json(loads=loads)
         except ValueError:
@@ -215,11 +304,14 @@ async def running_exchange(
     if timeline is None:
         files = cfg.recording_files()
         if not files:
-            raise ValueError(
+            raise ReplayStartError(
                 "no recordings to replay: set replay.files or put spot_*.jsonl.gz under "
                 "$CCF_SHARED/data/binance"
             )
-        timeline = await asyncio.to_thread(load_timeline, files)
+        try:
+            timeline = await asyncio.to_thread(load_timeline, files)
+        except (OSError, ValueError) as e:
+            raise ReplayStartError(f"replay.files: {e}") from None
     ex = ReplayExchange(cfg, timeline)
     await ex.start()
     try:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import struct
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
@@ -21,6 +21,7 @@ from aiohttp import WSCloseCode, web
 
 from ccf.sources.replay.clock import ReplayClock
 from ccf.sources.replay.faults import Action, ConnFaults, Faults
+from ccf.sources.replay.streams import micros
 from ccf.sources.replay.tasks import TaskSet
 from ccf.sources.replay.wire import dumps
 
@@ -56,6 +57,7 @@ class Conn:
     incoming: deque[float] = field(default_factory=deque)
     out: list[bytes] = field(default_factory=list)  # framed, not yet written
     closing: bool = False
+    micros: bool = False  # timeUnit=MICROSECOND: times in frames are microseconds
 
 
 class Hub:
@@ -74,6 +76,9 @@ class Hub:
         self._ids = count(1)
         self.frames_sent = 0
         self.connections_total = 0
+        self.sent_by_stream: Counter[str] = Counter()  # frames queued per stream name
+        self._micro_src: bytes | None = None  # the last payload rewritten in microseconds
+        self._micro_out = b""
 
     def open(self, ws: web.WebSocketResponse, request: web.Request, combined: bool) -> Conn:
         now = time.monotonic()
@@ -112,10 +117,15 @@ class Hub:
         faults = self._faults
         if conn.cf.stall_until and faults.stalled(conn.cf, time.monotonic()):
             return
+        if conn.micros:
+            if data is not self._micro_src:  # one rewrite per payload, whatever the fan-out
+                self._micro_src, self._micro_out = data, micros(data)
+            data = self._micro_out
         if not conn.out:
             self._dirty.append(conn)
         conn.out += (frame_header(len(data)), data)
         self.frames_sent += 1
+        self.sent_by_stream[stream] += 1
         if not faults.per_connection:
             conn.cf.frames += 1
             return

@@ -53,6 +53,10 @@ class Market:
         self.time_shift_ms = shift_ms
         self._dt_ms = shift_ms + self.pass_index * self._period_ms
 
+    def event_ms_of(self, k: int, item: Item) -> int:
+        """The exchange time ``item`` of pass ``k`` will be sent with (before :meth:`step`)."""
+        return item.ts_ns // NS_PER_MS + self.time_shift_ms + k * self._period_ms
+
     def _id_shift(self, sym: str) -> int:
         return self.pass_index * self.timeline.symbols[sym].id_step
 

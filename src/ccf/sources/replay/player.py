@@ -4,7 +4,9 @@ Each frame goes to the connections subscribed at that moment, so a client
 that connects later misses what came before, as on the real exchange. At
 speed 0 it runs flat out, yielding to the event loop every few hundred frames.
 Besides the recorded streams it sends ``@aggTrade`` (one frame when an
-aggregate's last trade is played) and ``@kline_<interval>`` (:mod:`.klines_live`).
+aggregate's last trade is played), ``@kline_<interval>`` (:mod:`.klines_live`)
+and the once-a-second streams (:mod:`.seconds`: 1000 ms diffs, partial
+depth, tickers), each at its own cadence.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from ccf.sources.replay.faults import Faults
 from ccf.sources.replay.hub import Hub
 from ccf.sources.replay.klines_live import LiveKlines
 from ccf.sources.replay.market import Emitted, Market
+from ccf.sources.replay.rest_tickers import TickerApi
+from ccf.sources.replay.seconds import SecondStreams
+from ccf.sources.replay.stats import Window
 from ccf.sources.replay.wire import BOOK_TICKER, DEPTH, TRADE
 
 log = logging.getLogger(__name__)
@@ -31,8 +36,8 @@ Route = tuple[str, bytes, int]  # stream name, its combined-frame prefix, render
 def stream_routes(sym: str) -> dict[str, list[Route]]:
     """Per frame kind: the stream names it feeds, their combined-frame prefix, and renderer."""
     names: dict[str, list[tuple[str, int]]] = {
-        DEPTH: [(f"{sym}@depth@100ms", _RAW), (f"{sym}@depth", _RAW), (f"{sym}@depth@1000ms", _RAW)]
-        + [(f"{sym}@depth{n}{s}", n) for n in (5, 10, 20) for s in ("", "@100ms", "@1000ms")],
+        # the 100 ms streams: one frame per recorded diff (the 1000 ms ones: .seconds)
+        DEPTH: [(f"{sym}@depth@100ms", _RAW)] + [(f"{sym}@depth{n}@100ms", n) for n in (5, 10, 20)],
         TRADE: [(f"{sym}@trade", _RAW), (f"{sym}@aggTrade", _AGG)],
         BOOK_TICKER: [(f"{sym}@bookTicker", _RAW)],
     }
@@ -62,14 +67,21 @@ class Player:
         self._faults = faults
         self._klines = klines
         self._routes = {s: stream_routes(s) for s in self._timeline.symbols}
+        self.tickers: TickerApi | None = None  # set by the exchange, for the ticker streams
+        self.seconds = SecondStreams(market, hub.subs, self._stats)
         self.go = asyncio.Event()
         self.frames_dispatched = 0
         self.finished = False
+
+    def _stats(self, sym: str, span_ms: int, now_ms: int) -> Window:
+        assert self.tickers is not None
+        return self.tickers.stats(sym, span_ms, now_ms)
 
     async def run(self) -> None:
         await self.go.wait()
         self._market.rebase(self._clock.start())
         hub, clock, market, klines = self._hub, self._clock, self._market, self._klines
+        seconds = self.seconds
         speed, period = self._cfg.speed, self._timeline.period_ns
         anchor_ts: int | None = None
         anchor_wall = 0.0
@@ -100,11 +112,18 @@ class Player:
                 await hub.flush()
                 await asyncio.sleep(0)
             clock.sent(ts)
+            ev = market.event_ms_of(k, item)
+            if ev >= seconds.due_ms:  # the second's streams, from the book before this frame
+                for name, payload in seconds.tick(ev):
+                    self._send(name, payload)
             self._broadcast(market.step(k, item))
             now_ms = market.event_ms
             if now_ms is not None and now_ms >= klines.due_ms:
                 for name, payload in klines.tick(now_ms):
                     self._send(name, payload)
+        if market.event_ms is not None:  # the last second's streams
+            for name, payload in seconds.tick(max(market.event_ms, seconds.due_ms)):
+                self._send(name, payload)
         await hub.flush()
         clock.hold(None)
         self.finished = True
@@ -116,6 +135,8 @@ class Player:
 
     def _broadcast(self, em: Emitted) -> None:
         skip = em.kind == DEPTH and not em.synthetic and self._faults.skip_diff()
+        if em.kind == DEPTH and em.data is not None:
+            self.seconds.add_diff(em.symbol, em.data, skip)
         partial: dict[int, bytes] = {}
         subs, send = self._hub.subs, self._hub.send
         for name, prefix, renderer in self._routes[em.symbol][em.kind]:

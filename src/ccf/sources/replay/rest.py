@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Container
+from collections import Counter
+from collections.abc import Awaitable, Callable, Container, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -32,7 +33,10 @@ WEIGHTS = {
     "/api/v3/aggTrades": 4,
     "/api/v3/trades": 25,
     "/api/v3/historicalTrades": 25,
+    "/api/v3/uiKlines": 2,
+    "/api/v3/avgPrice": 2,
 }
+_NOT_FOUND = {"code": -1020, "msg": "This operation is not supported."}
 
 
 def depth_weight(limit: int) -> int:
@@ -93,11 +97,18 @@ class BadRequest(Exception):
         self.response = response
 
 
-def int_param(request: web.Request, name: str, default: int | None = None) -> int | None:
+INT_MAX = 2**31 - 1  # Binance's INT parameters (limit); LONG ones (ids, times) up to int64
+LONG_MAX = 2**63 - 1
+
+
+def int_param(
+    request: web.Request, name: str, default: int | None = None, most: int = LONG_MAX
+) -> int | None:
+    """A non-negative integer parameter, refused as Binance refuses it (-1100, -1108)."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 20:
+    if not raw.isdigit() or not raw.isascii() or len(raw) > 20:
         raise BadRequest(
             rest_error(
                 -1100,
@@ -105,12 +116,15 @@ def int_param(request: web.Request, name: str, default: int | None = None) -> in
                 "legal range is '^[0-9]{1,20}$'.",
             )
         )
-    return int(raw)
+    value = int(raw)
+    if value > most:
+        raise BadRequest(rest_error(-1108, f"Parameter '{name}' overflowed."))
+    return value
 
 
 def limit_param(request: web.Request, default: int, most: int) -> int:
     """``limit``, clamped to ``[1, most]``."""
-    return min(max(int_param(request, "limit", default) or 1, 1), most)
+    return min(max(int_param(request, "limit", default, INT_MAX) or 1, 1), most)
 
 
 def symbol_param(request: web.Request, known: Container[str]) -> str:
@@ -127,11 +141,25 @@ def symbol_param(request: web.Request, known: Container[str]) -> str:
     return sym.lower()
 
 
-def _weight(request: web.Request) -> int:
+def ticker_weight(path: str, query: Mapping[str, str]) -> int:
+    """Weights of the ticker endpoints, by how many symbols they answer (rest-api.md)."""
+    if "symbol" in query:
+        return 2
+    if path == "/api/v3/ticker/24hr":
+        if "symbols" not in query:
+            return 80
+        n = query["symbols"].count(",") + 1
+        return 2 if n <= 20 else 40 if n <= 100 else 80
+    return 4
+
+
+def request_weight(request: web.Request) -> int:
     path = request.path
     if path == "/api/v3/depth":
         raw = request.query.get("limit", "100")
         return depth_weight(int(raw)) if raw.isdigit() and len(raw) <= 20 else 5
+    if path.startswith("/api/v3/ticker/"):
+        return ticker_weight(path, request.query)
     return WEIGHTS.get(path, 1)
 
 
@@ -151,19 +179,37 @@ class RestApi:
         self._faults = faults
         self.limiter = limiter
         self._exchange_info = exchange_info
+        self.requests: Counter[tuple[str, int]] = Counter()  # (endpoint, status) answered
+        self.weight_total = 0  # weight charged since the start
+
+    def _count(self, request: web.Request, status: int) -> None:
+        path = request.path
+        routed = request.match_info.route.resource is not None
+        self.requests[(path if routed else "other", status)] += 1
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v3/depth", self._depth)
         app.router.add_get("/api/v3/exchangeInfo", self._info)
         app.router.add_get("/api/v3/time", self._time)
         app.router.add_get("/api/v3/ping", self._ping)
+        app.router.add_get("/sapi/v1/system/status", self._status)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/api/"):
-            return await handler(request)
-        used, status, retry = self.limiter.charge(_weight(request), time.time())
+        if not request.path.startswith(("/api/", "/sapi/")):
+            try:
+                return await handler(request)
+            except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as e:
+                return json_response(_NOT_FOUND, e.status)
+        resp = await self._limited(request, handler)
+        self._count(request, resp.status)
+        return resp
+
+    async def _limited(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        weight = request_weight(request)
+        used, status, retry = self.limiter.charge(weight, time.time())
         if status is None:
+            self.weight_total += weight
             injected = self._faults.rest_fault()
             if injected is not None:
                 status, retry = injected
@@ -195,6 +241,8 @@ class RestApi:
             resp = await handler(request)
         except BadRequest as e:
             resp = e.response
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as e:
+            resp = json_response(_NOT_FOUND, e.status)
         except web.HTTPException as e:
             e.headers.update(headers)
             raise
@@ -235,3 +283,7 @@ class RestApi:
 
     async def _ping(self, request: web.Request) -> web.Response:
         return json_response({})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        """``/sapi/v1/system/status``: 0 = normal, 1 = system maintenance."""
+        return json_response({"status": 0, "msg": "normal"})

@@ -3,14 +3,18 @@
 Each answers only what the replay has played (:mod:`.history`), so REST never
 knows more than a websocket client could have seen. Paging follows Binance:
 
-- ``aggTrades`` (weight 4): ``fromId`` -> from that id; ``startTime`` and
-  ``endTime`` -> that span (both inclusive), which must be under an hour
-  (else -1127); one of them alone -> the hour after ``startTime`` or before
-  ``endTime``; ``fromId`` with a time -> -1128; nothing -> the most recent.
-  Always oldest first, at most ``limit`` (default 500, max 1000).
+- ``aggTrades`` (weight 4): ``fromId`` -> from that id; ``startTime`` (and
+  ``endTime``, both inclusive) -> the oldest in that span; ``endTime`` alone
+  -> the newest up to it; ``fromId`` with a time -> -1128; nothing -> the
+  most recent. Always oldest first, at most ``limit`` (default 500, max
+  1000). Binance dropped its one-hour limit on the span (-1127) on
+  2022-12-05 (CHANGELOG.md of binance-spot-api-docs): ccxt and
+  python-binance send ``startTime`` with ``endTime = startTime + 1 h``.
 - ``historicalTrades`` (25): from ``fromId``, else the most recent; ``trades``
   (25): the most recent.
-- ``klines`` (2): see :class:`.candles.Candles` and :func:`.bars.window`.
+- ``klines`` and ``uiKlines`` (2): see :class:`.candles.Candles` and
+  :func:`.bars.window`; ``timeZone`` other than 0 is refused (-1100), the
+  replay's candles are UTC.
 
 The ``rest_duplicate_pages`` fault makes the next paged answers (those with
 ``fromId`` or ``startTime``) start half a page earlier than asked, repeating
@@ -23,7 +27,7 @@ import logging
 
 from aiohttp import web
 
-from ccf.sources.replay.bars import INTERVALS_MS
+from ccf.sources.replay.bars import INTERVALS_MS, MONTH
 from ccf.sources.replay.candles import Candles
 from ccf.sources.replay.faults import Faults
 from ccf.sources.replay.history import Played, played
@@ -39,20 +43,6 @@ from ccf.sources.replay.rest import (
 
 log = logging.getLogger(__name__)
 
-HOUR_MS = 3_600_000
-
-
-def _window(start: int | None, end: int | None) -> tuple[int, int]:
-    """Binance's time span for aggTrades: both bounds inclusive, at most an hour apart."""
-    if start is not None and end is not None:
-        if end - start >= HOUR_MS:
-            raise BadRequest(rest_error(-1127, "More than 1 hours between startTime and endTime."))
-        return start, end
-    if start is not None:
-        return start, start + HOUR_MS - 1
-    assert end is not None
-    return end - HOUR_MS + 1, end
-
 
 class HistoryApi:
     """The history handlers; errors go through the limiter's middleware like the others."""
@@ -64,6 +54,8 @@ class HistoryApi:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v3/klines", self._klines)
+        # the same rows: without timeZone, Binance's presentation klines are the klines
+        app.router.add_get("/api/v3/uiKlines", self._klines)
         app.router.add_get("/api/v3/aggTrades", self._agg_trades)
         app.router.add_get("/api/v3/historicalTrades", self._historical_trades)
         app.router.add_get("/api/v3/trades", self._trades)
@@ -84,11 +76,16 @@ class HistoryApi:
 
     async def _klines(self, request: web.Request) -> web.Response:
         sym = symbol_param(request, self._candles.symbols)
-        iv = INTERVALS_MS.get(request.query.get("interval", ""))
-        if iv is None:
+        interval = request.query.get("interval", "")
+        iv = INTERVALS_MS.get(interval)
+        if iv is None and interval != MONTH:
             raise BadRequest(rest_error(-1120, "Invalid interval."))
+        if request.query.get("timeZone", "0") not in ("0", "+0", "0:00", "+00:00", "00:00"):
+            raise BadRequest(rest_error(-1100, "Illegal characters found in parameter 'timeZone'."))
         start, end = int_param(request, "startTime"), int_param(request, "endTime")
         limit = limit_param(request, 500, 1000)
+        if iv is None:  # 1M: calendar months
+            return json_response(self._candles.month_rows(sym, start, end, limit))
         if start is not None:
             start -= self._back("klines", sym, limit) * iv
         return json_response(self._candles.rows(sym, iv, start, end, limit))
@@ -104,11 +101,12 @@ class HistoryApi:
             return json_response([])
         if from_id is not None:
             lo, hi = v.agg_from_id(from_id), v.aggs
-        elif start is None and end is None:
-            lo, hi = max(0, v.aggs - limit), v.aggs
+        elif start is not None:
+            lo = v.agg_at(start)
+            hi = v.aggs if end is None else v.agg_at(end + 1)
         else:
-            first, last = _window(start, end)
-            lo, hi = v.agg_at(first), v.agg_at(last + 1)
+            hi = v.aggs if end is None else v.agg_at(end + 1)
+            lo = max(0, hi - limit)
         if from_id is not None or start is not None:
             lo = max(0, lo - self._back("aggTrades", sym, limit))
         return json_response([v.agg_row(a) for a in range(lo, min(hi, lo + limit))])

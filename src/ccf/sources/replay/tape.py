@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any
 
 SCALE = 10**8  # units per 1: spot prices and quantities have 8 decimals
@@ -32,6 +33,8 @@ SCALE = 10**8  # units per 1: spot prices and quantities have 8 decimals
 def to_units(text: str) -> int:
     """``"61837.63000000"`` -> 6183763000000; refuses more than 8 decimals (not exact)."""
     d = Decimal(text) * SCALE
+    if not d.is_finite():
+        raise ValueError(f"{text!r} is not a finite number")
     if d != d.to_integral_value():
         raise ValueError(f"{text!r} has more than 8 decimals")
     return int(d)
@@ -70,6 +73,11 @@ class TradeTape:
     agg_qtys: list[int] = field(default_factory=list)
     agg_ending: list[int] = field(default_factory=list)  # per trade: the agg it completes, or -1
     agg_base: int = 0
+    # running sums, set by finish(): cum_qtys[i] = sum(qtys[:i]) (24 h tickers, avgPrice)
+    cum_qtys: list[int] = field(default_factory=list)
+    cum_quotes: list[int] = field(default_factory=list)
+    high: int = 0  # the tape's highest and lowest price (a whole pass in a 24 h window)
+    low: int = 0
 
     def add(self, tid: int, t_ms: int, price: str, qty: str, maker: bool, event_ms: int) -> None:
         p, q = to_units(price), to_units(qty)
@@ -108,6 +116,9 @@ class TradeTape:
         # A range of their own, below the trade ids (aggregates are fewer than trades):
         # a client that mixes the two kinds of id up gets nothing that looks right.
         self.agg_base = ids[0] // 2 if ids else 0
+        self.cum_qtys = list(accumulate(self.qtys, initial=0))
+        self.cum_quotes = list(accumulate(self.quotes, initial=0))
+        self.high, self.low = (max(self.prices), min(self.prices)) if ids else (0, 0)
 
     def __repr__(self) -> str:
         return f"TradeTape(trades={self.count}, aggs={self.agg_count}, lag_ms={self.lag_ms})"

@@ -10,9 +10,11 @@ so a client following Binance's snapshot + diff procedure never sees a gap.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import statistics
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -90,17 +92,37 @@ def _owner(lines: list[tuple[str, Line]], snap: Snapshot) -> str | None:
     return fits.pop() if len(fits) == 1 else None
 
 
-def _read_grouped(paths: Sequence[Path]) -> dict[str, list[Line]]:
-    by_symbol: dict[str, list[Line]] = {}
-    ignored: Counter[str] = Counter()
-    for path in paths:
-        lines: list[tuple[str, Line]] = []
-        for recv_ns, text in read_frames(path):
-            parsed = parse_line(recv_ns, text)
+def _read_file(path: Path, ignored: Counter[str]) -> list[tuple[str, Line]]:
+    """A recording's usable lines; a file that cannot be read raises ValueError naming it."""
+    lines: list[tuple[str, Line]] = []
+    n = 0
+    try:
+        for n, (recv_ns, text) in enumerate(read_frames(path), 1):
+            try:
+                parsed = parse_line(recv_ns, text)
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(
+                    f"{path}: frame {n} is not a Binance frame ({type(e).__name__}: {e})"
+                ) from None
             if parsed is None:
                 ignored[str(path)] += 1
             else:
                 lines.append(parsed)
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path}: not UTF-8 text in frame {n + 1} ({e.reason}); a recording holds "
+            "'<ns> <json>' lines in UTF-8, optionally gzipped"
+        ) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{path}: a damaged gzip file at frame {n + 1} ({e})") from None
+    return lines
+
+
+def _read_grouped(paths: Sequence[Path]) -> dict[str, list[Line]]:
+    by_symbol: dict[str, list[Line]] = {}
+    ignored: Counter[str] = Counter()
+    for path in paths:
+        lines = _read_file(path, ignored)
         for sym, line in lines:
             if line.snapshot is not None:
                 owner = _owner(lines, line.snapshot)

@@ -3,7 +3,10 @@
 ``/stream?streams=a/b`` sends combined ``{"stream":..,"data":..}`` frames,
 ``/ws/<stream>`` and ``/ws`` raw payloads; both take Binance's control
 messages (SUBSCRIBE, LIST_SUBSCRIPTIONS, SET_PROPERTY combined, ...) and
-answer them as binance_formats.md section 1 shows, errors included.
+answer them as binance_formats.md section 1 shows, errors included. Stream
+names are checked as Binance checks them (:mod:`.streams`); ``timeUnit=
+MICROSECOND`` in the URL turns every time of the connection's frames into
+microseconds.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Container
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -19,6 +23,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ccf.config import ReplayConfig
 from ccf.sources.replay.hub import Conn, Hub
 from ccf.sources.replay.rest import json_response
+from ccf.sources.replay.streams import INVALID, TIME_UNITS, refusal, stream_symbol
 from ccf.sources.replay.tasks import TaskSet
 from ccf.sources.replay.wire import dumps, loads
 
@@ -40,10 +45,24 @@ def _error(code: int, msg: str, rid: Any = None, with_id: bool = True) -> dict[s
 class WsEndpoint:
     """Serves one websocket per request until the client or the exchange closes it."""
 
-    def __init__(self, cfg: ReplayConfig, hub: Hub, tasks: TaskSet) -> None:
+    def __init__(
+        self, cfg: ReplayConfig, hub: Hub, tasks: TaskSet, symbols: Container[str]
+    ) -> None:
         self._cfg = cfg
         self._hub = hub
         self._tasks = tasks
+        self._symbols = symbols
+
+    def _note_unknown(self, conn_id: int, streams: list[str]) -> None:
+        unknown = [s for s in streams if (sym := stream_symbol(s)) and sym not in self._symbols]
+        if unknown:  # Binance acknowledges these and then sends nothing: so does the replay
+            log.info(
+                "part=exchange symbol=%s conn=%d subscribed to a symbol not replayed: "
+                "nothing will be sent streams=%s",
+                stream_symbol(unknown[0]),
+                conn_id,
+                ",".join(unknown[:5]),
+            )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         combined = request.path == "/stream"
@@ -55,12 +74,21 @@ class WsEndpoint:
         if len(streams) > limit:
             msg = f"Invalid request: too many streams, the limit is {limit}"
             return json_response(_error(2, msg, with_id=False), status=400)
+        refused = refusal(streams)
+        if refused is not None:
+            return json_response(_error(2, refused, with_id=False), status=400)
+        unit = request.query.get("timeUnit", "MILLISECOND").upper()
+        if unit not in TIME_UNITS:
+            msg = "Invalid request: timeUnit must be MILLISECOND or MICROSECOND"
+            return json_response(_error(2, msg, with_id=False), status=400)
         ws = web.WebSocketResponse(
             autoping=False, compress=False, timeout=_CLOSE_TIMEOUT_S, max_msg_size=1 << 16
         )
         await ws.prepare(request)
         conn = self._hub.open(ws, request, combined)
+        conn.micros = TIME_UNITS[unit]
         self._hub.subscribe(conn, streams)
+        self._note_unknown(conn.id, streams)
         log.info(
             "part=exchange connected conn=%d path=%s streams=%d",
             conn.id,
@@ -165,12 +193,18 @@ class WsEndpoint:
         if method == "UNSUBSCRIBE":
             self._hub.unsubscribe(conn, params)
             return {"result": None, "id": rid}
+        refused = refusal(params)
+        if refused is not None:
+            if refused != INVALID:
+                log.warning("part=exchange symbol=- conn=%d %s", conn.id, refused)
+            return _error(2, refused, rid)
         new = {p for p in params if p not in conn.streams}
         limit = self._cfg.max_streams_per_connection
         if len(conn.streams) + len(new) > limit:
             msg = f"Invalid request: too many streams, the limit is {limit} per connection"
             return _error(2, msg, rid)
         self._hub.subscribe(conn, params)
+        self._note_unknown(conn.id, params)
         return {"result": None, "id": rid}
 
     async def _watch(self, conn: Conn) -> None:

@@ -73,7 +73,7 @@ def part_figures(beats: pd.DataFrame) -> pd.DataFrame:
                 "dead_letters": total.get("ccf_dead_letters_total", 0.0),
                 "gaps": total.get("ccf_gaps_total", 0.0),
                 "resyncs": total.get("ccf_resyncs_total", 0.0),
-                "cpu_pct": total.get("ccf_process_cpu_percent"),
+                "cpu_pct": _percent(total.get("ccf_process_cpu_usage_ratio")),
                 "memory_mb": total.get("ccf_process_resident_memory_bytes", float("nan")) / 2**20,
                 "threads": total.get("ccf_process_threads"),
             }
@@ -102,3 +102,8 @@ def lags(beats: pd.DataFrame) -> pd.DataFrame:
         for (p, st, sym), (s, n) in sorted(sums.items())
     ]
     return pd.DataFrame(rows, columns=["part", "stage", "symbol", "mean_lag", "mean_lag_s", "n"])
+
+
+def _percent(ratio: float | None) -> float | None:
+    """The heartbeat's CPU ratio (0-1 of the machine) as the percent the page shows."""
+    return None if ratio is None else ratio * 100
