@@ -53,6 +53,10 @@ class _Pending:
     skipped: bool = False
 
 
+def _never_traded(w: Window) -> bool:
+    return w.count == 0 and w.last == 0
+
+
 def _merge_side(into: dict[float, Level], levels: list[list[str]]) -> None:
     for p, q in levels:
         into[float(p)] = (p, q)
@@ -123,6 +127,8 @@ class SecondStreams:
         ticker, mini = subs.get(f"{sym}@ticker"), subs.get(f"{sym}@miniTicker")
         if ticker or mini:
             w = self._stats(sym, DAY_MS, second)
+            if _never_traded(w):
+                return  # no ticker before a symbol's first trade
             if ticker:
                 book = self._market.books[sym].top(1)
                 out.append((f"{sym}@ticker", dumps(ticker_event(sym, w, book, second))))
@@ -143,6 +149,8 @@ class SecondStreams:
                     continue  # unchanged since its last push
                 self._arr_seen[(name, sym)] = played
                 w = self._stats(sym, DAY_MS, second)
+                if _never_traded(w):
+                    continue
                 if name == "!ticker@arr":
                     rows.append(ticker_event(sym, w, self._market.books[sym].top(1), second))
                 else:
