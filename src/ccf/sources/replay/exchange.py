@@ -81,7 +81,7 @@ class _MalformedRequests(logging.Filter):
             remote = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.msg = "part=exchange symbol=- malformed request refused remote=%s error=%s"
-            record.args = (remote, f"{exc.code} {exc.message}".replace("\n", " ")[:200])
+            record.args = (remote, " ".join(f"{exc.code} {exc.message}".split())[:200])
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -207,8 +207,8 @@ class ReplayExchange:
             self.player.go.set()
         self._tasks.spawn(self.player.run(), _PLAYER)
         log.info(
-            "replay exchange listening url=%s symbols=%s speed=%s loop=%s rebase_time=%s "
-            "part=exchange",
+            "part=exchange symbol=- replay exchange listening url=%s symbols=%s speed=%s loop=%s "
+            "rebase_time=%s",
             self.url,
             ",".join(self.timeline.symbols),
             self.cfg.speed,
