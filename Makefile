@@ -13,7 +13,7 @@ STAMP := $(VENV)/.ccf-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test browser services bench lint clean
+.PHONY: setup run test browser services promtool bench lint clean
 
 setup: $(STAMP)
 
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt setup.py src/ccf/sources/binance/_cbook
 run: setup
 	$(VENV)/bin/ccf run $(ARGS)
 
-test: setup browser services
+test: setup browser services promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The scale-out tests start PostgreSQL 15 (installed), Debian's InfluxDB and a Tansu
@@ -35,6 +35,11 @@ services:
 	@command -v influxd >/dev/null || (apt-get install -y -q influxdb >/dev/null || \
 		(apt-get update -q >/dev/null && apt-get install -y -q influxdb >/dev/null))
 	@pg_ctlcluster 15 main status >/dev/null 2>&1 || pg_ctlcluster 15 main start
+
+# The exchange's metrics test lints a scrape with promtool (Debian's prometheus package).
+promtool:
+	@command -v promtool >/dev/null || (apt-get install -y -q prometheus >/dev/null || \
+		(apt-get update -q >/dev/null && apt-get install -y -q prometheus >/dev/null))
 
 # The browser tests drive Debian's chromium (never a browser a tool downloads).
 browser:
