@@ -4,10 +4,11 @@ Binance answers a SUBSCRIBE naming a stream it does not know (a typo, an
 unknown event type) with ``{"code":2,"msg":"Invalid request: invalid
 stream"}``; a well-formed name for a symbol it does not list is acknowledged
 and then silent (both as observed on the real exchange; the docs say
-nothing). The replay does the same, and answers a well-formed stream that
-Binance serves but the replay does not (time-zone klines, rolling-window
-tickers) with the same error code and a message naming it, so no client
-waits for frames that never come.
+nothing). Names in a connection's URL are not checked at all (ccxt opens
+``/ws/0``). The replay does the same, and answers a SUBSCRIBE to a
+well-formed stream that Binance serves but the replay does not (time-zone
+klines, rolling-window tickers) with the same error code and a message
+naming it, so no client waits for frames that never come.
 """
 
 from __future__ import annotations
