@@ -26,7 +26,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -47,9 +47,11 @@ from ccf.sources.replay.rest_history import HistoryApi
 from ccf.sources.replay.rest_tickers import TickerApi
 from ccf.sources.replay.tasks import TaskSet
 from ccf.sources.replay.timeline import Timeline, load_timeline
-from ccf.sources.replay.tls import TlsFiles, default_tls_dir, ensure_certificate, server_context
 from ccf.sources.replay.wire import NS_PER_MS, loads
 from ccf.sources.replay.ws import WsEndpoint
+
+if TYPE_CHECKING:
+    from ccf.sources.replay.tls import TlsFiles
 
 __all__ = ["ReplayExchange", "ReplayStartError", "running_exchange", "serve"]
 
@@ -173,6 +175,8 @@ class ReplayExchange:
     def _ssl(self) -> ssl.SSLContext | None:
         if not self.cfg.tls:
             return None
+        from ccf.sources.replay.tls import default_tls_dir, ensure_certificate, server_context
+
         tls_dir = Path(self.cfg.tls_dir or default_tls_dir())
         try:
             self.tls = ensure_certificate(tls_dir, self.cfg.host)
