@@ -150,3 +150,21 @@ def test_binance_urls_are_refused_with_the_replay_source() -> None:
     assert live.ws_url() == "wss://example.test:9443"
     tls = load_settings(["replay.tls=true", "replay.port=9999"])
     assert (tls.ws_url(), tls.rest_url()) == ("wss://127.0.0.1:9999", "https://127.0.0.1:9999")
+
+
+async def test_a_failing_player_ends_serve_with_its_error(
+    recording: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one place a stand-in is used: no real input makes the player fail (inputs are
+    checked at load), so a step that raises stands for a bug; serve must not go on serving
+    a frozen market (issue 17: exit 0 under `ccf run`'s restart loop)."""
+    from ccf.sources.replay import exchange as module
+    from ccf.sources.replay.market import Market
+
+    def broken(self: Market, k: int, item: object) -> None:
+        raise RuntimeError("a bug in the player")
+
+    monkeypatch.setattr(Market, "step", broken)
+    cfg = ReplayConfig(port=0, files=(recording,), speed=0, start="immediately")
+    with pytest.raises(RuntimeError, match="a bug in the player"):
+        await asyncio.wait_for(module.serve(cfg), 30)

@@ -153,6 +153,21 @@ async def test_each_depth_stream_at_its_own_cadence(timeline: Timeline) -> None:
             assert (p["bids"], p["asks"]) == (bids[:n], asks[:n])
 
 
+async def test_a_withheld_update_is_a_gap_in_the_1000ms_diffs_too(timeline: Timeline) -> None:
+    """skip_update_every withholds a 100 ms diff; the second holding it is withheld from the
+    1000 ms stream, so its clients see the gap too (and resync) instead of a silently wrong
+    book."""
+    async with exchange(timeline, faults={"skip_update_every": 40}) as (ex, http):
+        url = f"{ex.ws_url}/stream?streams=btcusdt@depth@100ms/btcusdt@depth"
+        async with http.ws_connect(url) as ws:
+            got = by_stream(await drain(ex, ws))
+    fast, slow = got["btcusdt@depth@100ms"], got["btcusdt@depth"]
+    fast_gaps = sum(b["U"] != a["u"] + 1 for a, b in zip(fast, fast[1:], strict=False))
+    slow_gaps = sum(b["U"] != a["u"] + 1 for a, b in zip(slow, slow[1:], strict=False))
+    assert fast_gaps >= 2 and slow_gaps >= 1
+    assert all(b["U"] > a["u"] for a, b in zip(slow, slow[1:], strict=False))
+
+
 def units(text: str) -> Decimal:
     return Decimal(text)
 

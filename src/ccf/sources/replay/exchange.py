@@ -114,6 +114,7 @@ class ReplayExchange:
         self.player.tickers = self.tickers
         self._ws = WsEndpoint(cfg, self.hub, self._tasks, self.market.timeline.symbols)
         self._runner: web.AppRunner | None = None
+        self._player_task: asyncio.Task[None] | None = None
         self._log_filter = _MalformedRequests()
         self.tls: TlsFiles | None = None
         self.port = 0
@@ -209,7 +210,7 @@ class ReplayExchange:
         self.port = self._runner.addresses[0][1]
         if self.cfg.start == "immediately":
             self.player.go.set()
-        self._tasks.spawn(self.player.run(), _PLAYER)
+        self._player_task = self._tasks.spawn(self.player.run(), _PLAYER)
         log.info(
             "part=exchange symbol=- replay exchange listening url=%s symbols=%s speed=%s loop=%s "
             "rebase_time=%s",
@@ -229,6 +230,13 @@ class ReplayExchange:
             await self._runner.cleanup()
         logging.getLogger("aiohttp.server").removeFilter(self._log_filter)
         log.info("part=exchange symbol=- stopped frames_sent=%d", self.hub.frames_sent)
+
+    async def run_forever(self) -> None:
+        """Serve until cancelled; a player that fails ends this with its exception (so
+        ``ccf exchange`` exits non-zero instead of serving a frozen market)."""
+        if self._player_task is not None:
+            await self._player_task
+        await asyncio.Event().wait()
 
     # --- state -----------------------------------------------------------------
 
@@ -331,4 +339,4 @@ async def serve(
     async with running_exchange(cfg) as ex:
         if on_start is not None:
             on_start(ex)
-        await asyncio.Event().wait()
+        await ex.run_forever()
