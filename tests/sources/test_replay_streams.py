@@ -145,7 +145,9 @@ async def test_each_depth_stream_at_its_own_cadence(timeline: Timeline) -> None:
     ):
         frames = got[name]
         if per_second:
-            assert len(frames) == len(slow) + 1  # and one at the very first frame
+            # one a second, one at the first frame, and one after the last (which holds no
+            # diff when the recording ends right after a second's push)
+            assert len(slow) + 1 <= len(frames) <= len(slow) + 2
         else:
             assert len(frames) == len(fast)
         for p in frames[1:]:
