@@ -12,10 +12,16 @@ Modules, one job each, from the recording to the socket:
 - ``bars``: candle math shared by REST and live klines (exact integers)
 - ``candles``: REST klines from played trades, or from 1m CSVs played alongside
 - ``klines_live``: ``@kline_<interval>`` streams, equal to REST klines once closed
+- ``stats``: rolling-window statistics of the played trades (24 h tickers, avgPrice)
+- ``seconds``: the once-a-second streams (1000 ms diffs, partial depth, tickers)
 - ``clock``: replay event time, rebased onto the wall clock
+- ``streams``: stream names Binance accepts and the replay serves; microsecond times
 - ``hub``: connections, subscriptions, queued writes and backpressure
 - ``player``: walks the timeline at ``speed`` and fans frames out
-- ``ws`` / ``rest`` / ``rest_history``: the websocket and REST endpoints; ``exchange_info``
+- ``ws`` / ``rest`` / ``rest_history`` / ``rest_tickers``: the websocket and REST
+  endpoints; ``exchange_info``
 - ``faults``: what to break, and when
+- ``tls``: the local CA and certificate for ``replay.tls``
+- ``metrics``: the exchange's own Prometheus figures
 - ``exchange``: the app that wires them (``ReplayExchange``, ``running_exchange``, ``serve``)
 """
