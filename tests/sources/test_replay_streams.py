@@ -155,6 +155,30 @@ async def test_each_depth_stream_at_its_own_cadence(timeline: Timeline) -> None:
             assert (p["bids"], p["asks"]) == (bids[:n], asks[:n])
 
 
+async def test_1000ms_diffs_join_loop_passes_without_a_gap(timeline: Timeline) -> None:
+    """Across a loop pass (its resync diff included) the 1000 ms diffs stay contiguous, and a
+    book built from them alone equals REST depth at the end."""
+    async with exchange(timeline, loop=True, max_passes=2) as (ex, http):
+        async with http.ws_connect(f"{ex.ws_url}/ws/btcusdt@depth@1000ms") as ws:
+            slow = []
+            while True:
+                try:
+                    msg = await ws.receive(timeout=0.3)
+                except TimeoutError:
+                    if ex.finished:
+                        break
+                    continue
+                slow.append(json.loads(msg.data))
+        depth = await (await http.get(f"{ex.url}/api/v3/depth?symbol=BTCUSDT&limit=5000")).json()
+    assert ex.market.pass_index == 1
+    assert [b["U"] for b in slow[1:]] == [a["u"] + 1 for a in slow[:-1]]
+    book = LocalBook(ex.timeline.symbols["btcusdt"].start)
+    for d in slow:
+        book.apply(d)
+    bids, asks = book.top(5000)
+    assert book.u == depth["lastUpdateId"] and (bids, asks) == (depth["bids"], depth["asks"])
+
+
 async def test_a_withheld_update_is_a_gap_in_the_1000ms_diffs_too(timeline: Timeline) -> None:
     """skip_update_every withholds a 100 ms diff; the second holding it is withheld from the
     1000 ms stream, so its clients see the gap too (and resync) instead of a silently wrong
