@@ -2,11 +2,17 @@
 
 Live (:class:`FeatureRunner`) follows the raw store as the collector writes
 it, pushes what is new into one engine, writes the closed rows and keeps
-the last ones in memory for a model in the same process. It resumes from
-the last bucket it wrote: it replays ``warmup`` of history before that
-bucket to rebuild the features' state, and writes only the buckets after
-it. Batch (:func:`run_backfill`) feeds the same engine from the same reads,
-merged into the engine's order, so both write the same rows.
+the last ones in memory for a model in the same process. With every batch of
+rows it writes each symbol's feature state after the last of them (same
+transaction, :mod:`ccf.features.checkpoint`). A restart restores that state
+and reads the raw records from the checkpoint's bucket end on, so it
+continues bit-equal after any downtime. Without a usable checkpoint (a store
+written before checkpoints, another engine format) it falls back to replaying
+``warmup`` of history before the last bucket written, which is exact only for
+features whose memory is shorter than the warm-up. Either way it writes only
+the buckets after the last one stored. Batch (:func:`run_backfill`) feeds the
+same engine from the same reads, merged into the engine's order, so both write
+the same rows.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ccf.config import ConfigError, Settings
+from ccf.features.checkpoint import CheckpointError
 from ccf.features.engine import FeatureEngine, FeatureRow
 from ccf.features.online import OnlineRings
 from ccf.features.raw import RawReader, RawTail
@@ -35,7 +42,6 @@ from ccf.storage.postgres.connect import describe
 from ccf.storage.sqlite import connect
 
 if TYPE_CHECKING:
-    from ccf.storage.postgres.features import PgFeatureStore
     from ccf.storage.postgres.raw import PgRawStore
 
 log = logging.getLogger(__name__)
@@ -97,6 +103,7 @@ class FeatureRunner:
         self.engine = FeatureEngine(self.fs, settings.symbols)
         self.online = OnlineRings(self.fs.float_columns, settings.features.online_rows)
         self.resume: dict[str, int | None] = {}  # first bucket to write, per symbol
+        self.restored: dict[str, int] = {}  # symbol -> bucket of the checkpoint it resumed at
         self.rows_written: Counter[str] = Counter()
         self.last_bucket: dict[str, int] = {}
         self.events = 0
@@ -108,9 +115,7 @@ class FeatureRunner:
 
     # -- one poll, in a worker thread -------------------------------------------------------
 
-    def _step(
-        self, tail: RawTail, store: FeatureStore | PgFeatureStore
-    ) -> tuple[list[FeatureRow], bool]:
+    def _step(self, tail: RawTail, store: FeatureStore) -> tuple[list[FeatureRow], bool]:
         t0 = time.monotonic()
         poll = tail.poll()
         self.read_s_max = max(self.read_s_max, time.monotonic() - t0)
@@ -131,7 +136,11 @@ class FeatureRunner:
                     rows += out
         resume = self.resume
         rows = [r for r in rows if (resume.get(r.symbol) or r.ts) <= r.ts]
-        store.write(rows)
+        if rows:
+            # the state after each symbol's last row closed: the rows' own checkpoint
+            done = dict.fromkeys(r.symbol for r in rows)
+            checkpoints = [cp for s in done if (cp := engine.checkpoint(s)) is not None]
+            store.write(rows, checkpoints)
         now = time.time_ns()
         observe = self.metrics.observe_lag
         for r in rows:
@@ -144,21 +153,47 @@ class FeatureRunner:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def _floors(self, store: FeatureStore | PgFeatureStore) -> dict[str, int | None]:
-        """Where reading starts per symbol: ``warmup`` before the first bucket to write."""
+    def _floors(self, store: FeatureStore) -> dict[str, int | None]:
+        """Where reading starts per symbol: the end of its checkpoint's bucket, restored
+        into the engine, or else ``warmup`` before the first bucket to write."""
         floors: dict[str, int | None] = {}
+        bucket = self.fs.bucket_ns
         for sym in self.settings.symbols:
             last = store.last_bucket(sym)
-            self.resume[sym] = None if last is None else last + self.fs.bucket_ns
-            floors[sym] = None if last is None else last + self.fs.bucket_ns - self.fs.warmup_ns
-            if last is not None:
-                self.last_bucket[sym] = last
-                log.info(
-                    "part=features symbol=%s resuming after bucket %s (replaying %s s of history)",
-                    sym,
-                    _iso(last),
-                    self.fs.warmup_ns / 1e9,
-                )
+            self.resume[sym] = None if last is None else last + bucket
+            floors[sym] = None if last is None else last + bucket - self.fs.warmup_ns
+            if last is None:
+                continue
+            self.last_bucket[sym] = last
+            cp = store.checkpoint(sym)
+            why = "no checkpoint"
+            if cp is not None and cp.ts > last:
+                why = f"its checkpoint ({_iso(cp.ts)}) is newer than its rows"
+            elif cp is not None:
+                try:
+                    self.engine.restore(cp)
+                except CheckpointError as e:
+                    why = f"checkpoint not usable: {e}"
+                else:
+                    floors[sym] = cp.ts + bucket
+                    self.restored[sym] = cp.ts
+                    log.info(
+                        "part=features symbol=%s resuming after bucket %s from its checkpoint "
+                        "at %s (state restored: exact after any downtime)",
+                        sym,
+                        _iso(last),
+                        _iso(cp.ts),
+                    )
+                    continue
+            log.warning(
+                "part=features symbol=%s resuming after bucket %s by replaying %s s of "
+                "history (%s): features with a longer memory than that may differ from a "
+                "batch run",
+                sym,
+                _iso(last),
+                self.fs.warmup_ns / 1e9,
+                why,
+            )
         return floors
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -237,6 +272,7 @@ class FeatureRunner:
                 "late": st.late,
                 "late_gaps": st.late_gaps,
                 "crossed_rows": st.crossed_rows,
+                "restored_from": _iso(self.restored.get(sym)),
             }
         return {
             "feature_set": self.fs.name,
