@@ -9,6 +9,7 @@ buckets, same bytes. With only the warm-up to go on, an EMA of the log return di
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -23,8 +24,10 @@ from ccf.features.runner import FeatureRunner
 from ccf.features.spec import feature_set
 from ccf.features.store import FeatureStore
 from ccf.storage.sqlite import connect
+from tests.features.helpers import S
 from tests.features.test_runner import (
     batch_rows,
+    caught_up,
     fill,
     follow_until_caught_up,
     settings_for,
@@ -62,6 +65,40 @@ async def test_a_restart_after_a_downtime_longer_than_the_warmup_equals_batch(
     assert len(live) == len(batch) > 1200
     assert differing(live, batch) == 0
     print(f"restarted: {len(live)} rows, 0 differing from batch")
+
+
+async def test_a_crash_between_checkpoints_resumes_from_the_older_one_exactly(
+    tmp_path: Path,
+) -> None:
+    # one checkpoint per 10 minutes of event time: only its first write's; small polls, so
+    # rows come in many writes after it; the first run dies without its final checkpoint
+    settings = settings_for(
+        tmp_path,
+        "symbols=[btcusdt]",
+        WARMUP,
+        "features.checkpoint_every=10m",
+        "features.max_rows_per_poll=300",
+    )
+    fill(settings, (0.0, 0.3))
+    first = FeatureRunner(settings)
+    task = asyncio.create_task(first.run(asyncio.Event()))
+    while not caught_up(first, settings):
+        assert not task.done(), task
+        await asyncio.sleep(0.05)
+    task.cancel()  # no clean stop: the checkpoint stays where the last write put it
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    cp = FeatureStore(settings.features_path, feature_set(settings.features)).checkpoint("btcusdt")
+    last = first.last_bucket["btcusdt"]
+    assert cp is not None and cp.ts < last - 60 * S  # a minute and more older than the rows
+    fill(settings, (0.3, 1.0))
+    second = FeatureRunner(settings)
+    await follow_until_caught_up(second, settings)
+    assert second.restored == {"btcusdt": cp.ts}
+    assert second.resume["btcusdt"] == last + S  # the rows after cp.ts are not rewritten
+    live = table(settings.features_path, settings)
+    batch = batch_rows(settings, tmp_path, "symbols=[btcusdt]")
+    assert len(live) == len(batch) and differing(live, batch) == 0
 
 
 async def test_without_a_checkpoint_it_warms_up_and_says_so(
@@ -160,3 +197,17 @@ def test_kill_9_of_a_real_features_process_then_restart_equals_batch(tmp_path: P
     assert len(live) == len(batch) > 1200
     assert differing(live, batch) == 0
     print(f"kill -9 after {killed_at} rows; {len(live)} rows, 0 differing from batch")
+
+
+async def test_a_poll_limit_below_one_millisecond_of_trades_still_moves_on(
+    tmp_path: Path,
+) -> None:
+    # the recording holds 735 BTCUSDT trades at one millisecond (a sweep): a page of 100
+    # holds nothing before its own last event time, and the tail used to stop there
+    settings = settings_for(tmp_path, "symbols=[btcusdt]", "features.max_rows_per_poll=100")
+    fill(settings, (0.0, 0.5))
+    runner = FeatureRunner(settings)
+    await follow_until_caught_up(runner, settings)
+    live = table(settings.features_path, settings)
+    batch = batch_rows(settings, tmp_path, "symbols=[btcusdt]")
+    assert len(live) == len(batch) > 300 and differing(live, batch) == 0

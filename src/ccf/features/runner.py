@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ccf.config import ConfigError, Settings
-from ccf.features.checkpoint import CheckpointError
+from ccf.features.buckets import parse_duration
+from ccf.features.checkpoint import Checkpoint, CheckpointError
 from ccf.features.engine import FeatureEngine, FeatureRow
 from ccf.features.online import OnlineRings
 from ccf.features.raw import RawReader, RawTail
@@ -104,6 +105,8 @@ class FeatureRunner:
         self.online = OnlineRings(self.fs.float_columns, settings.features.online_rows)
         self.resume: dict[str, int | None] = {}  # first bucket to write, per symbol
         self.restored: dict[str, int] = {}  # symbol -> bucket of the checkpoint it resumed at
+        self.checkpointed: dict[str, int] = {}  # symbol -> bucket of its newest checkpoint
+        self._checkpoint_ns = parse_duration(settings.features.checkpoint_every)
         self.rows_written: Counter[str] = Counter()
         self.last_bucket: dict[str, int] = {}
         self.events = 0
@@ -137,10 +140,7 @@ class FeatureRunner:
         resume = self.resume
         rows = [r for r in rows if (resume.get(r.symbol) or r.ts) <= r.ts]
         if rows:
-            # the state after each symbol's last row closed: the rows' own checkpoint
-            done = dict.fromkeys(r.symbol for r in rows)
-            checkpoints = [cp for s in done if (cp := engine.checkpoint(s)) is not None]
-            store.write(rows, checkpoints)
+            store.write(rows, self._due_checkpoints(rows))
         now = time.time_ns()
         observe = self.metrics.observe_lag
         for r in rows:
@@ -150,6 +150,29 @@ class FeatureRunner:
         self.events += poll.events
         self.polls += 1
         return rows, poll.full
+
+    def _due_checkpoints(self, rows: list[FeatureRow]) -> list[Checkpoint]:
+        """The state after each symbol's last row in ``rows`` (the rows' own checkpoint),
+        for the symbols whose last one is ``checkpoint_every`` of event time old."""
+        out = []
+        for sym in dict.fromkeys(r.symbol for r in rows):
+            saved = self.checkpointed.get(sym)
+            cp = self.engine.checkpoint(sym)
+            if cp is not None and (saved is None or cp.ts - saved >= self._checkpoint_ns):
+                out.append(cp)
+                self.checkpointed[sym] = cp.ts
+        return out
+
+    def _final_checkpoints(self, store: FeatureStore) -> None:
+        """On a clean stop: the state after the last row written, where it is newer than
+        the last checkpoint (a restart then replays nothing)."""
+        cps = []
+        for sym, last in self.last_bucket.items():
+            cp = self.engine.checkpoint(sym)
+            if cp is not None and cp.ts == last and self.checkpointed.get(sym) != last:
+                cps.append(cp)
+                self.checkpointed[sym] = last
+        store.save_checkpoints(cps)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -176,7 +199,7 @@ class FeatureRunner:
                     why = f"checkpoint not usable: {e}"
                 else:
                     floors[sym] = cp.ts + bucket
-                    self.restored[sym] = cp.ts
+                    self.restored[sym] = self.checkpointed[sym] = cp.ts
                     log.info(
                         "part=features symbol=%s resuming after bucket %s from its checkpoint "
                         "at %s (state restored: exact after any downtime)",
@@ -228,6 +251,7 @@ class FeatureRunner:
                 if not full:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), s.features.poll_interval_s)
+            self._final_checkpoints(store)
         finally:
             self._heartbeat(raw, "stopped")
             raw.close()

@@ -202,16 +202,31 @@ class FeatureStore:
             )
             new = con.total_changes - before
             if checkpoints:
-                now = time.time_ns()
-                con.executemany(
-                    _SAVE_CHECKPOINT,
-                    [(self.set.table, c.symbol, c.ts, c.state, now) for c in checkpoints],
-                )
+                self._save(checkpoints)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
         return new
+
+    def save_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Checkpoints alone: only for a state after rows already stored (a clean stop)."""
+        if not checkpoints:
+            return
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            self._save(checkpoints)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def _save(self, checkpoints: Sequence[Checkpoint]) -> None:
+        now = time.time_ns()
+        self._con.executemany(
+            _SAVE_CHECKPOINT, [(self.set.table, c.symbol, c.ts, c.state, now) for c in checkpoints]
+        )
 
     # -- reads ------------------------------------------------------------------------------
 
