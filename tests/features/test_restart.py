@@ -211,3 +211,37 @@ async def test_a_poll_limit_below_one_millisecond_of_trades_still_moves_on(
     live = table(settings.features_path, settings)
     batch = batch_rows(settings, tmp_path, "symbols=[btcusdt]")
     assert len(live) == len(batch) > 300 and differing(live, batch) == 0
+
+
+def _register_unpicklable() -> None:
+    from ccf.features.kinds.base import REGISTRY, kind
+
+    if "t_local_state" in REGISTRY:
+        return
+
+    @kind("t_local_state")
+    def local(params, columns):  # noqa: ANN001, ANN202
+        class Local:  # defined in the factory: pickle cannot name it
+            def step(self, row) -> None:  # noqa: ANN001
+                row["t_local"] = row["m_p"]
+
+        return ("t_local",), Local
+
+
+async def test_a_kind_whose_state_does_not_pickle_runs_and_warms_up_instead(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _register_unpicklable()
+    settings = settings_for(
+        tmp_path, "symbols=[btcusdt]", "features.features=[{kind: m_p}, {kind: t_local_state}]"
+    )
+    fill(settings, (0.0, 0.3))
+    first = FeatureRunner(settings)
+    await follow_until_caught_up(first, settings)
+    assert first.rows_written["btcusdt"] > 100
+    assert "no checkpoints: the feature state does not pickle" in caplog.text
+    second = FeatureRunner(settings)
+    fill(settings, (0.3, 0.4))
+    await follow_until_caught_up(second, settings)
+    assert second.restored == {} and second.rows_written["btcusdt"] > 0
+    assert "(no checkpoint)" in caplog.text

@@ -41,7 +41,12 @@ class Checkpoint(NamedTuple):
 
 
 def encode_state(features: Sequence[Any], carry: tuple[Any, ...]) -> bytes:
-    return pickle.dumps((FORMAT, list(features), carry), protocol=pickle.HIGHEST_PROTOCOL)
+    """The blob; a CheckpointError when a kind's state does not pickle (a class defined
+    inside its factory, a lambda kept on the object)."""
+    try:
+        return pickle.dumps((FORMAT, list(features), carry), protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        raise CheckpointError(f"the feature state does not pickle ({e})") from None
 
 
 def decode_state(blob: bytes, fresh: Sequence[Any]) -> tuple[list[Any], tuple[Any, ...]]:

@@ -107,6 +107,7 @@ class FeatureRunner:
         self.restored: dict[str, int] = {}  # symbol -> bucket of the checkpoint it resumed at
         self.checkpointed: dict[str, int] = {}  # symbol -> bucket of its newest checkpoint
         self._checkpoint_ns = parse_duration(settings.features.checkpoint_every)
+        self._no_checkpoint: set[str] = set()  # symbols whose state does not pickle
         self.rows_written: Counter[str] = Counter()
         self.last_bucket: dict[str, int] = {}
         self.events = 0
@@ -155,20 +156,41 @@ class FeatureRunner:
         """The state after each symbol's last row in ``rows`` (the rows' own checkpoint),
         for the symbols whose last one is ``checkpoint_every`` of event time old."""
         out = []
-        for sym in dict.fromkeys(r.symbol for r in rows):
+        newest = {r.symbol: r.ts for r in rows}
+        for sym, ts in newest.items():
             saved = self.checkpointed.get(sym)
-            cp = self.engine.checkpoint(sym)
-            if cp is not None and (saved is None or cp.ts - saved >= self._checkpoint_ns):
+            if saved is not None and ts - saved < self._checkpoint_ns:
+                continue  # not due: no pickling
+            cp = self._checkpoint(sym)
+            if cp is not None:
                 out.append(cp)
                 self.checkpointed[sym] = cp.ts
         return out
+
+    def _checkpoint(self, sym: str) -> Checkpoint | None:
+        """The engine's checkpoint, or None (said once) when a kind's state cannot be
+        stored: restarts of this set then fall back to the warm-up."""
+        if sym in self._no_checkpoint:
+            return None
+        try:
+            return self.engine.checkpoint(sym)
+        except CheckpointError as e:
+            self._no_checkpoint.add(sym)
+            log.warning(
+                "part=features symbol=%s no checkpoints: %s; a restart will replay %s s of "
+                "history instead (define the kind's class at module level to fix it)",
+                sym,
+                e,
+                self.fs.warmup_ns / 1e9,
+            )
+            return None
 
     def _final_checkpoints(self, store: FeatureStore) -> None:
         """On a clean stop: the state after the last row written, where it is newer than
         the last checkpoint (a restart then replays nothing)."""
         cps = []
         for sym, last in self.last_bucket.items():
-            cp = self.engine.checkpoint(sym)
+            cp = self._checkpoint(sym)
             if cp is not None and cp.ts == last and self.checkpointed.get(sym) != last:
                 cps.append(cp)
                 self.checkpointed[sym] = last
