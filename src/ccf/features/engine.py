@@ -20,6 +20,12 @@ running sums. Features run once per closed bucket, not per event.
             ...  # FeatureRow(symbol, ts, ts_end, values)
     engine.flush(until_ns)  # history is complete up to here: close what it allows
 
+``checkpoint(symbol)`` is the symbol's state right after its last closed bucket
+(its features' objects and what the open bucket carries over) and
+``restore(checkpoint)`` continues from it in a fresh engine, fed the records
+from that bucket's end on: the rows that follow are the uninterrupted run's,
+bit for bit (see :mod:`ccf.features.checkpoint`).
+
 Crossed books pass through unchanged (they are what the exchange said); the
 collector writes a ``crossed_book`` gap for them, so their buckets carry the
 ``gap`` flag, and the engine counts the rows closing on a crossed book.

@@ -2,11 +2,12 @@
 
 Live (:class:`FeatureRunner`) follows the raw store as the collector writes
 it, pushes what is new into one engine, writes the closed rows and keeps
-the last ones in memory for a model in the same process. With every batch of
-rows it writes each symbol's feature state after the last of them (same
-transaction, :mod:`ccf.features.checkpoint`). A restart restores that state
-and reads the raw records from the checkpoint's bucket end on, so it
-continues bit-equal after any downtime. Without a usable checkpoint (a store
+the last ones in memory for a model in the same process. With its rows, at
+most every ``features.checkpoint_every`` of event time and on a clean stop, it
+writes each symbol's feature state after the last of them (same transaction,
+:mod:`ccf.features.checkpoint`). A restart restores the newest one and reads
+the raw records from that bucket's end on (recomputing, not rewriting, rows
+already stored), so it continues bit-equal after any downtime. Without a usable checkpoint (a store
 written before checkpoints, another engine format) it falls back to replaying
 ``warmup`` of history before the last bucket written, which is exact only for
 features whose memory is shorter than the warm-up. Either way it writes only
