@@ -293,7 +293,7 @@ def _backfill_rest(
 
 @backfill_app.command("import")
 def backfill_import(
-    source: str = typer.Argument(..., help="archive .zip/.csv/.csv.gz path or URL"),
+    source: str = typer.Argument(..., help="archive .zip/.csv/.csv.gz/.parquet path or URL"),
     symbol: str = typer.Option(None, "--symbol", "-s", help="when the file name does not say"),
     interval: str = typer.Option(None, help="when the file name does not say"),
     overrides: list[str] = OVERRIDES,

@@ -217,3 +217,28 @@ def test_features_from_after_to_is_refused(tmp_path: Path) -> None:
         "ccf: --from 2024-08-09T00:02 is not before --to 2024-08-08T23:57: no bucket lies "
         "between them; give --from earlier than --to (--to is exclusive)"
     )
+
+
+def test_a_parquet_candle_file_meets_the_same_checks(tmp_path: Path) -> None:
+    import pandas as pd
+
+    df = pd.read_csv(KLINES, nrows=20)
+    df.loc[3, "open"] = float("nan")
+    df.loc[5, "volume"] = -1.0
+    df.loc[7, "high"] = float("inf")
+    path = tmp_path / "candles.parquet"
+    df.to_parquet(path)
+    code, out = import_cli(tmp_path, path)
+    assert code == 0, out
+    assert "refused 3 bad rows (not stored)" in out
+    for want in (  # row i of the table is line i + 2, as in a CSV file with its header
+        "candles.parquet: line 5, column open: empty (no value)",  # pandas: NaN -> null
+        "candles.parquet: line 7, column volume: -1.0 is negative",
+        "candles.parquet: line 9, column high: 'inf' is not finite",
+    ):
+        assert want in out, out
+    good = df.drop(index=[3, 5, 7])
+    assert stored(tmp_path) == [
+        (int(r.open_time_ms) * MS, r.open, r.high, r.low, r.close, r.volume)
+        for r in good.itertuples()
+    ]

@@ -3,7 +3,8 @@
 Each example takes a run of real one-minute BTCUSDT bars (``$CCF_SHARED/data/klines``),
 damages some rows (hostile values in any column, fields dropped or added, high and low
 swapped, rows repeated, blank lines), packs the file as plain CSV, gzip or zip (sometimes
-truncated), and imports it the way ``ccf backfill import`` does. Properties:
+truncated) or Parquet (text columns, or int64/float64 ones where the cells convert), and
+imports it the way ``ccf backfill import`` does. Properties:
 
 - no exception escapes but a file-level :class:`ArchiveError` (bad container, no valid row)
 - every untouched row is stored exactly, with its own values
@@ -74,16 +75,18 @@ def candle_files(draw: st.DrawFn) -> tuple[str, bytes, list[tuple[int, str | Non
     rows = real_rows()
     start = draw(st.integers(0, len(rows) - 40))
     n = draw(st.integers(1, 30))
-    out: list[str] = []
-    kept: list[tuple[int, str | None]] = []  # data lines only
+    entries: list[tuple[str, str | None]] = []  # (line, the real row when untouched)
     for line in rows[start : start + n]:
         what = draw(
             st.sampled_from(["keep"] * 6 + ["value", "drop", "extra", "swap", "repeat", "blank"])
         )
         cells = line.split(",")
-        if what == "keep":
-            out.append(line)
-            kept.append((len(out) + 1, line))
+        if what in ("keep", "blank", "repeat"):
+            if what == "blank":
+                entries.append(("", None))
+            entries.append((line, line))
+            if what == "repeat":
+                entries.append((line, None))  # the same open time again: refused as a repeat
             continue
         if what == "value":
             i = draw(st.integers(0, 5))
@@ -94,25 +97,17 @@ def candle_files(draw: st.DrawFn) -> tuple[str, bytes, list[tuple[int, str | Non
             cells.append(draw(st.sampled_from(HOSTILE)))
         elif what == "swap":
             cells[2], cells[3] = cells[3], cells[2]
-        elif what == "blank":
-            out.append("")
-            out.append(line)
-            kept.append((len(out) + 1, line))
-            continue
-        mutated = ",".join(cells)
-        if what == "repeat":
-            out.append(line)
-            kept.append((len(out) + 1, line))
-            mutated = line  # the same open time again: refused as a repeat
-        if any(ch in mutated for ch in '"\r\n'):
-            mutated = mutated.replace('"', "").replace("\r", "").replace("\n", "")
-        out.append(mutated)
-        kept.append((len(out) + 1, None))
-    text = HEADER + "\n" + "\n".join(out) + "\n"
-    data = text.encode("utf-8", "surrogatepass")
-    box = draw(st.sampled_from(["csv", "gz", "zip", "gz-truncated"]))
+        mutated = ",".join(cells).replace('"', "").replace("\r", "").replace("\n", "")
+        entries.append((mutated, None))
+    box = draw(st.sampled_from(["csv", "gz", "zip", "gz-truncated", "parquet", "parquet-typed"]))
+    if box.startswith("parquet"):
+        entries = [e for e in entries if e[0]]  # a table has no blank rows
+        lines = [(i + 2, real) for i, (_, real) in enumerate(entries)]
+        return "candles.parquet", parquet_bytes(entries, typed=box == "parquet-typed"), lines
+    lines = [(i + 2, real) for i, (text, real) in enumerate(entries) if text]
+    data = (HEADER + "\n" + "\n".join(t for t, _ in entries) + "\n").encode()
     if box == "gz":
-        return "candles.csv.gz", gzip.compress(data), kept
+        return "candles.csv.gz", gzip.compress(data), lines
     if box == "gz-truncated":
         packed = gzip.compress(data)
         return "candles.csv.gz", packed[: draw(st.integers(0, len(packed) - 1))], []
@@ -120,8 +115,33 @@ def candle_files(draw: st.DrawFn) -> tuple[str, bytes, list[tuple[int, str | Non
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as z:
             z.writestr("candles.csv", data)
-        return "candles.zip", buf.getvalue(), kept
-    return "candles.csv", data, kept
+        return "candles.zip", buf.getvalue(), lines
+    return "candles.csv", data, lines
+
+
+def parquet_bytes(entries: list[tuple[str, str | None]], typed: bool) -> bytes:
+    """The rows as a Parquet table: string columns, or (``typed``) int64 / float64 columns
+    where every cell of the column converts, NaN and inf included."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cells = [t.split(",") for t, _ in entries]
+    width = max(6, *(len(c) for c in cells))
+    names = [*HEADER.split(","), *(f"extra_{i}" for i in range(width - 6))]
+    columns = {}
+    for j, name in enumerate(names):
+        values = [c[j] if j < len(c) else None for c in cells]
+        column = pa.array(values, type=pa.string())
+        if typed:
+            convert = int if j == 0 else float
+            try:
+                column = pa.array([None if v is None else convert(v) for v in values])
+            except (ValueError, OverflowError, pa.ArrowException):
+                pass  # this column stays text
+        columns[name] = column
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue()
 
 
 def check_import(tmp: Path, name: str, data: bytes, lines: list[tuple[int, str | None]]) -> None:

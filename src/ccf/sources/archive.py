@@ -7,7 +7,8 @@ timestamps switched from milliseconds to microseconds on 2025-01-01, so each
 timestamp is read by its size, not by the file's date. A ``.CHECKSUM`` file
 beside the archive (``<sha256>  <name>``) is verified when present.
 
-Plain candle files such as ``../shared/data/klines/*.csv.gz`` have a header
+Parquet candle files (``.parquet``, the same six columns) are read through the same
+checks. Plain candle files such as ``../shared/data/klines/*.csv.gz`` have a header
 ``open_time_ms,open,high,low,close,volume`` and nothing else: the fields they
 lack (quote volume, trade count, taker volume) are stored as NULL; their
 columns are found by name, in any order, and a missing one refuses the file.
@@ -101,7 +102,9 @@ def verify_checksum(data: bytes, checksum_text: str, name: str) -> None:
 
 
 def csv_text(data: bytes, name: str) -> str:
-    """The CSV inside a .zip (one member), a .gz, or plain bytes."""
+    """The CSV inside a .zip (one member), a .gz, a .parquet (as CSV), or plain bytes."""
+    if name.endswith(".parquet"):
+        return parquet_csv(data, name)
     if name.endswith(".zip"):
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as z:
@@ -120,6 +123,40 @@ def csv_text(data: bytes, name: str) -> str:
         return data.decode("utf-8-sig")  # a byte-order mark is not part of the header
     except UnicodeDecodeError as e:
         raise ArchiveError(f"{name}: not UTF-8 text ({e})") from e
+
+
+def parquet_csv(data: bytes, name: str) -> str:
+    """A Parquet candle file as CSV text (header, then one line per row), so it meets the
+    same checks: floats written exactly (``repr``), a null as an empty field. Its row
+    ``i`` (from 0) is then line ``i + 2``, as in a CSV file with its header."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ArchiveError(
+            f"{name}: reading Parquet needs pyarrow: pip install 'ccf[ml]'"
+        ) from None
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as e:
+        raise ArchiveError(f"{name}: not a Parquet file ({e})") from None
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(table.column_names)
+    for batch in table.to_batches():
+        for row in zip(*(c.to_pylist() for c in batch.columns), strict=True):
+            w.writerow([_cell(v) for v in row])
+    return out.getvalue()
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)  # exact: nan, inf stay what they are and are refused
+    return str(v)
 
 
 def parse(

@@ -96,6 +96,8 @@ def field(row: Sequence[str], i: int, columns: Sequence[str]) -> str:
 
 
 def integer(text: str, column: str, maximum: int = MAX_ID) -> int:
+    if not text:
+        raise RowError(column, "empty", "empty (no value)")
     if not _INT.fullmatch(text):
         raise RowError(column, "not_an_integer", f"{text[:40]!r} is not a whole number")
     value = int(text)
@@ -107,6 +109,8 @@ def integer(text: str, column: str, maximum: int = MAX_ID) -> int:
 
 
 def number(text: str, column: str, *, positive: bool) -> float:
+    if not text:  # an empty field, or a null in a Parquet file (pandas writes NaN so)
+        raise RowError(column, "empty", "empty (no value)")
     if not _DECIMAL.fullmatch(text):
         what = "not finite" if text.lower().lstrip("+-") in ("nan", "inf", "infinity") else ""
         code = "not_finite" if what else "not_a_number"
