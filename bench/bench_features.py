@@ -22,6 +22,14 @@ one run on the same events:
 - ``pandas, 300 s buffer, batched appends``: the same, but the events of a
   bucket are appended in one concat at the bucket's end (a kinder baseline).
 
+Then the live runner's cycle, with and without checkpoints, in the same run: the
+events in polls of 0.2 s of event time (what a caught-up ``ccf features`` reads
+each ``poll_interval_s``), the rows each poll closes written to a SQLite feature
+store in one transaction, once as before (rows only) and once with the symbol's
+checkpoint (its pickled feature state) in the same transaction. The rows of both
+must be the same bytes; a restore from every 50th checkpoint must continue
+bit-equal to the uninterrupted run.
+
 The rows both sides compute are compared, bucket by bucket, bit for bit (NaN
 equal to NaN): numpy's vectorized ``np.log`` and the C library's ``log`` (the
 kinds use ``math.log``) round a few results differently, so log-ratios 1 ulp
@@ -49,6 +57,7 @@ import numpy as np
 import pandas as pd
 
 from ccf.config import load_settings, shared_dir
+from ccf.features.checkpoint import Checkpoint
 from ccf.features.engine import FeatureEngine, FeatureRow
 from ccf.features.online import OnlineRings
 from ccf.features.spec import FeatureSet, feature_set
@@ -104,6 +113,69 @@ def run_engine(fs: FeatureSet, events: Sequence[Any]) -> list[FeatureRow]:
         if out:
             rows += out
     return rows
+
+
+def run_live_cycle(
+    fs: FeatureSet,
+    events: Sequence[Any],
+    path: Path,
+    every_ns: int | None,
+    poll_ns: int = S // 5,
+) -> tuple[list[FeatureRow], list[Checkpoint]]:
+    """The live runner's cycle: a poll's events into the engine, its rows (and, unless
+    ``every_ns`` is None, the symbol's checkpoint once ``every_ns`` of event time passed
+    since the last) into the store in one transaction."""
+    sym = events[0].symbol
+    engine = FeatureEngine(fs, [sym])
+    store = FeatureStore(path, fs)
+    push = engine.push
+    rows: list[FeatureRow] = []
+    saved: list[Checkpoint] = []
+    poll: list[FeatureRow] = []
+    next_poll = events[0].ts_event + poll_ns
+    for r in events:
+        if r.ts_event >= next_poll:
+            if poll:
+                cps = []
+                if every_ns is not None and (not saved or poll[-1].ts - saved[-1].ts >= every_ns):
+                    cps = [engine.checkpoint(sym)]
+                store.write(poll, cps)  # type: ignore[arg-type]
+                saved += cps  # type: ignore[arg-type]
+                rows += poll
+                poll = []
+            next_poll = r.ts_event - r.ts_event % poll_ns + poll_ns
+        out = push(r)
+        if out:
+            poll += out
+    if poll:
+        store.write(poll)
+        rows += poll
+    store.close()
+    return rows, saved
+
+
+def packed(rows: Sequence[FeatureRow]) -> list[tuple[int, bytes]]:
+    """Rows as exact bytes (NaN equal to NaN)."""
+    return [(r.ts, struct.pack(f"<{len(r.values)}d", *r.values)) for r in rows]
+
+
+def restores_equal(
+    fs: FeatureSet, events: Sequence[Any], rows: Sequence[FeatureRow], saved: list[Checkpoint]
+) -> tuple[int, int]:
+    """(restores tried, restores whose continuation differs from ``rows``)."""
+    tried = bad = 0
+    for cp in saved[::50]:
+        engine = FeatureEngine(fs, [cp.symbol])
+        engine.restore(cp)
+        end = cp.ts + fs.bucket_ns
+        got: list[FeatureRow] = []
+        for r in events:
+            if r.ts_event >= end:
+                got += engine.push(r)
+        want = [r for r in rows if r.ts > cp.ts]
+        tried += 1
+        bad += packed(got) != packed(want) or not got
+    return tried, bad
 
 
 def _book_row(b: Book) -> dict[str, float]:
@@ -249,6 +321,51 @@ def online_reads(fs: FeatureSet, rows: Sequence[FeatureRow], repeats: int = 2000
         reader.close()
 
 
+def live_cycle(fs: FeatureSet, events: Sequence[Any], repeats: int) -> bool:
+    """Rows only against rows + checkpoint per write, side by side; True when both wrote
+    the same rows and every restore tried continued bit-equal."""
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for poll_ns, what in ((S // 5, "caught up"), (60 * S, "catching up")):
+            print(
+                f"  live cycle, {what}: polls of {poll_ns / S:g} s of event time, each poll's "
+                "rows in one transaction (best of the runs):"
+            )
+            for label, every in (
+                ("rows only (before)", None),
+                ("+ checkpoint every write", 0),
+                ("+ checkpoint every 5 s (after)", 5 * S),
+            ):
+                best = math.inf
+                for i in range(repeats):
+                    path = Path(tmp) / f"{poll_ns}-{every}-{i}.sqlite"
+                    t = time.perf_counter()
+                    done = run_live_cycle(fs, events, path, every, poll_ns)
+                    best = min(best, time.perf_counter() - t)
+                if poll_ns == S // 5:
+                    runs[label] = done
+                rows, saved = done
+                size = statistics.median(len(c.state) for c in saved) if saved else 0
+                print(
+                    f"    {label:<32}{len(events) / best:>10,.0f} events/s  {len(rows):>5,} rows "
+                    f"{len(saved):>5,} checkpoints, median {size:,.0f} B each"
+                )
+    (before, _), (after, saved), (after5, _) = runs.values()
+    engine = FeatureEngine(fs, [events[0].symbol])
+    for r in events[: len(events) // 2]:
+        engine.push(r)
+    sym = events[0].symbol
+    t_cp, _ = best_of(repeats, lambda: [engine.checkpoint(sym) for _ in range(1000)])
+    print(f"    one checkpoint (pickle of the default set's state): {t_cp * 1e3:.1f} µs")
+    tried, bad = restores_equal(fs, events, after, saved)
+    same = packed(before) == packed(after) == packed(after5)
+    print(
+        f"    rows identical with and without checkpoints: {'yes' if same else 'NO'}; "
+        f"restores from {tried} checkpoints continuing bit-equal: {tried - bad} of {tried}"
+    )
+    return same and bad == 0 and tried > 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--symbol", default="btcusdt")
@@ -314,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{mib:>10.1f}{rate / naive_rate:>12,.0f}x"
         )
     online_reads(full, rows_full)
-    ok = True
+    ok = live_cycle(full, events, args.repeats)
     for label, fs, rows in (("default set", full, rows_full), ("log-ratio set", small, rows_small)):
         n, values, one_ulp, diffs = compare(fs, rows, base)
         print(

@@ -203,9 +203,14 @@ def _time_ms(text: str, option: str) -> int:
 
 
 def _with_progress(
-    run: Callable[..., object], total_ms: tuple[int, int] | None, label: str
+    run: Callable[..., object],
+    total_ms: tuple[int, int] | None,
+    label: str,
+    *,
+    transient: bool = False,
 ) -> object:
-    """Run ``run(progress)`` under a progress bar over event time (or rows)."""
+    """Run ``run(progress)`` under a progress bar over event time (or rows); a transient
+    bar is gone when it ends."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     start, end = total_ms or (0, 0)
@@ -216,6 +221,7 @@ def _with_progress(
         *percent,
         TextColumn("{task.fields[rows]:>10,} rows"),
         TimeElapsedColumn(),
+        transient=transient,
     ) as bar:
         task = bar.add_task(label, total=max(1, end - start) if total_ms else None, rows=0)
 
@@ -293,7 +299,7 @@ def _backfill_rest(
 
 @backfill_app.command("import")
 def backfill_import(
-    source: str = typer.Argument(..., help="archive .zip/.csv/.csv.gz path or URL"),
+    source: str = typer.Argument(..., help="archive .zip/.csv/.csv.gz/.parquet path or URL"),
     symbol: str = typer.Option(None, "--symbol", "-s", help="when the file name does not say"),
     interval: str = typer.Option(None, help="when the file name does not say"),
     overrides: list[str] = OVERRIDES,
@@ -312,10 +318,14 @@ def backfill_import(
             ),
             None,
             f"import {source.rsplit('/', 1)[-1]}",
+            transient=True,  # on an error, only the error shows
         )
     except ArchiveError as e:
         typer.echo(f"ccf: {e}", err=True)
         raise typer.Exit(2) from None
+    except ConnectionError as e:  # the store's server: the message names it, not the password
+        typer.echo(f"ccf: {e}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(summary.text())
 
 
@@ -355,16 +365,29 @@ def features(
         except ConfigError as e:
             typer.echo(f"ccf: {e}", err=True)
             raise typer.Exit(2) from None
+        except ConnectionError as e:  # PostgreSQL unreachable: its message says where
+            typer.echo(f"ccf: {e}", err=True)
+            raise typer.Exit(1) from None
         finally:
             metrics.close()
         return
     start_ns = None if start is None else _time_ms(start, "--from") * 1_000_000
     end_ns = None if end is None else _time_ms(end, "--to") * 1_000_000
+    if start_ns is not None and end_ns is not None and end_ns <= start_ns:
+        typer.echo(
+            f"ccf: --from {start} is not before --to {end}: no bucket lies between them; "
+            "give --from earlier than --to (--to is exclusive)",
+            err=True,
+        )
+        raise typer.Exit(2)
     try:
         summary = run_backfill(settings, start_ns, end_ns)
     except (FileNotFoundError, ConfigError) as e:
         typer.echo(f"ccf: {e}", err=True)
         raise typer.Exit(2) from None
+    except ConnectionError as e:
+        typer.echo(f"ccf: {e}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(summary.text())
 
 
@@ -819,4 +842,10 @@ def _options(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ConnectionError as e:
+        # a server the config names is unreachable (PostgreSQL, ...): its message says which;
+        # a traceback would only bury it
+        typer.echo(f"ccf: {e}", err=True)
+        sys.exit(1)

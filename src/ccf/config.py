@@ -360,6 +360,9 @@ class FeaturesConfig(_Section):
     max_rows_per_poll: int = Field(50_000, gt=0, description="per table and symbol")
     online_rows: int = Field(1000, gt=0, description="rows kept in memory per symbol")
     print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
+    checkpoint_every: Duration = Field(
+        "5s", description="event time between feature-state checkpoints; 0s = every write"
+    )
 
     @field_validator("features")
     @classmethod

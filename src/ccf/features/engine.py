@@ -20,6 +20,12 @@ running sums. Features run once per closed bucket, not per event.
             ...  # FeatureRow(symbol, ts, ts_end, values)
     engine.flush(until_ns)  # history is complete up to here: close what it allows
 
+``checkpoint(symbol)`` is the symbol's state right after its last closed bucket
+(its features' objects and what the open bucket carries over) and
+``restore(checkpoint)`` continues from it in a fresh engine, fed the records
+from that bucket's end on: the rows that follow are the uninterrupted run's,
+bit for bit (see :mod:`ccf.features.checkpoint`).
+
 Crossed books pass through unchanged (they are what the exchange said); the
 collector writes a ``crossed_book`` gap for them, so their buckets carry the
 ``gap`` flag, and the engine counts the rows closing on a crossed book.
@@ -35,6 +41,7 @@ from typing import Any, NamedTuple
 
 from ccf.features.aggregate import Bucket
 from ccf.features.buckets import bucket_start, interval_ns
+from ccf.features.checkpoint import Checkpoint, CheckpointError, decode_state, encode_state
 from ccf.features.kinds.base import Feature
 from ccf.features.spec import FeatureSet
 from ccf.records import Book, Candle, Gap, NewsItem, Trade
@@ -90,6 +97,9 @@ class _Symbol:
         "late_gaps",
         "rows",
         "crossed",
+        "carry",
+        "floor",
+        "replayed",
     )
 
     def __init__(self, name: str, acc: Bucket, features: list[Feature]) -> None:
@@ -104,6 +114,11 @@ class _Symbol:
         self.gaps: dict[tuple[str, int], int | None] = {}  # (stream, start) -> end, may flag
         self.known_gaps: dict[tuple[str, int], int | None] = {}  # every one seen
         self.events = self.late = self.late_gaps = self.rows = self.crossed = 0
+        # what the bucket carries past its last close (book, last trade, last close):
+        # captured at each close, so a checkpoint taken later is the state *at* that close
+        self.carry: tuple[Any, ...] | None = None
+        self.floor = _NEVER  # restored from a checkpoint: events before this are in it
+        self.replayed = 0  # events before ``floor`` read again after a restore: dropped
 
 
 class FeatureEngine:
@@ -163,7 +178,10 @@ class FeatureEngine:
         st = self._syms.get(rec.symbol) or self._symbol(rec.symbol)
         ts = key[0]
         if ts < st.frontier:
-            st.late += 1
+            if ts < st.floor:
+                st.replayed += 1  # already inside the restored checkpoint
+            else:
+                st.late += 1
             return _NONE
         buf = st.buf
         if not buf or key >= buf[-1]:
@@ -182,7 +200,10 @@ class FeatureEngine:
         key = (item.ingested_at, _NEWS, item.item_id, item)
         for st in self._syms.values():
             if item.ingested_at < st.frontier:
-                st.late += 1
+                if item.ingested_at < st.floor:
+                    st.replayed += 1
+                else:
+                    st.late += 1
             elif not st.buf or key >= st.buf[-1]:
                 st.buf.append(key)  # news never moves the watermark
             else:
@@ -265,7 +286,9 @@ class FeatureEngine:
         gap = False
         if st.gaps:
             gap = self._gap_flag(st, start, end)
-        row = st.acc.close_row(start, end, gap)
+        acc = st.acc
+        row = acc.close_row(start, end, gap)
+        st.carry = (acc.levels, acc.last_trade_ts, acc.last_trade_price, acc.close)
         for f in st.features:
             f.step(row)
         if row["a_p_0"] <= row["b_p_0"]:  # False for NaN
@@ -283,6 +306,36 @@ class FeatureEngine:
             elif key[1] < end:
                 flag = True
         return flag
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def checkpoint(self, symbol: str) -> Checkpoint | None:
+        """The symbol's state right after its last closed bucket (None before the first).
+
+        Features change only when a bucket closes, and what the open bucket carries over was
+        captured at that close, so this is exact even after later events went into the open
+        bucket: a restore replays the raw records from the checkpoint's ``ts_end`` on.
+        """
+        st = self._syms.get(symbol)
+        if st is None or st.carry is None or st.start is None:
+            return None
+        return Checkpoint(symbol, st.start - self._bucket, encode_state(st.features, st.carry))
+
+    def restore(self, cp: Checkpoint) -> None:
+        """Continue ``cp.symbol`` from a checkpoint: the next bucket is the one after
+        ``cp.ts``; events before it are dropped as already counted (``replayed``). Raises
+        :class:`~ccf.features.checkpoint.CheckpointError` when the state does not fit this
+        feature set (the caller then warms up from raw history instead)."""
+        features, carry = decode_state(cp.state, self.fs.make())
+        st = self._symbol(cp.symbol)
+        if st.start is not None or st.buf:
+            raise CheckpointError(f"{cp.symbol}: restore before the first event, not after")
+        st.features, st.carry = features, carry
+        acc = st.acc
+        acc.levels, acc.last_trade_ts, acc.last_trade_price, acc.close = carry
+        st.start = cp.ts + self._bucket
+        st.end = st.start + self._bucket
+        st.frontier = st.floor = st.start
 
     # -- what it did ----------------------------------------------------------------------------
 

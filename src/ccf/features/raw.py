@@ -270,8 +270,14 @@ class RawTail:
         lists: list[list[tuple[Any, ...]]] = []
         horizon = _FAR
         for table in self.tables:
-            recs = self._read_table(s, table)
-            if len(recs) >= self.limit:
+            recs = self._read_table(s, table, self.limit)
+            limit = self.limit
+            while len(recs) >= limit and recs[0][0] == recs[-1][0]:
+                # one event time fills the page (a sweep of many trades): nothing before the
+                # cut would be kept and the tail would never move; read that time whole
+                limit *= 2
+                recs = self._read_table(s, table, limit)
+            if len(recs) >= limit:
                 out.full = True
                 horizon = min(horizon, recs[-1][0])
             lists.append(recs)
@@ -286,7 +292,7 @@ class RawTail:
             merged.append(item[3])
         return merged
 
-    def _read_table(self, s: str, table: str) -> list[tuple[Any, ...]]:
+    def _read_table(self, s: str, table: str, n: int) -> list[tuple[Any, ...]]:
         cur = self.cursors[(s, table)]
         key, time_col = {
             "book": ("update_id", "ts_event"),
@@ -299,7 +305,6 @@ class RawTail:
             where, params = f"{time_col} >= ?", (cur.floor,)
         else:
             where, params = "1", ()
-        n = self.limit
         if table == "book":
             return [(b.ts_event, 0, b.update_id, b) for b in self.r.books(s, where, params, n)]
         if table == "trade":

@@ -2,11 +2,18 @@
 
 Live (:class:`FeatureRunner`) follows the raw store as the collector writes
 it, pushes what is new into one engine, writes the closed rows and keeps
-the last ones in memory for a model in the same process. It resumes from
-the last bucket it wrote: it replays ``warmup`` of history before that
-bucket to rebuild the features' state, and writes only the buckets after
-it. Batch (:func:`run_backfill`) feeds the same engine from the same reads,
-merged into the engine's order, so both write the same rows.
+the last ones in memory for a model in the same process. With its rows, at
+most every ``features.checkpoint_every`` of event time and on a clean stop, it
+writes each symbol's feature state after the last of them (same transaction,
+:mod:`ccf.features.checkpoint`). A restart restores the newest one and reads
+the raw records from that bucket's end on (recomputing, not rewriting, rows
+already stored), so it continues bit-equal after any downtime. Without a usable checkpoint (a store
+written before checkpoints, another engine format) it falls back to replaying
+``warmup`` of history before the last bucket written, which is exact only for
+features whose memory is shorter than the warm-up. Either way it writes only
+the buckets after the last one stored. Batch (:func:`run_backfill`) feeds the
+same engine from the same reads, merged into the engine's order, so both write
+the same rows.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ccf.config import ConfigError, Settings
+from ccf.features.buckets import parse_duration
+from ccf.features.checkpoint import Checkpoint, CheckpointError
 from ccf.features.engine import FeatureEngine, FeatureRow
 from ccf.features.online import OnlineRings
 from ccf.features.raw import RawReader, RawTail
@@ -35,7 +44,6 @@ from ccf.storage.postgres.connect import describe
 from ccf.storage.sqlite import connect
 
 if TYPE_CHECKING:
-    from ccf.storage.postgres.features import PgFeatureStore
     from ccf.storage.postgres.raw import PgRawStore
 
 log = logging.getLogger(__name__)
@@ -97,6 +105,10 @@ class FeatureRunner:
         self.engine = FeatureEngine(self.fs, settings.symbols)
         self.online = OnlineRings(self.fs.float_columns, settings.features.online_rows)
         self.resume: dict[str, int | None] = {}  # first bucket to write, per symbol
+        self.restored: dict[str, int] = {}  # symbol -> bucket of the checkpoint it resumed at
+        self.checkpointed: dict[str, int] = {}  # symbol -> bucket of its newest checkpoint
+        self._checkpoint_ns = parse_duration(settings.features.checkpoint_every)
+        self._no_checkpoint: set[str] = set()  # symbols whose state does not pickle
         self.rows_written: Counter[str] = Counter()
         self.last_bucket: dict[str, int] = {}
         self.events = 0
@@ -108,9 +120,7 @@ class FeatureRunner:
 
     # -- one poll, in a worker thread -------------------------------------------------------
 
-    def _step(
-        self, tail: RawTail, store: FeatureStore | PgFeatureStore
-    ) -> tuple[list[FeatureRow], bool]:
+    def _step(self, tail: RawTail, store: FeatureStore) -> tuple[list[FeatureRow], bool]:
         t0 = time.monotonic()
         poll = tail.poll()
         self.read_s_max = max(self.read_s_max, time.monotonic() - t0)
@@ -131,7 +141,8 @@ class FeatureRunner:
                     rows += out
         resume = self.resume
         rows = [r for r in rows if (resume.get(r.symbol) or r.ts) <= r.ts]
-        store.write(rows)
+        if rows:
+            store.write(rows, self._due_checkpoints(rows))
         now = time.time_ns()
         observe = self.metrics.observe_lag
         for r in rows:
@@ -142,23 +153,93 @@ class FeatureRunner:
         self.polls += 1
         return rows, poll.full
 
+    def _due_checkpoints(self, rows: list[FeatureRow]) -> list[Checkpoint]:
+        """The state after each symbol's last row in ``rows`` (the rows' own checkpoint),
+        for the symbols whose last one is ``checkpoint_every`` of event time old."""
+        out = []
+        newest = {r.symbol: r.ts for r in rows}
+        for sym, ts in newest.items():
+            saved = self.checkpointed.get(sym)
+            if saved is not None and ts - saved < self._checkpoint_ns:
+                continue  # not due: no pickling
+            cp = self._checkpoint(sym)
+            if cp is not None:
+                out.append(cp)
+                self.checkpointed[sym] = cp.ts
+        return out
+
+    def _checkpoint(self, sym: str) -> Checkpoint | None:
+        """The engine's checkpoint, or None (said once) when a kind's state cannot be
+        stored: restarts of this set then fall back to the warm-up."""
+        if sym in self._no_checkpoint:
+            return None
+        try:
+            return self.engine.checkpoint(sym)
+        except CheckpointError as e:
+            self._no_checkpoint.add(sym)
+            log.warning(
+                "part=features symbol=%s no checkpoints: %s; a restart will replay %s s of "
+                "history instead (define the kind's class at module level to fix it)",
+                sym,
+                e,
+                self.fs.warmup_ns / 1e9,
+            )
+            return None
+
+    def _final_checkpoints(self, store: FeatureStore) -> None:
+        """On a clean stop: the state after the last row written, where it is newer than
+        the last checkpoint (a restart then replays nothing)."""
+        cps = []
+        for sym, last in self.last_bucket.items():
+            cp = self._checkpoint(sym)
+            if cp is not None and cp.ts == last and self.checkpointed.get(sym) != last:
+                cps.append(cp)
+                self.checkpointed[sym] = last
+        store.save_checkpoints(cps)
+
     # -- lifecycle --------------------------------------------------------------------------
 
-    def _floors(self, store: FeatureStore | PgFeatureStore) -> dict[str, int | None]:
-        """Where reading starts per symbol: ``warmup`` before the first bucket to write."""
+    def _floors(self, store: FeatureStore) -> dict[str, int | None]:
+        """Where reading starts per symbol: the end of its checkpoint's bucket, restored
+        into the engine, or else ``warmup`` before the first bucket to write."""
         floors: dict[str, int | None] = {}
+        bucket = self.fs.bucket_ns
         for sym in self.settings.symbols:
             last = store.last_bucket(sym)
-            self.resume[sym] = None if last is None else last + self.fs.bucket_ns
-            floors[sym] = None if last is None else last + self.fs.bucket_ns - self.fs.warmup_ns
-            if last is not None:
-                self.last_bucket[sym] = last
-                log.info(
-                    "part=features symbol=%s resuming after bucket %s (replaying %s s of history)",
-                    sym,
-                    _iso(last),
-                    self.fs.warmup_ns / 1e9,
-                )
+            self.resume[sym] = None if last is None else last + bucket
+            floors[sym] = None if last is None else last + bucket - self.fs.warmup_ns
+            if last is None:
+                continue
+            self.last_bucket[sym] = last
+            cp = store.checkpoint(sym)
+            why = "no checkpoint"
+            if cp is not None and cp.ts > last:
+                why = f"its checkpoint ({_iso(cp.ts)}) is newer than its rows"
+            elif cp is not None:
+                try:
+                    self.engine.restore(cp)
+                except CheckpointError as e:
+                    why = f"checkpoint not usable: {e}"
+                else:
+                    floors[sym] = cp.ts + bucket
+                    self.restored[sym] = self.checkpointed[sym] = cp.ts
+                    log.info(
+                        "part=features symbol=%s resuming after bucket %s from its checkpoint "
+                        "at %s (state restored: exact after any downtime)",
+                        sym,
+                        _iso(last),
+                        _iso(cp.ts),
+                    )
+                    continue
+            log.warning(
+                "part=features symbol=%s resuming after bucket %s by replaying %s s of "
+                "history (%s): features with a longer memory than that may differ from a "
+                "batch run",
+                sym,
+                _iso(last),
+                self.fs.warmup_ns / 1e9,
+                why,
+            )
         return floors
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -193,6 +274,7 @@ class FeatureRunner:
                 if not full:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), s.features.poll_interval_s)
+            self._final_checkpoints(store)
         finally:
             self._heartbeat(raw, "stopped")
             raw.close()
@@ -237,6 +319,7 @@ class FeatureRunner:
                 "late": st.late,
                 "late_gaps": st.late_gaps,
                 "crossed_rows": st.crossed_rows,
+                "restored_from": _iso(self.restored.get(sym)),
             }
         return {
             "feature_set": self.fs.name,

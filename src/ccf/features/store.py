@@ -7,7 +7,9 @@ are packed in one little-endian float64 blob: reading a model's window of
 N rows is one indexed range read and one ``numpy.frombuffer`` (well under a
 millisecond), and NaN round-trips bit for bit. ``feature_sets`` records each
 version's canonical config and columns, so other processes read a table
-without the config that made it.
+without the config that made it. ``feature_checkpoints`` holds, per table and
+symbol, the live runner's feature state after the newest row it wrote, written
+in the same transaction as those rows (see :mod:`ccf.features.checkpoint`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from ccf.features.checkpoint import Checkpoint
 from ccf.features.spec import FeatureSet, float_columns, table_name
 from ccf.storage.sqlite import connect, symbol_time_filter
 
@@ -34,6 +37,16 @@ _REGISTRY = (
     "CREATE TABLE IF NOT EXISTS feature_sets (name TEXT, version TEXT, table_name TEXT, "
     "config TEXT, columns TEXT, bucket_ns INTEGER, lateness_ns INTEGER, created_at INTEGER, "
     "PRIMARY KEY (name, version))"
+)
+_CHECKPOINTS = (
+    "CREATE TABLE IF NOT EXISTS feature_checkpoints (table_name TEXT, symbol TEXT, "
+    "ts INTEGER, state BLOB, written_at INTEGER, PRIMARY KEY (table_name, symbol))"
+)
+# never back in time: an older state (a backfill of old buckets) keeps the newer one
+_SAVE_CHECKPOINT = (
+    "INSERT INTO feature_checkpoints VALUES (?, ?, ?, ?, ?) ON CONFLICT (table_name, symbol) "
+    "DO UPDATE SET ts = excluded.ts, state = excluded.state, written_at = excluded.written_at "
+    "WHERE excluded.ts >= feature_checkpoints.ts"
 )
 
 
@@ -135,6 +148,7 @@ class FeatureStore:
         con.execute("BEGIN IMMEDIATE")
         try:
             con.execute(_REGISTRY)
+            con.execute(_CHECKPOINTS)
             had = con.execute(
                 "SELECT columns FROM feature_sets WHERE name = ? AND version = ?",
                 (s.name, s.version),
@@ -173,23 +187,46 @@ class FeatureStore:
     def pack(self, values: Sequence[float]) -> bytes:
         return self._pack(*values)
 
-    def write(self, rows: Sequence[FeatureRow]) -> int:
-        """Store rows in one transaction; returns how many were new."""
+    def write(self, rows: Sequence[FeatureRow], checkpoints: Sequence[Checkpoint] = ()) -> int:
+        """Store rows, and the engine's checkpoints after them, in one transaction (so
+        the two never disagree); returns how many rows were new."""
         if not rows:
             return 0
         pack = self._pack
         con = self._con
-        before = con.total_changes
         con.execute("BEGIN IMMEDIATE")
         try:
+            before = con.total_changes
             con.executemany(
                 self._insert, [(r.symbol, r.ts, r.ts_end, pack(*r.values)) for r in rows]
             )
+            new = con.total_changes - before
+            if checkpoints:
+                self._save(checkpoints)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        return con.total_changes - before
+        return new
+
+    def save_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Checkpoints alone: only for a state after rows already stored (a clean stop)."""
+        if not checkpoints:
+            return
+        con = self._con
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            self._save(checkpoints)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def _save(self, checkpoints: Sequence[Checkpoint]) -> None:
+        now = time.time_ns()
+        self._con.executemany(
+            _SAVE_CHECKPOINT, [(self.set.table, c.symbol, c.ts, c.state, now) for c in checkpoints]
+        )
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -198,6 +235,18 @@ class FeatureStore:
         return self._con.execute(
             f"SELECT max(ts) FROM {self.set.table} WHERE symbol = ?", (symbol,)
         ).fetchone()[0]
+
+    def checkpoint(self, symbol: str) -> Checkpoint | None:
+        """The newest checkpoint of ``symbol`` in this set (None when there is none)."""
+        if not self._con.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'feature_checkpoints'"
+        ).fetchone():
+            return None
+        row = self._con.execute(
+            "SELECT ts, state FROM feature_checkpoints WHERE table_name = ? AND symbol = ?",
+            (self.set.table, symbol),
+        ).fetchone()
+        return None if row is None else Checkpoint(symbol, row[0], row[1])
 
     def first_bucket(self, symbol: str) -> int | None:
         """Start of the oldest stored bucket of ``symbol``."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 WRITE_ROWS = 5000
+SHOW_REFUSED = 10  # refused rows listed one by one in a summary
 
 Progress = Callable[[int, int], None]  # (position in ms, rows so far)
 
@@ -49,6 +51,8 @@ class Summary:
     resumed_from_ms: int | None = None
     gaps: list[tuple[int, int]] = field(default_factory=list)  # (first missing, last missing) ms
     seconds: float = 0.0
+    source: str = ""  # the file imported
+    refused: list[archive.Refused] = field(default_factory=list)  # rows not stored, and why
 
     def add(self, first_ms: int, last_ms: int, rows: int, new_rows: int) -> None:
         self.rows += rows
@@ -70,6 +74,15 @@ class Summary:
             lines.append(
                 f"  resumed after what the store already held (up to {iso(self.resumed_from_ms)})"
             )
+        if self.refused:
+            codes = Counter(r.code for r in self.refused)
+            lines.append(
+                f"  refused {len(self.refused):,} bad rows (not stored): "
+                + ", ".join(f"{code} {n:,}" for code, n in codes.most_common())
+            )
+            lines += [f"    {r.text(self.source)}" for r in self.refused[:SHOW_REFUSED]]
+            if len(self.refused) > SHOW_REFUSED:
+                lines.append(f"    ... and {len(self.refused) - SHOW_REFUSED:,} more")
         lines.append(f"  gaps found: {len(self.gaps)}")
         lines += [f"    missing {iso(a)} .. {iso(b)}" for a, b in self.gaps[:20]]
         return "\n".join(lines)
@@ -173,16 +186,23 @@ class Backfill:
     def import_file(
         self, data: bytes, name: str, *, symbol: str | None = None, interval: str | None = None
     ) -> Summary:
+        """Store the file's valid rows; the refused ones are listed in the summary. A file
+        with no valid row raises an ArchiveError naming its first problem."""
         began = time.monotonic()
+        refused: list[archive.Refused] = []
         info, records = archive.parse(
             archive.csv_text(data, name),
             name,
             symbol=symbol,
             interval=interval,
             ts_recv=time.time_ns(),
+            refused=refused,
         )
         summary = Summary(
-            f"import {info.kind}" + (f" {info.interval}" if info.interval else ""), info.symbol
+            f"import {info.kind}" + (f" {info.interval}" if info.interval else ""),
+            info.symbol,
+            source=name,
+            refused=refused,
         )
         batch: list[Record] = []
         times: list[int] = []
@@ -193,6 +213,11 @@ class Backfill:
                 self._flush_import(batch, times, summary)
                 batch, times = [], []
         self._flush_import(batch, times, summary)
+        for r in refused[:SHOW_REFUSED]:
+            log.warning("part=backfill symbol=%s refused %s", info.symbol, r.text(name))
+        if not summary.rows:
+            first = f"; first: {refused[0].text(name)}" if refused else ""
+            raise archive.ArchiveError(f"{name}: no valid rows ({len(refused):,} refused){first}")
         if info.interval:
             opens = [
                 t // NS_PER_MS
@@ -258,8 +283,16 @@ def read_source(source: str) -> tuple[bytes, str | None]:
     path = Path(source)
     if not path.exists():
         raise archive.ArchiveError(f"{path}: no such file")
+    if path.is_dir():
+        raise archive.ArchiveError(
+            f"{path}: is a folder; import one file at a time, e.g. "
+            f'for f in {path}/*; do ccf backfill import "$f"; done'
+        )
     check = path.with_name(path.name + ".CHECKSUM")
-    return path.read_bytes(), check.read_text() if check.exists() else None
+    try:
+        return path.read_bytes(), check.read_text() if check.exists() else None
+    except (OSError, UnicodeDecodeError) as e:
+        raise archive.ArchiveError(f"{path}: cannot read it ({e})") from None
 
 
 async def run_rest_backfill(

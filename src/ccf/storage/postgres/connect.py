@@ -68,8 +68,11 @@ def connect(cfg: PostgresConfig, *, autocommit: bool = True) -> psycopg.Connecti
     try:
         con = psycopg.connect(autocommit=autocommit, **params)
     except psycopg.OperationalError as e:
-        msg = redact(str(e), params.get("password"))
-        raise ConnectionError(f"cannot connect to {describe(cfg)}: {msg}") from None
+        msg = " ".join(redact(str(e), params.get("password")).split())  # libpq: several lines
+        raise ConnectionError(
+            f"cannot connect to {describe(cfg)}: {msg} (check storage.postgres.host/port, "
+            "and that the server runs)"
+        ) from None
     if cfg.db_schema != "public":
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {cfg.db_schema}")  # validated: SQL_NAME
     return con
