@@ -32,7 +32,7 @@ from ccf.secrets import SecretRef
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # conf/ at the top links here
 ENV_PREFIX = "CCF__"
 _STREAM_RE = re.compile(
-    r"^(depth(@100ms|@1000ms)?|depth(5|10|20)(@100ms|@1000ms)?|trade|bookTicker"
+    r"^(depth(@0ms|@100ms|@250ms|@500ms|@1000ms)?|depth(5|10|20)(@100ms|@1000ms)?|trade|bookTicker"
     r"|kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M))$"
 )
 
