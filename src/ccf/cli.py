@@ -114,7 +114,10 @@ def _collect_all(settings: Settings, record: bool) -> None:
     metrics = _serve(PartMetrics("collect", settings))
 
     async def main(stop: asyncio.Event) -> None:
-        parts = [Collector(settings, record=record, metrics=metrics).run(stop)]
+        parts = [
+            Collector(settings, record=record, metrics=metrics, venue=v).run(stop)
+            for v in settings.venue_list()
+        ]
         if news_wanted(settings):
             parts.append(NewsCollector(settings).run(stop))
         await asyncio.gather(*parts)

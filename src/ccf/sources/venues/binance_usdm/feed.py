@@ -5,7 +5,8 @@ letters, cadence) with the futures payloads and the futures diff rule
 (developers.binance.com, USDⓈ-M "How to manage a local order book
 correctly"): after a ``/fapi/v1/depth`` snapshot drop diffs with
 ``u < lastUpdateId``; the first diff applied must have
-``U <= lastUpdateId <= u``; from then on each diff's ``pu`` must equal the
+``U <= lastUpdateId <= u`` (or ``pu == lastUpdateId``: it follows the snapshot's
+id exactly); from then on each diff's ``pu`` must equal the
 previous diff's ``u``. Update ids are *not* contiguous on futures (one event
 spans thousands of ids), which is why the spot rule ``U <= last + 1`` cannot
 be used. A break writes a gap record and resyncs that symbol only.
@@ -57,7 +58,10 @@ class FuturesSync:
     @staticmethod
     def breaks(last_id: int, ev: Any, first: bool) -> str | None:
         if first:
-            if ev.U > last_id:
+            # The documented test is U <= lastUpdateId <= u. A snapshot whose id is exactly
+            # the previous event's u (what the replay exchange serves) is followed by the
+            # event with pu == lastUpdateId: continuous too.
+            if ev.U > last_id and ev.pu != last_id:
                 return (
                     f"first diff U={ev.U} after snapshot lastUpdateId={last_id}: "
                     "the diffs between are missing"
