@@ -174,3 +174,14 @@ class _Together:
 
     async def run(self, stop: asyncio.Event) -> None:
         await asyncio.gather(*(c.run(stop) for c in self.collectors))
+
+
+def test_each_further_venue_gets_its_own_replay_exchange(tmp_path: Path) -> None:
+    from ccf.sources.replay.exchange import ReplayStartError, replay_venues
+
+    two = "venues=[{name: binance, symbols: [btcusdt]}, {name: binance_usdm, symbols: [btcusdt]"
+    s = load_settings([two + f", replay_port: 9555, replay_files: [{usdm_file()}]}}]"], environ={})
+    [cfg] = replay_venues(s)
+    assert (cfg.port, cfg.files) == (9555, (usdm_file(),))
+    with pytest.raises(ReplayStartError, match="set replay_files and replay_port"):
+        replay_venues(load_settings([two + "}]"], environ={}))
