@@ -535,7 +535,8 @@ def evaluate(
     paths = write_report(report, ev, out)
     metrics: dict[str, float] = {}
     for label in labels:
-        metrics.update({f"{label}.{k}": v for k, v in flat_metrics(report, label).items()})
+        key = label.replace("@", ":")  # MLflow metric names take no @
+        metrics.update({f"{key}.{k}": v for k, v in flat_metrics(report, label).items()})
     record = RunRecord(
         name=run_name,
         params={

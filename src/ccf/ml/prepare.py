@@ -164,7 +164,8 @@ def prepare(
         raise MLError(
             f"too little data: {len(splits.train)} training and {len(splits.test)} test "
             f"windows from {len(rows.frame)} rows (a window needs {spec.encoder_length} "
-            f"buckets of history and {spec.max_horizon} ahead): use a longer range"
+            f"buckets of history and {spec.max_horizon} ahead): use a longer range, or "
+            "--test all to score registered models on every window of it"
         )
     log.info(
         "part=ml data set=%s version=%s symbols=%s rows=%d windows train=%d val=%d test=%d",
