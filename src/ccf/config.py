@@ -533,6 +533,11 @@ class MLConfig(_Section):
         ("time_of_day",), description="covariates known ahead, from the bucket time"
     )
     normalizer: Literal["standard", "robust", "none"] = "standard"
+    input_units: Literal["relative", "drop", "raw"] = Field(
+        "relative",
+        description="default inputs with units (volumes, quantities, notionals, OFI): "
+        "relative to their recent level (scale-free), dropped, or raw",
+    )
     vol_halflife: int = Field(
         30, gt=0, description="EWMA half-life (buckets) of the vol that scales targets"
     )

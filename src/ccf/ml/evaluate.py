@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from ccf.config import EvaluateConfig, TrainConfig
 from ccf.ml import metrics as m
+from ccf.ml import ranges
 from ccf.ml.dataset import Dataset, DatasetSpec, Origins
 from ccf.ml.models.base import Forecaster, create
 
@@ -54,6 +55,7 @@ class Evaluation:
     forecasts: dict[str, np.ndarray]  # model label -> (n, K, H, Q); always holds "naive"
     refits: dict[str, int]
     yardstick: str = "given"  # where naive's intervals came from (the report says it)
+    ranges: dict[str, dict] = field(default_factory=dict)  # label -> range check summary
 
 
 # -- walk forward ------------------------------------------------------------------------
@@ -133,6 +135,23 @@ def walk_forward(
             hi - lo,
             _iso(int(ts[lo])),
         )
+    raw = data.raw_inputs(origins)
+    checked = {
+        label: ranges.summary(model.spec, raw, cfg.range_sd)
+        for label, model in models.items()
+        if label != NAIVE and getattr(model, "spec", None) == spec
+    }
+    for label, r in checked.items():
+        if r["flagged"]:
+            log.warning(
+                "part=ml evaluate model=%s range check: %d of %d origins have an input more "
+                "than %g sd outside the training range (%s)",
+                label,
+                r["flagged"],
+                r["origins"],
+                cfg.range_sd,
+                ", ".join(f"{c} {n}" for c, n in sorted(r["columns"].items())),
+            )
     ev = Evaluation(
         spec=spec,
         ts=ts,
@@ -142,6 +161,7 @@ def walk_forward(
         forecasts=forecasts,
         refits=refits,
         yardstick=how,
+        ranges=checked,
     )
     if NAIVE not in current and yardstick == "online":
         ev = _with_online_naive(ev, data, origins, cfg)
@@ -214,6 +234,7 @@ def _with_online_naive(ev: Evaluation, data: Dataset, origins: Origins, cfg: Eva
         scale=ev.scale[keep],
         forecasts=forecasts,
         refits={NAIVE: 0, **ev.refits},
+        ranges=ev.ranges,
         yardstick=(
             f"online naive: interval quantiles from the targets known before each origin "
             f"(refreshed every {cfg.online_refresh} buckets); {warm} origins before "
@@ -390,6 +411,7 @@ def score(ev: Evaluation, cfg: EvaluateConfig, pairs: Sequence[tuple[str, str]] 
             "beats_naive": False,
             "dm": out["dm"],
             "vs": out["vs"],
+            "range_check": ev.ranges.get(label),
             "signal": out["signal"],
             "skill_over_time": out["skill_over_time"],
         }

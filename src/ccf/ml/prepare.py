@@ -130,7 +130,7 @@ def fresh_spec(settings: Settings, rows: sources.Rows) -> DatasetSpec:
         spec = dataset.make_spec(settings.ml, rows.name, rows.version, rows.bucket_ns, rows.columns)
     except ValueError as e:
         raise MLError(str(e)) from None
-    return dataset.stationary_inputs(rows.frame, spec)
+    return dataset.stationary_inputs(rows.frame, spec, settings.ml.input_units)
 
 
 def prepare(

@@ -125,6 +125,7 @@ def _merge(evs: list[Evaluation]) -> Evaluation:
             raise MLError("the models' walk-forward origins differ: cannot compare them")
         ev.forecasts.update({k: v[keep] for k, v in other.forecasts.items() if k != ev_mod.NAIVE})
         ev.refits.update({k: v for k, v in other.refits.items() if k != ev_mod.NAIVE})
+        ev.ranges.update(other.ranges)
     return ev
 
 

@@ -40,7 +40,14 @@ ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 """The file MLflow runs to build the pyfunc (models from code)."""
 _PACKAGE = Path(__file__).resolve().parents[1]  # src/ccf
 # what a forecast imports: the package roots, the pyfunc, the dataset builder, the kinds
-_CODE = ("__init__.py", "ml/__init__.py", "ml/pyfunc.py", "ml/dataset.py", "ml/models")
+_CODE = (
+    "__init__.py",
+    "ml/__init__.py",
+    "ml/pyfunc.py",
+    "ml/dataset.py",
+    "ml/ranges.py",
+    "ml/models",
+)
 _OHLCV = {"open", "high", "low", "close", "volume"}
 # the libraries a kind needs at load time, beside mlflow, numpy and pandas
 _KIND_LIBS = {

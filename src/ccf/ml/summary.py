@@ -22,6 +22,7 @@ def flat_metrics(report: dict, label: str) -> dict[str, float]:
         "skill": body.get("skill"),
         "beats_naive": float(bool(body.get("beats_naive"))),
         "leak_flags": float(len(body.get("flags", []))),
+        "range_flagged_share": (body.get("range_check") or {}).get("share"),
     }
     loss = report["meta"].get("promote_on", "pinball")
     targets = body.get("metrics", {})
@@ -142,9 +143,16 @@ def headline(report: dict, labels: list[str] | None = None) -> str:
         body = report["models"][label]
         if label == NAIVE:
             continue
+        rc = body.get("range_check") or {}
         lines.append(
             f"{label}: skill {_fmt(body.get('skill'), '+.4f')} (1 - pinball/naive pinball), "
             f"beats naive: {'yes' if body.get('beats_naive') else 'no'}"
             + (f", {len(body['flags'])} leak flag(s)" if body.get("flags") else "")
+            + (
+                f", INPUTS OUT OF RANGE at {rc['flagged']} of {rc['origins']} origins "
+                f"({', '.join(sorted(rc['columns']))})"
+                if rc.get("flagged")
+                else ""
+            )
         )
     return "\n".join(lines)
