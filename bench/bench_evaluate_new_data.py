@@ -103,6 +103,30 @@ HEAD = (
 )
 
 
+def quote_units(settings, uris: tuple[str, ...], new: Path, out: Path) -> dict:
+    """The new file with volume in quote units (volume * close), scored like the base
+    file: with scale-free inputs the models must see the same thing."""
+    df = pd.read_csv(new)
+    df["volume"] = df["volume"] * df["close"]
+    path = out / (new.name.replace("-new", "-new-quote"))
+    df.to_csv(path, index=False)
+    res = pipeline.evaluate(
+        settings, Source((path,)), model_uris=uris, test="all", out_dir=out / "eval-quote"
+    )
+    meta = res.report["meta"]
+    return {
+        label: {
+            "mase": {h: c["mase"] for h, c in body["metrics"][meta["targets"][0]].items()},
+            "cov80": {
+                h: c["coverage"]["80"]["overall"]
+                for h, c in body["metrics"][meta["targets"][0]].items()
+            },
+            "range_flagged": (body.get("range_check") or {}).get("flagged"),
+        }
+        for label, body in res.report["models"].items()
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
@@ -145,6 +169,8 @@ def main() -> None:
             refused = "NOT refused"
         except MLError as e:
             refused = f"refused: {e}"
+        quote = quote_units(settings, uris, new, out)
+        print(f"\nvolume in quote units: {json.dumps(quote)}")
         choice = promotion.choose(
             res.report, {label: label.split("/")[0] for label in res.report["models"]}
         )
@@ -154,6 +180,7 @@ def main() -> None:
             "aliases": rnd.aliases,
             "round_choice": choice,
             "tiny_split": refused,
+            "quote_units": quote,
         }
         print(
             f"\n### {sym}: new data {res.report['meta']['from']} .. {res.report['meta']['to']}, "

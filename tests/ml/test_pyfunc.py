@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -134,13 +135,16 @@ def test_loads_by_alias_in_a_fresh_venv_from_its_own_requirements(
     settings, rnd, _ = registered
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{NAME}@champion"))
     venv = tmp_path / "fresh"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # nothing of this environment leaks in: no PYTHONPATH (it may hold CCF's sources)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     py = venv / "bin" / "python"
     pip = subprocess.run(
         [str(py), "-m", "pip", "install", "-q", "-r", str(local / "requirements.txt")],
         capture_output=True,
         text=True,
         timeout=900,
+        env=env,
     )
     assert pip.returncode == 0, pip.stderr[-3000:]
     rows = rnd.rows.frame.iloc[-300:]
@@ -162,7 +166,7 @@ def test_loads_by_alias_in_a_fresh_venv_from_its_own_requirements(
         """
     )
     run = subprocess.run(
-        [str(py), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path
+        [str(py), "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "raw OHLCV candle frame" in json.loads(run.stdout.strip().splitlines()[-1])["refused"]
