@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 NAIVE = "naive"
 LEAK = "probable leak: investigate"
+GIVEN = "the naive model given (registered, or fitted on the train split)"
 VAL_SHARE = 0.15  # newest share of a refit's history that validates it (early stopping)
 BLOCKS = 10  # time blocks of the skill-over-time view
 CURVE_POINTS = 400  # points of each cumulative signal curve kept in the JSON
@@ -54,7 +55,7 @@ class Evaluation:
     scale: np.ndarray  # (n, K, H) vol*sqrt(h) at the origin
     forecasts: dict[str, np.ndarray]  # model label -> (n, K, H, Q); always holds "naive"
     refits: dict[str, int]
-    yardstick: str = "given"  # where naive's intervals came from (the report says it)
+    yardstick: str = GIVEN  # where naive's intervals came from (the report says it)
     ranges: dict[str, dict] = field(default_factory=dict)  # label -> range check summary
 
 
@@ -94,7 +95,7 @@ def walk_forward(
     ts = data.ts(origins)
     train_cfg = train_cfg or TrainConfig(progress_bar=False)
     current = dict(models)
-    how = "given"
+    how = GIVEN
     if NAIVE not in current and yardstick == "fit":
         naive = create(NAIVE, spec)
         past = _past(data, int(ts[0]))  # all of it: naive has nothing to stop early
