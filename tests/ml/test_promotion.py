@@ -5,6 +5,8 @@ that only ever reads the past."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -244,3 +246,21 @@ def _as(report: dict, *, challenger: str, champion: str | None = None) -> dict:
         models["champion"] = models[champion]
     models["challenger"] = chal
     return {**report, "models": models}
+
+
+def test_the_headline_table(planted) -> None:
+    from ccf.ml.summary import NO_PAY, flat_metrics, headline
+
+    text = headline(planted, ["naive", "weak", "bad"])
+    rows = [line for line in text.splitlines() if line.split()[:1] in (["weak"], ["bad"])]
+    assert len(rows) == 6
+    cov = re.compile(r"\d\.\d\d \(\d\.\d\d/\d\.\d\d/\d\.\d\d\)")
+    for line in rows:
+        assert len(cov.findall(line)) == 2  # 50 % and 80 %, overall (low/mid/high)
+    cell = planted["models"]["weak"]["metrics"]["close"]["1"]
+    assert f" {cell['mase']:.4f} " in rows[0] and f" {cell['pinball_bps']['mean']:.3f} " in rows[0]
+    assert cell["direction"]["breakeven"] > 1 and " none* " in rows[0]
+    assert f"* b/e none: {NO_PAY}" in text
+    assert "yardstick: " in text and "Holm over 39 tests per loss" in text
+    flat = flat_metrics(planted, "weak")
+    assert flat["coverage80_low_h1"] == cell["coverage"]["80"]["low"]

@@ -125,6 +125,7 @@ def test_the_tensorboard_folder_is_a_run_artifact(tmp_path: Path, candles: Path)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # pip builds the environment: minutes
 def test_loads_by_alias_in_a_fresh_venv_from_its_own_requirements(
     registered, tmp_path: Path
 ) -> None:

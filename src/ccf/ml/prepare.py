@@ -37,7 +37,7 @@ _QUESTION = (
     "encoder_length",
     "vol_halflife",
 )
-_WARM = (*_QUESTION, "inputs", "known")
+_WARM = (*_QUESTION, "inputs", "known", "transforms")
 
 
 class MLError(RuntimeError):

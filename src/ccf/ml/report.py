@@ -189,7 +189,8 @@ def _skill_over_time(report: dict) -> Figure:
                     **_style(report, label),
                 )
             ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    axes[0, 0].legend(fontsize=7)
+    if len(report["models"]) > 1:  # naive alone draws no line against itself
+        axes[0, 0].legend(fontsize=7)
     return fig
 
 
