@@ -1,12 +1,15 @@
 """The ML flows the command line runs: train, tune, evaluate, promote, and the retrain loop.
 
-Training a model: fit on the train split (val for early stopping; checkpoints and
-TensorBoard logs under ``<data_dir>/training/<run>``), walk forward on the test split
-against naive, write the report (``<data_dir>/reports/<run>``), log an MLflow run and
-register a version. After a round the best non-naive model of the round holds
-``challenger``; while there is no champion, the best model that beats naive becomes
-champion, and the naive model when nothing does (it answers the same question, honestly).
-From then on only the promotion rule (:mod:`ccf.ml.promotion`) moves ``champion``.
+A round: fit every model on the train split (val for early stopping; checkpoints and
+TensorBoard logs under ``<data_dir>/training/<run>``, the TensorBoard folder logged with
+the run), walk them all forward together on the test split against naive, write one
+report for the round (``<data_dir>/reports/round-...``; one Holm family over every model
+x horizon), log an MLflow run per model and register a version. Then
+:func:`~ccf.ml.promotion.choose` names the ``challenger`` (the best model significantly
+worse than naive nowhere; ties to the simpler) and, while there is no champion, the first
+champion (the best that beats naive, else the naive model: it answers the same question,
+honestly). From then on only the promotion rule (:mod:`ccf.ml.promotion`) moves
+``champion``. Candle files are checked before anything else (:func:`check_source`).
 """
 
 from __future__ import annotations
