@@ -538,8 +538,10 @@ def _test_option(test: str) -> Literal["split", "all"]:
 def _print_round(rnd: Round) -> None:
     from ccf.ml.summary import headline
 
+    if rnd.trained:  # one report for the round: every model on the same origins
+        kinds = [t.kind for t in rnd.trained if t.kind != "naive"]
+        typer.echo(headline(rnd.trained[0].report, ["naive", *kinds]))
     for t in rnd.trained:
-        typer.echo(headline(t.report, ["naive", t.kind] if t.kind != "naive" else ["naive"]))
         typer.echo(
             f"{t.kind}: version {t.version.version}, skill {t.skill:+.4f}, beats naive: "
             f"{'yes' if t.beats_naive else 'no'}, report {t.report_paths[0].parent}\n"
