@@ -264,3 +264,10 @@ def test_the_headline_table(planted) -> None:
     assert "yardstick: " in text and "Holm over 39 tests per loss" in text
     flat = flat_metrics(planted, "weak")
     assert flat["coverage80_low_h1"] == cell["coverage"]["80"]["low"]
+
+
+def test_a_naive_champion_is_the_yardstick_itself(planted) -> None:
+    ok, why = rule(_as(planted, challenger="oracle"), True, champion_label="naive")
+    assert ok and why.startswith("beats naive") and "and the champion" in why
+    ok, why = rule(_as(planted, challenger="twin"), True, champion_label="naive")
+    assert not ok and why.startswith("challenger does not beat naive")

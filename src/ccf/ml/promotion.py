@@ -10,6 +10,8 @@ same origins, with every Diebold-Mariano test in one Holm family:
 - ties go to the simpler model (:data:`COMPLEXITY`): a challenger the tests cannot tell
   from the champion takes over only when it is simpler.
 
+A naive champion is the registered naive model, so it is the yardstick itself.
+
 Fitted models with different normalizers each get their own dataset over the same rows;
 their origins are the same because they answer the same question (same feature set,
 targets, horizons, window), which is checked first.
@@ -135,9 +137,11 @@ def rule(
     *,
     challenger_kind: str = "",
     champion_kind: str = "",
+    champion_label: str = CHAMPION,
 ) -> tuple[bool, str]:
-    """The promotion rule (module docstring) on a report holding "challenger" (and
-    "champion", tested head to head with it)."""
+    """The promotion rule (module docstring) on a report holding "challenger" (and the
+    champion, tested head to head with it: "champion", or "naive" when the champion is the
+    registered naive model and so the yardstick itself)."""
     s = ev_mod.skill(report, CHALLENGER)
     loss = report["meta"]["promote_on"]
     vs_naive = ev_mod.judge(report, CHALLENGER)
@@ -152,8 +156,8 @@ def rule(
     gain = f"better on {loss} at {', '.join(vs_naive.better)}"
     if not has_champion:
         return True, f"beats naive (DM, {gain}); skill {s:+.4f}; no champion yet"
-    c = ev_mod.skill(report, CHAMPION)
-    vs_champ = ev_mod.judge(report, CHALLENGER, CHAMPION)
+    c = ev_mod.skill(report, champion_label)
+    vs_champ = ev_mod.judge(report, CHALLENGER, champion_label)
     if vs_champ.worse:
         return False, (
             f"challenger is significantly worse than the champion at "
@@ -252,14 +256,18 @@ def compare(
                 "same origins; promote with --force if that is intended",
                 None,
             )
-        models[CHAMPION] = champ_model
-    pairs = [(CHALLENGER, CHAMPION)] if champ is not None else []
+    # a naive champion is the registered naive: the yardstick itself
+    label = ev_mod.NAIVE if champ is not None and champ.kind == ev_mod.NAIVE else CHAMPION
+    if champ is not None:
+        models[label] = champ_model
+    pairs = [(CHALLENGER, CHAMPION)] if champ is not None and label == CHAMPION else []
     _, report = evaluate_fitted(settings, rows, models, test=test, pairs=pairs)
     allowed, reason = rule(
         report,
         champ is not None,
         challenger_kind=chal.kind,
         champion_kind=champ.kind if champ else "",
+        champion_label=label,
     )
     return Decision(chal, champ, allowed, reason, report)
 
