@@ -12,9 +12,10 @@ Holm's correction, leak flags, the threshold signal and skill over time.
 
 The yardstick is the naive forecast: the registered (or given) naive model when there is
 one, else a naive fitted on every origin before the test (refused when that is too few to
-estimate interval quantiles from), or, for a whole new file (``origins="all"``), the online
-naive of :func:`online_naive`, whose intervals come only from targets known before each
-origin. A naive calibrated on a handful of origins makes every model look good.
+estimate interval quantiles from), or, for a whole new file (``yardstick="online"``, what
+``--test all`` asks for), the online naive of :func:`online_naive`, whose intervals come
+only from targets known before each origin. A naive calibrated on a handful of origins
+makes every model look good.
 """
 
 from __future__ import annotations
