@@ -69,6 +69,7 @@ class Endpoints:
     ws_url: str
     rest_url: str
     depth_path: str  # REST depth snapshot, e.g. /api/v3/depth or /fapi/v1/depth
+    trades_path: str = "/api/v3/historicalTrades"  # trades by id, to fill a trade gap
     ws_path: str = "/stream"  # combined streams
 
 

@@ -111,6 +111,7 @@ class BinanceVenue:
             weight_limit=weight_limit,
             timeout_s=timeout_s,
             depth_path=self.endpoints.depth_path,
+            trades_path=self.endpoints.trades_path,
         )
 
 
