@@ -240,3 +240,32 @@ async def test_dropped_connections_lose_no_trade(tmp_path: Path, timeline: Timel
     assert {(g[0], g[1]) for g in found} >= {("book", "disconnect"), ("trade", "disconnect")}
     assert all(g[2] is not None for g in found)
     assert_books_exact(store)
+
+
+@pytest.mark.slow
+async def test_malformed_frames_are_dead_letters_and_lose_nothing(
+    tmp_path: Path, timeline: Timeline
+) -> None:
+    want = trades_after_snapshot()
+    async with running_exchange(ReplayConfig(port=0, speed=0, loop=False), timeline) as ex:
+        settings = settings_for(tmp_path, ex.port)
+        ex.set_faults(malformed_every=2000)
+        c = await parts.run_until(
+            Collector(settings),
+            lambda c: c.counts[("btcusdt", "trade")] >= len(want),
+            120,
+            lambda c: c.status(),
+        )
+    store = SqliteStore(settings.db_path, readonly=True)
+    letters = store.query("SELECT exchange, reason, frame FROM dead_letter")
+    assert len(letters) == c.feed.stats["dead_letters"] >= 20
+    assert all(ex == "binance_usdm" and frame for ex, _, frame in letters)
+    ids = [
+        r[0]
+        for r in stored(
+            store, "SELECT trade_id FROM trade WHERE exchange=? AND symbol=? ORDER BY 1"
+        )
+    ]
+    assert ids == want
+    assert_books_exact(store)
+    assert store.query("SELECT count(*) FROM gap")[0][0] == 0
