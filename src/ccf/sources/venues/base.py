@@ -184,6 +184,7 @@ class Venue(Protocol):
         book_depth: int = 20,
         book_cadence: str = "update",
         callbacks: FeedCallbacks = NO_CALLBACKS,
+        **options: Any,  # the venue's own feed settings, passed through (e.g. id bounds)
     ) -> Feed: ...
 
     def make_rest(
