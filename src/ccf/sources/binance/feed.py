@@ -110,8 +110,10 @@ def _decode_nothing(frame: str) -> Any:
 
 
 def payload_problem(error: Exception) -> str:
-    """The dead-letter kind of a payload msgspec refused: a value out of its range
-    (``invalid_value``) or the wrong shape (``bad_payload``)."""
+    """The dead-letter kind of a payload msgspec refused: not JSON (``malformed_json``),
+    a value out of its range (``invalid_value``) or the wrong shape (``bad_payload``)."""
+    if not isinstance(error, msgspec.ValidationError):
+        return "malformed_json"
     return "invalid_value" if _CONSTRAINT.search(str(error)) else "bad_payload"
 
 

@@ -95,6 +95,7 @@ def _decode_trades(body: bytes) -> list[_TradeRow]:
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as e:
         raise RestError(f"historicalTrades answer refused: {e}: {body[:120]!r}") from e
 
+
 _decode_time = msgspec.json.Decoder(dict[str, int]).decode
 
 
