@@ -227,7 +227,7 @@ def test_a_trade_id_jump_does_not_make_the_real_trades_duplicates(
     for tid in range(2, 6):
         feed.handle(trade(tid, E0 + tid), 3, out)
     assert [t.trade_id for t in of(Trade, out)] == [1, 2, 3, 4, 5]
-    assert kinds(out) == ["id_jump"] and "did not follow it" in of(DeadLetter, out)[0].reason
+    assert kinds(out) == ["id_jump"] and "no trade followed it" in of(DeadLetter, out)[0].reason
     assert not of(Gap, out) and feed.stats["duplicate_trades"] == 0
 
 
@@ -244,6 +244,31 @@ def test_a_real_trade_id_jump_is_confirmed_by_the_next_trade_and_is_a_gap(
     assert [t.trade_id for t in of(Trade, out)] == [1, 1000, 1001]
     assert [g.detail for g in of(Gap, out)] == ["trade ids 2..999 missing (998)"]
     assert gaps == [(2, 999)] and not of(DeadLetter, out)
+
+
+def test_a_trade_far_behind_is_held_too_and_real_ones_go_on(
+    make_feed: Callable[..., BinanceFeed],
+) -> None:
+    out: list[Record] = []
+    feed = make_feed(max_id_jump=NEAR)
+    feed.handle(trade(100, E0), 1, out)
+    feed.handle(trade(3, E0 + 1), 2, out)  # far behind: held, not a "duplicate"
+    feed.handle(trade(101, E0 + 2), 3, out)
+    feed.handle(trade(95, E0 + 3), 4, out)  # within the bound behind: a duplicate
+    assert [t.trade_id for t in of(Trade, out)] == [100, 101]
+    assert kinds(out) == ["id_jump"] and feed.stats["duplicate_trades"] == 1
+
+
+def test_two_bogus_trades_in_a_row_are_both_dead_letters(
+    make_feed: Callable[..., BinanceFeed],
+) -> None:
+    out: list[Record] = []
+    feed = make_feed(max_id_jump=NEAR)
+    feed.handle(trade(1, E0), 1, out)
+    feed.handle(trade(10**9, E0 + 1), 2, out)
+    feed.handle(trade(5 * 10**9, E0 + 1), 2, out)
+    feed.handle(trade(2, E0 + 2), 3, out)
+    assert [t.trade_id for t in of(Trade, out)] == [1, 2] and kinds(out) == ["id_jump"] * 2
 
 
 def test_a_trade_still_held_at_the_end_is_a_dead_letter(

@@ -29,11 +29,13 @@ No input stops the feed. Values are checked where they are decoded (see
 Ids are trusted only within ``max_id_jump`` of the stream's last one: a diff
 that jumps further is a dead letter, a gap and a resync (not a book stuck on a
 bogus id that makes every real diff "stale"); a snapshot or buffered diff that
-far away is refused; a trade that far ahead is held until the next trade says
-whether the stream really moved there (then a gap and the trade) or the held
-one was the odd one out (a dead letter), so one bogus id never turns the real
-trades after it into "duplicates". Each dead letter's reason starts with its
-kind (``DEAD_LETTER_KINDS``), which metrics count.
+far away is refused; a trade that far from the last id (ahead or behind) is
+held until a later trade says whether the stream really moved there (then a
+gap and the trade) or the held one was the odd one out (a dead letter), so one
+bogus id never turns the real trades after it into "duplicates". (The very
+first trade, with no last id from the stream or the store, is taken as it is.)
+Each dead letter's reason starts with its kind (``DEAD_LETTER_KINDS``), which
+metrics count.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 EXCHANGE = "binance"
 CADENCE_NS = {"update": 0, "100ms": 100 * NS_PER_MS, "1s": 1000 * NS_PER_MS}
 MAX_BUFFERED_DIFFS = 20_000  # a snapshot that never comes must not eat the memory
+MAX_HELD_TRADES = 8  # trades with unconfirmed ids kept at once (see _trade_out_of_line)
 MAX_DEAD_LETTER_CHARS = 65_536
 DEFAULT_MAX_ID_JUMP = 1_000_000  # collect.max_id_jump
 SnapshotOutcome = Literal["synced", "stale", "ignored", "refused"]
@@ -145,7 +148,7 @@ class SymbolState:
         "last_ts",
         "last_recv",
         "last_trade_id",
-        "held_trade",
+        "held_trades",
     )
 
     def __init__(self, symbol: str, depth: int) -> None:
@@ -159,8 +162,9 @@ class SymbolState:
         self.last_ts: dict[str, int] = {}  # kind -> last event time, ns
         self.last_recv = 0
         self.last_trade_id: int | None = None
-        # a trade whose id jumped beyond max_id_jump, until the next trade confirms it
-        self.held_trade: tuple[wire.TradeMsg, int] | None = None
+        # trades whose ids are not within max_id_jump of the last one (or the first ones,
+        # with no last one), until a trade that follows one of them confirms it
+        self.held_trades: list[tuple[wire.TradeMsg, int]] = []
 
 
 class BinanceFeed:
@@ -656,7 +660,7 @@ class BinanceFeed:
     def _on_trade(self, s: SymbolState, m: wire.TradeMsg, ts_recv: int, out: list[Record]) -> None:
         ts = m.T * NS_PER_MS
         last = s.last_trade_id
-        if last is not None and (m.t != last + 1 or s.held_trade is not None):
+        if last is None or m.t != last + 1 or s.held_trades:
             if not self._trade_out_of_line(s, m, ts, ts_recv, out):
                 return
         elif self.open_gaps and (s.symbol, "trade") in self.open_gaps:
@@ -675,69 +679,89 @@ class BinanceFeed:
     ) -> None:
         s.last_trade_id = m.t
         s.last_ts["trade"] = ts
-        out.append(
-            _new(
-                Trade,
-                (EXCHANGE, s.symbol, m.t, m.p, m.q, "sell" if m.m else "buy", ts, ts_recv, False),
-            )
-        )  # live, not backfilled
+        side = "sell" if m.m else "buy"
+        out.append(Trade(EXCHANGE, s.symbol, m.t, m.p, m.q, side, ts, ts_recv, False))
 
     def _trade_out_of_line(
         self, s: SymbolState, m: wire.TradeMsg, ts: int, ts_recv: int, out: list[Record]
     ) -> bool:
-        """A trade that is not the next id, or comes after a held one: True when it is to
-        be written. A jump beyond max_id_jump is held until the next trade decides."""
+        """A trade that is not simply the next id: True when the caller is to write it.
+
+        Within max_id_jump after the last id: written (with a gap for ids skipped); at
+        or before it (within the bound): a duplicate. Anything else is held until a
+        later trade follows one held trade within the bound: that
+        one is then written, a gap for what it skipped, and the other held ones are
+        dead letters; so are held ones the stream goes on without. The first trade
+        (no last id) is written as it is."""
         last = s.last_trade_id
-        assert last is not None
-        bound = self.max_id_jump
-        held, s.held_trade = s.held_trade, None
-        if held is not None:
-            h, h_recv = held
-            if h.t < m.t <= h.t + bound:  # the stream did move there: a gap, then both
-                h_ts = h.T * NS_PER_MS
-                self._trade_gap(s, last, h.t, h_ts, h_recv, out)
-                self._append_trade(s, h, h_ts, h_recv, out)
-                last = h.t
-            else:
-                self.stats["id_jumps"] += 1
-                self._dead_letter(
-                    s.symbol,
-                    "id_jump",
-                    f"trade id {h.t} after {last}: beyond collect.max_id_jump={bound}, and "
-                    f"the next trade ({m.t}) did not follow it",
-                    _encode({"stream": f"{s.symbol}@trade", "data": h}).decode(),
-                    h_recv,
-                    out,
-                )
-        if m.t == last + 1:
+        if last is None:
             if (s.symbol, "trade") in self.open_gaps:
                 self.close_gap(s.symbol, "trade", ts, ts_recv, out, "no trade ids missing")
             return True
-        if m.t <= last:
+        bound = self.max_id_jump
+        if last < m.t <= last + bound:
+            self._drop_held(s, out, f"the trades went on from {last}")
+            if m.t == last + 1:
+                if (s.symbol, "trade") in self.open_gaps:
+                    self.close_gap(s.symbol, "trade", ts, ts_recv, out, "no trade ids missing")
+            else:
+                self._trade_gap(s, last, m.t, ts, ts_recv, out)
+            return True
+        if last - bound <= m.t <= last:
             self.stats["duplicate_trades"] += 1
             return False
-        if m.t - last > bound:
-            s.held_trade = (m, ts_recv)
-            self.stats["held_trades"] += 1
-            return False
-        self._trade_gap(s, last, m.t, ts, ts_recv, out)
-        return True
+        for k, (h, h_recv) in enumerate(s.held_trades):
+            if h.t < m.t <= h.t + bound:  # the stream is where h is: h was no odd one out
+                del s.held_trades[k]
+                self._drop_held(s, out, f"the trades went on from {h.t}")
+                h_ts = h.T * NS_PER_MS
+                if h.t > last + 1:
+                    self._trade_gap(s, last, h.t, h_ts, h_recv, out)
+                else:
+                    log.warning(
+                        "part=collect exchange=binance symbol=%s trade ids went back from %d "
+                        "to %d: the trades after %d follow the new ids",
+                        s.symbol,
+                        last,
+                        h.t,
+                        h.t,
+                    )
+                self._append_trade(s, h, h_ts, h_recv, out)
+                if m.t != h.t + 1:
+                    self._trade_gap(s, h.t, m.t, ts, ts_recv, out)
+                elif (s.symbol, "trade") in self.open_gaps:
+                    self.close_gap(s.symbol, "trade", ts, ts_recv, out, "no trade ids missing")
+                return True
+        s.held_trades.append((m, ts_recv))
+        self.stats["held_trades"] += 1
+        if len(s.held_trades) > MAX_HELD_TRADES:
+            h, h_recv = s.held_trades.pop(0)
+            self._held_dead_letter(s, h, h_recv, "too many trades held", out)
+        return False
+
+    def _drop_held(self, s: SymbolState, out: list[Record], why: str) -> None:
+        for h, h_recv in s.held_trades:
+            self._held_dead_letter(s, h, h_recv, f"no trade followed it ({why})", out)
+        s.held_trades.clear()
+
+    def _held_dead_letter(
+        self, s: SymbolState, h: wire.TradeMsg, h_recv: int, why: str, out: list[Record]
+    ) -> None:
+        self.stats["id_jumps"] += 1
+        self._dead_letter(
+            s.symbol,
+            "id_jump",
+            f"trade id {h.t} after {s.last_trade_id}: beyond collect.max_id_jump="
+            f"{self.max_id_jump}, and {why}",
+            _encode({"stream": f"{s.symbol}@trade", "data": h}).decode(),
+            h_recv,
+            out,
+        )
 
     def release_held(self, out: list[Record]) -> None:
-        """At the end: a trade still held (its id jump never confirmed) is a dead letter."""
+        """At the end: trades still held (no later trade confirmed them) are dead letters."""
         for s in self.state.values():
-            if s.held_trade is not None:
-                h, h_recv = s.held_trade
-                s.held_trade = None
-                self._dead_letter(
-                    s.symbol,
-                    "id_jump",
-                    f"trade id {h.t} after {s.last_trade_id}: beyond collect.max_id_jump="
-                    f"{self.max_id_jump}, and no trade followed it",
-                    _encode({"stream": f"{s.symbol}@trade", "data": h}).decode(),
-                    h_recv,
-                    out,
-                )
+            self._drop_held(s, out, "the stream ended")
 
     def _trade_gap(
         self, s: SymbolState, last: int, tid: int, ts: int, ts_recv: int, out: list[Record]
