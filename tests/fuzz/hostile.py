@@ -222,6 +222,30 @@ def invalid_snapshot(rng: random.Random, snapshot: str) -> str:
     return '{"lastUpdateId":1,"x":' + nested(rng.randint(1000, 3000)) + "}"
 
 
+def any_json(rng: random.Random, text: str) -> str:
+    """Any JSON document mutated at random: bytes flipped, a splice, or one value swapped
+    for a hostile one (it may stay valid)."""
+    how = rng.randrange(3)
+    if how == 0:
+        b = bytearray(text.encode())
+        for _ in range(rng.randint(1, 6)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        return b.decode("utf-8", "replace")
+    if how == 1:
+        i, j = sorted(rng.randrange(len(text)) for _ in range(2))
+        return text[:i] + text[j:]
+    obj = json.loads(text)
+    path = rng.choice(list(_paths(obj)))
+    if not path:
+        return rng.choice(HOSTILE_VALUES)
+    marker = "\u0000MARK\u0000"
+    node = obj
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = marker
+    return _dumps(obj).replace(json.dumps(marker), rng.choice(HOSTILE_VALUES), 1)
+
+
 def any_snapshot(rng: random.Random, snapshot: str) -> str:
     """A REST depth snapshot mutated at random (it may stay valid)."""
     how = rng.randrange(4)

@@ -397,3 +397,18 @@ def test_valid_frames_around_hostile_ones_give_exactly_their_records(
     records = [r for r in mixed if type(r) not in (DeadLetter, Gap)]
     assert records == alone
     assert len(of(DeadLetter, mixed)) == len(good)
+
+
+def test_a_repeated_key_is_read_the_same_by_both_parsers(
+    make_feed: Callable[..., BinanceFeed],
+) -> None:
+    """Found by the fuzz run: with a key given twice, the C book's raw read took the last
+    ``a`` and msgspec's typed read refused the first. Both take the last one now."""
+    out: list[Record] = []
+    feed = synced(make_feed, out)
+    out.clear()
+    good = diff(101, 101, E0 + 1, a=[(101, 7)])
+    twice = good.replace('"a":', '"a":[["1.2.3","x"]],"a":', 1)
+    feed.handle(twice, 5, out)
+    (book,) = of(Book, out)
+    assert book.levels[:2] == (101.0, 7.0) and not of(DeadLetter, out)

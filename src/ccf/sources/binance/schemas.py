@@ -78,16 +78,32 @@ def stream_frame(stream: str, payload: type) -> type[msgspec.Struct]:
     )
 
 
+_decode_levels = msgspec.json.Decoder(list[Level], strict=False).decode
+
+
 class DepthDiff(msgspec.Struct, gc=False):
     """``<symbol>@depth[@100ms]``:
     ``{"e":"depthUpdate","E":1723161255208,"s":"BTCUSDT","U":50093239189,"u":50093239202,
-    "b":[["61737.63000000","0.00000000"]],"a":[...]}``"""
+    "b":[["61737.63000000","0.00000000"]],"a":[...]}``
+
+    ``b`` and ``a`` are read raw and then decoded as ``list[Level]``, as
+    ``DepthDiffRaw`` reads them for the C book: a frame that repeats a key is
+    then read the same way by both (the last one counts, and only it is checked).
+    """
 
     E: TimeMs
     U: Id
     u: Id
-    b: list[Level]
-    a: list[Level]
+    b: msgspec.Raw  # a list[Level] once decoded
+    a: msgspec.Raw
+
+    def __post_init__(self) -> None:
+        # msgspec turns a ValueError raised here into a ValidationError of the decode.
+        for side in ("b", "a"):
+            try:
+                setattr(self, side, _decode_levels(getattr(self, side)))
+            except msgspec.ValidationError as e:
+                raise ValueError(f"{e} in `{side}`") from None
 
 
 class DepthDiffRaw(msgspec.Struct, gc=False):
