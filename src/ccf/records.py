@@ -302,3 +302,28 @@ def unstorable_field(record: tuple) -> str | None:
         if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
             return f"{name}={value}"
     return None
+
+
+def refuse_unstorable(records: list, now_ns: int) -> tuple[list, list[DeadLetter]]:
+    """``records`` split into those a store can hold and a dead letter for each other one
+    (``unstorable_row: <Kind> <field>=<value> is beyond int64``, the row's repr kept)."""
+    good: list = []
+    letters: list[DeadLetter] = []
+    for r in records:
+        bad = unstorable_field(r)
+        if bad is None:
+            good.append(r)
+            continue
+        ts_recv = getattr(r, "ts_recv", None)
+        if type(ts_recv) is not int or not INT64_MIN <= ts_recv <= INT64_MAX:
+            ts_recv = now_ns
+        letters.append(
+            DeadLetter(
+                getattr(r, "exchange", ""),
+                getattr(r, "symbol", ""),
+                f"unstorable_row: {type(r).__name__} {bad[:80]} is beyond int64",
+                repr(r)[:65_536],
+                ts_recv,
+            )
+        )
+    return good, letters

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 from ccf.records import (
-    INT64_MAX,
-    INT64_MIN,
     AggTrade,
     Book,
     Candle,
@@ -34,7 +32,7 @@ from ccf.records import (
     Record,
     Trade,
     book_columns,
-    unstorable_field,
+    refuse_unstorable,
 )
 from ccf.storage.base import StreamSummary
 
@@ -291,25 +289,7 @@ class SqliteStore:
 
     def _write_refusing(self, kind: type, rows: list[Record]) -> None:
         """Write the rows a column can hold; each other one becomes a dead letter."""
-        good: list[Record] = []
-        letters: list[DeadLetter] = []
-        for r in rows:
-            bad = unstorable_field(r)
-            if bad is None:
-                good.append(r)
-                continue
-            ts_recv = getattr(r, "ts_recv", None)
-            if type(ts_recv) is not int or not INT64_MIN <= ts_recv <= INT64_MAX:
-                ts_recv = time.time_ns()
-            letters.append(
-                DeadLetter(
-                    getattr(r, "exchange", ""),
-                    getattr(r, "symbol", ""),
-                    f"unstorable_row: {kind.__name__} {bad[:80]} is beyond int64",
-                    repr(r)[:65_536],
-                    ts_recv,
-                )
-            )
+        good, letters = refuse_unstorable(rows, time.time_ns())
         self.refused_rows += len(letters)
         log.warning(
             "part=storage store=%s refused %d %s row(s) no column can hold (first: %s); "
