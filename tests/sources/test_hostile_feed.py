@@ -412,3 +412,14 @@ def test_a_repeated_key_is_read_the_same_by_both_parsers(
     feed.handle(twice, 5, out)
     (book,) = of(Book, out)
     assert book.levels[:2] == (101.0, 7.0) and not of(DeadLetter, out)
+
+
+def test_a_crossed_partial_depth_book_is_a_dead_letter() -> None:
+    out: list[Record] = []
+    feed = BinanceFeed((SYM,), ("depth20@100ms",))
+    body = {"lastUpdateId": 5, "bids": [["101", "1"]], "asks": [["100", "1"]]}
+    feed.handle(frame("depth20@100ms", body), 1, out)
+    assert kinds(out) == ["invalid_value"] and not of(Book, out)
+    body["bids"] = [["99", "1"]]
+    feed.handle(frame("depth20@100ms", body), 2, out)
+    assert [b.update_id for b in of(Book, out)] == [5]

@@ -653,6 +653,13 @@ class BinanceFeed:
     ) -> None:
         book = OrderBook(self.depth)
         book.reset(m.bids, m.asks, m.lastUpdateId)
+        if book.crossed():  # the exchange's own top levels never cross: not a book
+            frame = _encode({"stream": f"{s.symbol}@{source}", "data": m}).decode()
+            detail = f"crossed partial book: best bid {book.best_bid()} >= best ask " + str(
+                book.best_ask()
+            )
+            self._dead_letter(s.symbol, "invalid_value", detail, frame, ts_recv, out)
+            return
         # Spot partial depth has no event time: our receive time stands in.
         self._resume(s, "partial", ts_recv, ts_recv, out)
         out.append(Book(EXCHANGE, s.symbol, source, m.lastUpdateId, ts_recv, ts_recv, book.top()))
