@@ -206,6 +206,19 @@ def test_a_bogus_first_buffered_diff_is_dropped_when_the_snapshot_comes(
     assert kinds(out) == ["id_jump"] * 2
 
 
+def test_a_snapshot_far_behind_the_buffered_diffs_is_refused_not_them(
+    make_feed: Callable[..., BinanceFeed],
+) -> None:
+    out: list[Record] = []
+    feed = make_feed(max_id_jump=NEAR)
+    feed.handle(diff(100, 101, E0, b=[(99, 5)]), 1, out)
+    feed.handle(diff(102, 102, E0 + 1, b=[(99, 6)]), 2, out)
+    assert feed.on_snapshot(SYM, snapshot(3, [(99, 1)], [(101, 1)]), 3, out) == "refused"
+    assert kinds(out) == ["bad_snapshot"]  # the diffs are kept: they agree with each other
+    assert feed.on_snapshot(SYM, snapshot(100, [(99, 1)], [(101, 1)]), 4, out) == "synced"
+    assert [b.update_id for b in of(Book, out)] == [101, 102]
+
+
 def test_a_snapshot_far_ahead_of_the_buffered_diffs_is_refused(
     make_feed: Callable[..., BinanceFeed],
 ) -> None:

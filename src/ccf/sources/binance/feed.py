@@ -162,8 +162,8 @@ class SymbolState:
         self.last_ts: dict[str, int] = {}  # kind -> last event time, ns
         self.last_recv = 0
         self.last_trade_id: int | None = None
-        # trades whose ids are not within max_id_jump of the last one (or the first ones,
-        # with no last one), until a trade that follows one of them confirms it
+        # trades whose ids are not within max_id_jump of the last one, until a trade
+        # that follows one of them confirms it (see BinanceFeed._trade_out_of_line)
         self.held_trades: list[tuple[wire.TradeMsg, int]] = []
 
 
@@ -458,14 +458,15 @@ class BinanceFeed:
         except RecursionError:
             return self._refuse_snapshot(s, "too_deep: nested too deep", frame, ts_recv, out)
         bound = self.max_id_jump
-        while s.buffer and snap.lastUpdateId < s.buffer[0][0].U - bound:
-            ev, recv = s.buffer.pop(0)  # a bogus first diff, caught here (see _on_diff)
+        buf = s.buffer
+        while len(buf) > 1 and abs(buf[1][0].U - buf[0][0].u) > bound:
+            ev, recv = buf.pop(0)  # a bogus first diff, far from the next (see _on_diff)
             self._bad_diff_ids(s, ev, f"buffered diff U={ev.U} u={ev.u}", recv, out)
-        if s.buffer and snap.lastUpdateId > s.buffer[-1][0].u + bound:
+        if buf and not buf[0][0].U - bound <= snap.lastUpdateId <= buf[-1][0].u + bound:
             return self._refuse_snapshot(
                 s,
                 f"id_jump: lastUpdateId={snap.lastUpdateId} beyond collect.max_id_jump="
-                f"{bound} of the last buffered diff's u={s.buffer[-1][0].u}",
+                f"{bound} of the buffered diffs' U={buf[0][0].U}..u={buf[-1][0].u}",
                 frame,
                 ts_recv,
                 out,
