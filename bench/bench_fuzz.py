@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         f"trades, {len(clean.ref.tops):,} book updates; {args.seconds:.0f} s a target, "
         f"seed {args.seed}\n"
     )
-    head = f"{'target':<16}{'rounds':>8}{'frames':>12}{'crashes':>9}{'equal':>14}  dead letters"
+    head = f"{'target':<16}{'rounds':>8}{'frames':>12}{'crashes':>9}{'equal':>16}  dead letters"
     print(head)
     print("-" * len(head))
     failed = False
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         dead = ", ".join(f"{k} {v:,}" for k, v in t.dead.most_common())
         print(
             f"{name:<16}{t.rounds:>8,}{t.frames:>12,}{t.crashes:>9}"
-            f"{f'{t.equal:,}/{t.rounds:,}':>14}  {dead or '-'}"
+            f"{f'{t.equal:,}/{t.rounds:,}':>16}  {dead or '-'}"
         )
         for what in (t.first_crash, t.first_unequal):
             if what:

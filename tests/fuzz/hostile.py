@@ -286,6 +286,7 @@ class RefBook:
         self.bids = {float(p): float(q) for p, q in snap["bids"]}
         self.update_id = snap["lastUpdateId"]
         self.tops: dict[int, tuple[float, ...]] = {}
+        self._snapshot: tuple[int, str] = (-1, "")
 
     def apply(self, data: dict) -> None:
         if data["u"] <= self.update_id:
@@ -301,12 +302,18 @@ class RefBook:
         self.tops[self.update_id] = _top(self.asks, self.bids, DEPTH)
 
     def snapshot(self) -> str:
-        def side(book: dict[float, float]) -> list[list[str]]:
-            return [[repr(p), repr(q)] for p, q in book.items()]
+        """The book as a REST snapshot (kept per update id: a feed waiting for the
+        rebuild to pass its buffered diffs asks after every frame)."""
+        if self._snapshot[0] != self.update_id:
 
-        return _dumps(
-            {"lastUpdateId": self.update_id, "bids": side(self.bids), "asks": side(self.asks)}
-        )
+            def side(book: dict[float, float]) -> list[list[str]]:
+                return [[repr(p), repr(q)] for p, q in book.items()]
+
+            text = _dumps(
+                {"lastUpdateId": self.update_id, "bids": side(self.bids), "asks": side(self.asks)}
+            )
+            self._snapshot = (self.update_id, text)
+        return self._snapshot[1]
 
 
 @dataclass
