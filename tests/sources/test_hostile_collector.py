@@ -112,6 +112,7 @@ async def test_hostile_frames_and_snapshots_stop_nothing_and_lose_no_trade(
     # id jumps in diffs are gaps that closed again once the book was resynced
     gaps = store.query("SELECT stream, reason, end_ts FROM gap")
     assert all(stream == "book" and reason == "id_jump" for stream, reason, _ in gaps), gaps
+    assert all(end_ts is not None for _, _, end_ts in gaps), gaps
     assert all(s.synced for s in collector.feed.state.values())
     collector.metrics.snapshot()  # runs the refresh that moves the counts into the metrics
     by_kind = {
