@@ -185,6 +185,13 @@ class CollectConfig(_Section):
     rest_weight_limit: int = Field(6000, gt=0, description="REQUEST_WEIGHT per minute")
     rest_timeout_s: float = Field(10.0, gt=0)
     print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
+    max_id_jump: int = Field(
+        1_000_000,
+        gt=0,
+        description="an update or trade id further than this from its stream's last one is "
+        "not trusted: a diff is a dead letter and the book resyncs, a trade waits for the next "
+        "to confirm it",
+    )
 
     @field_validator("streams")
     @classmethod
