@@ -113,6 +113,7 @@ def test_on_the_shipped_candles_a_planted_regime_change_is_calibrated() -> None:
     (80 %) and 0.48-0.52 (50 %) in every tercile at every horizon, and the pinball loss is
     not significantly worse (Diebold-Mariano, HAC) and within 1 %."""
     from bench.bench_calibration import TRAIN, candle_file, new_data_cases, planted
+
     from ccf.config import TrainConfig
 
     params = CalibrationParams()  # the defaults serve.calibration ships with

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+REPLAY = 3  # windows of stored origins a restart reads back
+
 
 def params_of(cfg: CalibrationConfig) -> CalibrationParams:
     return CalibrationParams(
@@ -160,15 +162,19 @@ class OnlineCalibration:
         features: FeatureStore,
         next_ts: int | None,
     ) -> None:
-        """Replay the stored forecasts of (role, version, symbol) before ``next_ts`` (the
-        newest ``window`` origins and their horizons), once per stream set."""
+        """Replay the stored forecasts of (role, version, symbol) before ``next_ts``, once
+        per stream set: the newest :data:`REPLAY` windows of origins, so that a pool is
+        rebuilt whole where flagged origins (no forecast) and unknown truths (gaps) took
+        up to two thirds of them. The origins' volatility is recomputed from the feature
+        rows, as the live path computed it from its own read (a warm-up of
+        ``spec.history`` rows: equal to within a few parts in ten thousand)."""
         key = (role, version, symbol)
         if key in self._ready or not self.enabled:
             return
         self._ready.add(key)
         if next_ts is None:
             return
-        start = next_ts - (self.params.window + spec.max_horizon) * self.bucket
+        start = next_ts - (REPLAY * self.params.window + spec.max_horizon) * self.bucket
         rows = [r for r in preds.resolved(symbol, role, start, next_ts) if r.version == version]
         if not rows:
             return
