@@ -99,6 +99,36 @@ def test_live_shows_the_last_price_each_forecast_its_signal_and_the_fans(
     assert set(table["signal"]) <= {"BUY", "SELL", "HOLD"}
 
 
+def test_live_shows_the_calibrated_intervals_or_the_models_own(
+    filled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = open_page(monkeypatch, overrides(filled), "live")
+    horizon = at.button_group(key="live_horizon").value
+
+    def band(at: AppTest) -> np.ndarray:
+        (fan,) = charts(at)
+        (hi,) = [t for t in fan["data"] if t.get("name", "").startswith("champion 80%")]
+        return values(hi, "y")
+
+    con = sqlite3.connect(f"file:{filled / 'predictions.sqlite'}?mode=ro", uri=True)
+    rows = con.execute(
+        "SELECT last_value, quantiles, raw_quantiles FROM predictions WHERE symbol = "
+        "'btcusdt' AND role = 'champion' AND horizon = ? ORDER BY target_ts",
+        (horizon,),
+    ).fetchall()
+    con.close()
+    served = np.array([v * np.exp(np.frombuffer(q, "<f8")[4]) for v, q, _ in rows])
+    own = np.array([v * np.exp(np.frombuffer(r, "<f8")[4]) for v, _, r in rows])
+    differ = ~np.isclose(served, own, rtol=1e-12, equal_nan=True)
+    assert differ.mean() > 0.5  # the calibration took over once 30 forecasts were resolved
+    assert np.allclose(band(at), served, equal_nan=True)  # calibrated by default
+    assert "calibrated online" in texts(at)
+    at.button_group(key="live_intervals").set_value("model's own").run()
+    assert not at.exception
+    assert np.allclose(band(at), own, equal_nan=True)
+    assert "as the model made them" in texts(at)
+
+
 def test_accuracy_draws_the_rolling_scores_skill_and_the_signals_return(
     filled: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
