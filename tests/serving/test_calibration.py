@@ -141,3 +141,66 @@ def test_on_the_shipped_candles_a_planted_regime_change_is_calibrated() -> None:
         assert dm.p_two > 0.05, (h, dm)
         assert after.mean() <= before.mean() * 1.01
     assert worst_raw > 0.04  # 0.747 at h=15 in the low tercile: off before calibration
+
+
+def test_a_prediction_store_made_before_calibration_keeps_working(tmp_path: Path) -> None:
+    """An older file (no raw_quantiles column): a reader reads its rows' quantiles as both
+    sets; the first writer adds the column; new rows keep both sets apart."""
+    import sqlite3
+
+    from ccf.records import Prediction
+    from ccf.serving.store import PredictionStore
+
+    path = tmp_path / "predictions.sqlite"
+    con = sqlite3.connect(path)
+    con.execute(
+        "CREATE TABLE predictions (exchange TEXT, symbol TEXT, target TEXT, ts INTEGER, "
+        "horizon INTEGER, target_ts INTEGER, role TEXT, model TEXT, version TEXT, "
+        "made_at INTEGER, watermark INTEGER, last_value REAL, point REAL, levels BLOB, "
+        "quantiles BLOB, flag TEXT)"
+    )
+    old = np.array([-0.2, -0.1, 0.0, 0.1, 0.2])
+    lv = np.asarray(LEVELS, "<f8").tobytes()
+    con.execute(
+        "INSERT INTO predictions VALUES ('binance', 'btcusdt', 'm_p', 1, 1, 2, 'champion', "
+        "'m', '1', 0, 0, 100.0, 0.0, ?, ?, NULL)",
+        (lv, old.astype("<f8").tobytes()),
+    )
+    con.commit()
+    con.close()
+    reader = PredictionStore(path, readonly=True)
+    for kind in ("calibrated", "raw"):
+        q = reader.frame(kind=kind)[[f"q{x:g}" for x in LEVELS]].to_numpy()
+        assert np.array_equal(q[0], old)
+    reader.close()
+    writer = PredictionStore(path)  # adds the column
+    served = (-0.4, -0.2, 0.0, 0.2, 0.4)
+    row = Prediction(
+        "binance",
+        "btcusdt",
+        "m_p",
+        2,
+        1,
+        3,
+        "champion",
+        "m",
+        "1",
+        0,
+        0,
+        100.0,
+        0.0,
+        LEVELS,
+        served,
+        None,
+    )
+    assert writer.write([row], [tuple(old.tolist())]) == 1
+    with pytest.raises(ValueError, match="raw quantile rows"):
+        writer.write([row], [])
+    cal, raw = writer.frame(kind="calibrated"), writer.frame(kind="raw")
+    cols = [f"q{x:g}" for x in LEVELS]
+    assert np.array_equal(cal[cols].to_numpy(), [old, served])
+    assert np.array_equal(raw[cols].to_numpy(), [old, old])
+    (r0, r1) = writer.resolved("btcusdt", "champion", 0, 10)
+    assert (r0.quantiles, r0.raw) == (tuple(old), tuple(old))
+    assert (r1.quantiles, r1.raw, r1.version) == (served, tuple(old), "1")
+    writer.close()
