@@ -224,6 +224,12 @@ class OnlineCalibration:
             n,
         )
 
+    def forget(self, symbols: set[str]) -> None:
+        """Drop the state of ``symbols``: the next forecast rebuilds it from the stores (a
+        Kafka worker taking a symbol over, or back, resumes from what others stored)."""
+        self._streams = {k: v for k, v in self._streams.items() if k[2] not in symbols}
+        self._ready = {k for k in self._ready if k[2] not in symbols}
+
     def pool_sizes(self, role: str, symbol: str) -> dict[str, int]:
         """Resolved forecasts per (target, horizon) of ``role`` for ``symbol`` (any version)."""
         return {

@@ -257,6 +257,7 @@ class Predictor:
         """Where each of ``symbols`` (default: the owned ones) goes on: after the newest
         origin the champion forecast, else where ``serve.first_start`` says."""
         wanted = self.owned if symbols is None else set(symbols)
+        self.calibration.forget(wanted)  # rebuilt from the stores at the next forecast
         for sym, st in self.state.items():
             if sym not in wanted:
                 continue
