@@ -106,13 +106,19 @@ def conformal_shift(
     tau = levels.astype(float)
     if misses is not None and gamma > 0:
         # Gibbs & Candes: a level covered less often than tau moves up, and vice versa
-        tau = tau + gamma * np.sum(tau[None, :] - (1.0 - misses), axis=0)
+        tau = tau + gamma * (n * (tau - 1.0) + misses.sum(axis=0))
     tau = np.clip(tau, 0.5 / n, 1 - 0.5 / n)
     upper = tau > 0.5
     k = np.where(upper, np.ceil((n + 1) * tau), np.floor((n + 1) * tau)) - 1
     k = np.clip(k, 0, n - 1).astype(int)
-    ordered = np.sort(residuals, axis=0)
-    return ordered[k, np.arange(residuals.shape[1])]
+    # one order statistic per level: a partition, not a sort, of each column (the
+    # median's is skipped: it is never moved)
+    return np.array(
+        [
+            0.0 if levels[j] == 0.5 else np.partition(residuals[:, j], k[j])[k[j]]
+            for j in range(len(k))
+        ]
+    )
 
 
 class Calibrator:
@@ -129,11 +135,12 @@ class Calibrator:
         if 0.5 not in levels:
             raise ValueError(f"calibration needs the median among the levels {tuple(levels)}")
         self.mid = list(levels).index(0.5)
-        # ring buffers of the pool: row i of each is one resolved forecast
+        # ring buffers of the pool: column i of each is one resolved forecast (a level's
+        # residuals lie contiguous, which is what a partition reads)
         w, q = params.window, len(self.levels)
         self._scale = np.zeros(w)
-        self._resid = np.zeros((w, q))
-        self._miss = np.zeros((w, q))
+        self._resid = np.zeros((q, w))
+        self._miss = np.zeros((q, w))
         self._n = 0  # rows filled
         self._at = 0  # the next row to write
 
@@ -155,8 +162,8 @@ class Calibrator:
             return False
         i = self._at
         self._scale[i] = scale
-        self._resid[i] = (truth - raw) / scale
-        self._miss[i] = truth > served
+        self._resid[:, i] = (truth - raw) / scale
+        self._miss[:, i] = truth > served
         self._at = (i + 1) % self.params.window
         self._n = min(self._n + 1, self.params.window)
         return True
@@ -171,17 +178,17 @@ class Calibrator:
             return raw.copy()
         if not (np.isfinite(scale) and scale > 0):
             return raw.copy()
-        resid = self._resid[:n]
-        miss = self._miss[:n] if p.adaptive else None
+        resid = self._resid[:, :n]
+        miss = self._miss[:, :n] if p.adaptive else None
         if p.by_regime:
             scales = self._scale[:n]
             edges = regime_edges(scales)
             pool = np.searchsorted(edges, scales, side="right")
             mine = pool == np.searchsorted(edges, scale, side="right")
             if mine.sum() >= p.min_scores:
-                resid = resid[mine]
-                miss = None if miss is None else miss[mine]
-        shift = conformal_shift(resid, self.levels, miss, p.gamma)
+                resid = resid[:, mine]
+                miss = None if miss is None else miss[:, mine]
+        shift = conformal_shift(resid.T, self.levels, miss if miss is None else miss.T, p.gamma)
         shift[self.mid] = 0.0  # the point forecast stays the model's
         return order_around_median(raw + scale * shift, self.mid)
 
