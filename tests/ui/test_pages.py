@@ -202,6 +202,25 @@ def test_health_shows_the_parts_their_lag_drift_and_the_alerts(
     assert all(finite(t) == 3 for t in resources["data"])
     assert finite(drift["data"][0], "x") > 5
     errors = [e.value for e in at.error]
+    # the recording against its own champion's training window: no drift (a fixed threshold
+    # alerted on both symbols here)
+    assert sum(" drift** " in e for e in errors) == 0
+    assert {m.label: m.value for m in at.metric}["active alerts"] == str(len(errors))
+
+
+def test_health_shows_the_active_drift_alerts(
+    filled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ccf.monitoring.store import MonitorStore
+
+    data = tmp_path / "data"
+    shutil.copytree(filled, data)
+    store = MonitorStore(data / "monitor.sqlite")
+    for sym in SYMBOLS:  # as the monitor raises them
+        store.raise_alert("monitor", sym, "drift", "drift share 0.88 >= 0.5: a_q_0, b_q_0", 1)
+    store.close()
+    at = open_page(monkeypatch, overrides(data), "health")
+    errors = [e.value for e in at.error]
     assert sum(" drift** " in e for e in errors) == 2
     assert {m.label: m.value for m in at.metric}["active alerts"] == str(len(errors))
 
