@@ -590,6 +590,11 @@ class ServeConfig(_Section):
     torch_threads: int = Field(
         1, gt=0, description="CPU threads for a deep model's forecasts (one window: 1 is fastest)"
     )
+    compiled: bool = Field(
+        True,
+        description="deep models forecast through ONNX Runtime (eager PyTorch when the export "
+        "fails, or with false)",
+    )
     wait_for_model: bool = Field(
         False, description="wait for a champion (and enough history) instead of stopping"
     )
