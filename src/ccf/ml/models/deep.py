@@ -44,9 +44,8 @@ from ccf.ml.models.trainer import (
 if TYPE_CHECKING:
     from pytorch_forecasting.models.base import BaseModel
 
-    from ccf.ml.models.export import OnnxNet
-
     from ccf.config import TrainConfig
+    from ccf.ml.models.export import OnnxNet
 
 log = logging.getLogger(__name__)
 
