@@ -312,6 +312,7 @@ def train_loop(
     replaced by the first full round (:mod:`ccf.ml.first`).
     """
     from ccf.ml import first
+
     if source.end_ns is not None:
         log.warning("part=ml loop --to is fixed: every round reads the same rows")
     check_models(settings, kinds)  # a config mistake stops the loop at once; data trouble not
