@@ -19,12 +19,11 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
-from ccf.ml.registry import CHAMPION, Registry
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the dashboard imports this module for :func:`needs`: no MLflow here
     from ccf.config import Settings
     from ccf.ml.pipeline import Round
     from ccf.ml.prepare import Source
+    from ccf.ml.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,8 @@ def needs(settings: Settings) -> tuple[int, int]:
 
 def provisional(reg: Registry) -> bool:
     """The champion is a first model, to be replaced by the first full round."""
+    from ccf.ml.registry import CHAMPION
+
     champ = reg.alias(CHAMPION)
     return champ is not None and champ.tags.get("command") == FIRST
 
@@ -90,6 +91,8 @@ def first_round(settings: Settings, source: Source, reg: Registry) -> Round:
 def replace_first(reg: Registry, rnd: Round) -> dict[str, str]:
     """The full round's pick takes over from the first model: the best model that beats
     naive, else this round's naive. Returns the aliases afterwards."""
+    from ccf.ml.registry import CHAMPION
+
     winners = [t for t in rnd.trained if t.kind != NAIVE and t.beats_naive]
     naive = next((t for t in rnd.trained if t.kind == NAIVE), None)
     if winners:
