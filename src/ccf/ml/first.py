@@ -89,24 +89,27 @@ def first_round(settings: Settings, source: Source, reg: Registry) -> Round:
 
 
 def replace_first(reg: Registry, rnd: Round) -> dict[str, str]:
-    """The full round's pick takes over from the first model: the best model that beats
-    naive, else this round's naive. Returns the aliases afterwards."""
+    """The full round's pick takes over from the first model, by the first-champion rule
+    (:func:`ccf.ml.promotion.choose`: the best that beats naive, else this round's
+    naive). Returns the aliases afterwards."""
+    from ccf.ml import promotion
     from ccf.ml.registry import CHAMPION
 
-    winners = [t for t in rnd.trained if t.kind != NAIVE and t.beats_naive]
-    naive = next((t for t in rnd.trained if t.kind == NAIVE), None)
-    if winners:
-        pick = max(winners, key=lambda t: t.skill if t.skill == t.skill else -math.inf)
-        why = f"replaces the first model: beats naive (corrected DM test), skill {pick.skill:+.4f}"
-    elif naive is not None:
-        pick, why = naive, "replaces the first model: no model beats naive, so naive serves"
-    else:
+    if not rnd.trained:
+        return reg.aliases()
+    by_kind = {t.kind: t for t in rnd.trained}
+    _, pick, why = promotion.choose(rnd.trained[0].report, {k: k for k in by_kind})
+    if pick is None:
         log.warning(
             "part=ml loop model=%s the first model stays champion: nothing beats naive and "
             "naive is not in run.train_models",
             reg.name,
         )
         return reg.aliases()
-    reg.set_alias(CHAMPION, pick.version.version, why)
-    log.info("part=ml loop champion %s (%s): %s", pick.version.version, pick.kind, why)
+    t = by_kind[pick]
+    reason = f"replaces the first model: {why}" + (
+        f", skill {t.skill:+.4f}" if t.kind != NAIVE else ""
+    )
+    reg.set_alias(CHAMPION, t.version.version, reason)
+    log.info("part=ml loop champion %s (%s): %s", t.version.version, t.kind, reason)
     return reg.aliases()
