@@ -23,6 +23,7 @@ GapReason = Literal[
     "crossed_book",
     "stale_snapshot",
     "missing_history",  # the exchange's own history has a hole (found by a backfill)
+    "checksum_mismatch",  # the local book disagrees with the venue's checksum (OKX, Kraken)
 ]
 
 
