@@ -9,10 +9,11 @@ error that names the line, since a recording that reads wrong gives wrong books.
 from __future__ import annotations
 
 import gzip
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
+
+from ccf.config import shared_dir
 
 FILES = {
     "okx": "OKX.ws.1.0.gz",
@@ -29,7 +30,7 @@ class Line(NamedTuple):
 
 def default_path(venue: str) -> Path:
     """The venue's recording under ``$CCF_SHARED`` (default ``../shared``)."""
-    return Path(os.environ.get("CCF_SHARED", "../shared")) / "data" / "venues" / FILES[venue]
+    return shared_dir() / "data" / "venues" / FILES[venue]
 
 
 def _ns(ts: str) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from zlib import crc32
 
-from ccf.sources.strbook import StrBook
+from ccf.sources.venues.strbook import StrBook
 
 DEPTH = 25
 

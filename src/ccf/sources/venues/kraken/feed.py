@@ -19,10 +19,10 @@ import msgspec
 import orjson
 
 from ccf.records import Book, Record
-from ccf.sources.kraken import schemas as wire
-from ccf.sources.kraken.checksum import checksum
-from ccf.sources.kraken.symbols import to_common
-from ccf.sources.venuefeed import Instrument, VenueFeedBase
+from ccf.sources.venues.feedbase import Instrument, VenueFeedBase
+from ccf.sources.venues.kraken import schemas as wire
+from ccf.sources.venues.kraken.checksum import checksum
+from ccf.sources.venues.kraken.symbols import to_common
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,26 @@ def book_message(pairs: Sequence[str], depth: int, event: str = "subscribe") -> 
 class KrakenFeed(VenueFeedBase):
     exchange = EXCHANGE
 
-    def __init__(self, pairs: Sequence[str], *, depth: int = 10, book_depth: int = 1000) -> None:
-        super().__init__()
+    trades = False
+
+    def __init__(
+        self,
+        symbols: tuple[str, ...],
+        channels: tuple[str, ...] = ("book",),
+        *,
+        depth: int = 10,
+        book_depth: int = 1000,
+    ) -> None:
         if book_depth not in DEPTHS:
             raise ValueError(f"Kraken book depth {book_depth} is not one of {DEPTHS}")
+        if tuple(channels) != ("book",):
+            raise ValueError(f"Kraken channels {channels}: CCF reads only 'book' from Kraken")
+        for sym in symbols:
+            to_common(sym.upper())  # refuses a name that is not BASE/QUOTE
+        super().__init__(symbols, max_levels=book_depth)
         self.depth = depth  # levels in each Book record
         self.book_depth = book_depth  # levels subscribed (and kept)
-        for p in pairs:
-            self.by_id[p] = Instrument(p, to_common(p), max_levels=book_depth)
+        self.channels = ("book",)
 
     def subscribe_messages(self) -> list[str]:
         return [book_message(list(self.by_id), self.book_depth)]
@@ -70,6 +82,7 @@ class KrakenFeed(VenueFeedBase):
         ]
 
     def handle(self, frame: str, ts_recv: int, out: list[Record]) -> None:
+        self.frames += 1
         try:
             if frame[:1] != "[":
                 self._on_event(_decode_event(frame), frame, ts_recv, out)

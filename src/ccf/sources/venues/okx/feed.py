@@ -19,10 +19,10 @@ import msgspec
 import orjson
 
 from ccf.records import NS_PER_MS, Book, Quote, Record, Trade
-from ccf.sources.okx import schemas as wire
-from ccf.sources.okx.checksum import checksum
-from ccf.sources.okx.symbols import to_common
-from ccf.sources.venuefeed import Instrument, VenueFeedBase
+from ccf.sources.venues.feedbase import Instrument, VenueFeedBase
+from ccf.sources.venues.okx import schemas as wire
+from ccf.sources.venues.okx.checksum import checksum
+from ccf.sources.venues.okx.symbols import to_common
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,20 @@ class OkxFeed(VenueFeedBase):
 
     def __init__(
         self,
-        inst_ids: Sequence[str],
+        symbols: tuple[str, ...],
+        channels: tuple[str, ...] = CHANNELS,
         *,
         depth: int = 10,
-        channels: Sequence[str] = CHANNELS,
     ) -> None:
-        super().__init__()
+        for sym in symbols:
+            to_common(sym.upper())  # refuses what CCF does not collect (options)
+        unknown = set(channels) - set(CHANNELS)
+        if unknown:
+            raise ValueError(f"OKX channels {sorted(unknown)} unknown: use {CHANNELS}")
+        super().__init__(symbols)
         self.depth = depth
         self.channels = tuple(channels)
-        for i in inst_ids:
-            self.by_id[i] = Instrument(i, to_common(i))
+        self.trades = "trades" in channels
         self._handlers: dict[str, Any] = {
             "books": self._on_books,
             "trades": self._on_trades,
@@ -75,6 +79,7 @@ class OkxFeed(VenueFeedBase):
         ]
 
     def handle(self, frame: str, ts_recv: int, out: list[Record]) -> None:
+        self.frames += 1
         if frame == "pong":  # the answer to our keep-alive "ping"
             return
         try:

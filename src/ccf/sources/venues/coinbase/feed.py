@@ -19,10 +19,10 @@ import msgspec
 import orjson
 
 from ccf.records import Book, Quote, Record, Trade
-from ccf.sources.coinbase import schemas as wire
-from ccf.sources.coinbase.symbols import to_common
-from ccf.sources.coinbase.times import iso_ns
-from ccf.sources.venuefeed import Instrument, VenueFeedBase
+from ccf.sources.venues.coinbase import schemas as wire
+from ccf.sources.venues.coinbase.symbols import to_common
+from ccf.sources.venues.coinbase.times import iso_ns
+from ccf.sources.venues.feedbase import Instrument, VenueFeedBase
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,17 @@ class CoinbaseFeed(VenueFeedBase):
     exchange = EXCHANGE
 
     def __init__(
-        self, product_ids: Sequence[str], *, depth: int = 10, channels: Sequence[str] = CHANNELS
+        self, symbols: tuple[str, ...], channels: tuple[str, ...] = CHANNELS, *, depth: int = 10
     ) -> None:
-        super().__init__()
+        for sym in symbols:
+            to_common(sym.upper())  # refuses a name that is not BASE-QUOTE
+        unknown = set(channels) - set(CHANNELS)
+        if unknown:
+            raise ValueError(f"Coinbase channels {sorted(unknown)} unknown: use {CHANNELS}")
+        super().__init__(symbols)
         self.depth = depth
         self.channels = tuple(channels)
-        for p in product_ids:
-            self.by_id[p] = Instrument(p, to_common(p))
+        self.trades = "matches" in channels
         self._quote_seq: dict[str, int] = {}
 
     def subscribe_messages(self) -> list[str]:
@@ -66,6 +70,7 @@ class CoinbaseFeed(VenueFeedBase):
         ]
 
     def handle(self, frame: str, ts_recv: int, out: list[Record]) -> None:
+        self.frames += 1
         try:
             m = _decode(frame)
             t = type(m)

@@ -15,7 +15,8 @@ import logging
 from collections import Counter
 
 from ccf.records import DeadLetter, Gap, GapReason, Record
-from ccf.sources.strbook import StrBook
+from ccf.sources.venues.base import SnapshotOutcome
+from ccf.sources.venues.strbook import StrBook
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,9 @@ class Instrument:
         "channel_id",
     )
 
-    def __init__(self, venue_id: str, symbol: str, max_levels: int = 0) -> None:
-        self.venue_id = venue_id  # the venue's name: "BTC-USDT", "XBT/CHF"
-        self.symbol = symbol  # CCF's: "btc-usdt", "btc-chf"
+    def __init__(self, venue_id: str, max_levels: int = 0) -> None:
+        self.venue_id = venue_id  # as on the wire: "BTC-USDT", "XBT/CHF"
+        self.symbol = venue_id.lower()  # the records' symbol: the venue's name in lower case
         self.book = StrBook(max_levels)
         self.synced = False
         self.update_id = 0  # the last book record's update_id
@@ -58,9 +59,16 @@ class VenueFeedBase:
     """Gap, dead letter and resync bookkeeping; subclasses parse their venue's frames."""
 
     exchange = ""
+    trades = True  # the venue has a trade stream this feed reads
 
-    def __init__(self) -> None:
-        self.by_id: dict[str, Instrument] = {}
+    def __init__(self, symbols: tuple[str, ...], max_levels: int = 0) -> None:
+        self.by_id: dict[str, Instrument] = {}  # wire name -> state
+        self.state: dict[str, Instrument] = {}  # records' symbol -> the same state
+        for sym in symbols:
+            inst = Instrument(sym.upper(), max_levels)
+            self.by_id[inst.venue_id] = inst
+            self.state[inst.symbol] = inst
+        self.frames = 0
         self.open_gaps: dict[tuple[str, str], Gap] = {}
         self.outgoing: list[str] = []
         self.stats: Counter[str] = Counter()
@@ -145,22 +153,47 @@ class VenueFeedBase:
         )
 
     def on_disconnect(
-        self, ts_recv: int, out: list[Record], detail: str = "connection lost"
+        self,
+        symbols: tuple[str, ...],
+        ts_recv: int,
+        out: list[Record],
+        reason: GapReason = "disconnect",
+        detail: str = "connection lost",
     ) -> None:
-        """Every book waits for the next connection's snapshots; trades get a gap each,
-        closed by the first trade after the reconnect."""
-        for inst in self.by_id.values():
-            self.lose_sync(inst, "disconnect", detail, ts_recv, ts_recv, out, resubscribe=False)
-            self.open_gap(
-                inst.symbol,
-                "trade",
-                "disconnect",
-                detail,
-                inst.last_ts.get("trade", ts_recv),
-                ts_recv,
-                out,
-            )
+        """Every book of ``symbols`` waits for the next connection's snapshots; trades
+        get a gap each, closed by the first trade after the reconnect."""
+        for sym in symbols:
+            inst = self.state[sym]
+            self.lose_sync(inst, reason, detail, ts_recv, ts_recv, out, resubscribe=False)
+            if self.trades:
+                start = inst.last_ts.get("trade", ts_recv)
+                self.open_gap(inst.symbol, "trade", reason, detail, start, ts_recv, out)
         self.outgoing.clear()  # the new connection subscribes to everything anyway
+
+    def resume_from(
+        self,
+        symbol: str,
+        kind: str,
+        last_ts: int,
+        ts_recv: int,
+        out: list[Record],
+        last_trade_id: int | None = None,
+    ) -> None:
+        """After a restart: what the store holds ends at ``last_ts``; the time since is
+        a gap until the stream is back (a book at its snapshot, trades at the next one)."""
+        inst = self.state[symbol]
+        inst.last_ts[kind] = last_ts
+        if kind in ("book", "trade") and last_ts < ts_recv:
+            self.open_gap(symbol, kind, "restart", "collector restarted", last_ts, ts_recv, out)
+
+    def on_snapshot(
+        self, symbol: str, frame: str | bytes, ts_recv: int, out: list[Record]
+    ) -> SnapshotOutcome:
+        """Books come from the websocket's own snapshots here, never from REST."""
+        return "ignored"
+
+    def flush(self, out: list[Record]) -> None:
+        """Nothing is held back: every update writes its book record at once."""
 
     def trade_seen(self, inst: Instrument, ts_event: int, ts_recv: int, out: list[Record]) -> None:
         inst.last_ts["trade"] = ts_event
