@@ -21,6 +21,12 @@ from ccf.sources.venues.strbook import StrBook
 log = logging.getLogger(__name__)
 
 MAX_DEAD_LETTER_CHARS = 65_536
+WATCH = 25  # the deepest top read per update: OKX's checksum; records take at most this
+
+
+def check_depth(depth: int, venue: str) -> None:
+    if not 1 <= depth <= WATCH:
+        raise ValueError(f"{venue} book records hold 1 to {WATCH} levels per side, not {depth}")
 
 
 class Instrument:
@@ -40,7 +46,7 @@ class Instrument:
     def __init__(self, venue_id: str, max_levels: int = 0) -> None:
         self.venue_id = venue_id  # as on the wire: "BTC-USDT", "XBT/CHF"
         self.symbol = venue_id.lower()  # the records' symbol: the venue's name in lower case
-        self.book = StrBook(max_levels)
+        self.book = StrBook(max_levels, watch=min(WATCH, max_levels) if max_levels else WATCH)
         self.synced = False
         self.update_id = 0  # the last book record's update_id
         self.last_seq = -1  # the venue's sequence number, where it sends one

@@ -7,26 +7,46 @@ asks, minus the price for bids) plus a sorted list of those keys, so the best
 ``n`` levels are a slice and an insert is a bisect. One class for every venue
 that sends price levels (OKX, Coinbase, Kraken); the checksum rules live in
 the venues' folders.
+
+Most updates land below the top of the book, so each side counts the changes
+that touch its best ``watch`` levels (``version``): the top-N record and the
+checksum are recomputed only when that count moved, which a comparison with
+the ``watch``-th key tells without a search.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from itertools import chain
 
-Level = tuple[str, str, float]  # price text, quantity text, quantity
+Level = tuple[str, str, tuple[float, float]]  # price text, quantity text, (price, quantity)
 
 
 class Side:
     """One side of the book; ``bids=True`` keeps the highest price first."""
 
-    __slots__ = ("keys", "levels", "sign", "max_levels")
+    __slots__ = ("keys", "levels", "sign", "max_levels", "watch", "version", "cache")
 
-    def __init__(self, *, bids: bool, max_levels: int = 0) -> None:
+    def __init__(self, *, bids: bool, max_levels: int = 0, watch: int = 25) -> None:
         self.keys: list[float] = []  # ascending sort keys: best level first
         self.levels: dict[float, Level] = {}
         self.sign = -1.0 if bids else 1.0
         self.max_levels = max_levels  # 0: unbounded; else keep only the best N (Kraken)
+        if max_levels and max_levels < watch:
+            raise ValueError(f"max_levels {max_levels} < watch {watch}: the top would go stale")
+        self.watch = watch  # the deepest top that a record or checksum reads
+        self.version = 0  # changes to the best `watch` levels so far
+        self.cache: dict[object, tuple[int, object]] = {}  # what -> (version, value) of the top
+
+    def cached(self, what: object, make: Callable[[Side], object]) -> object:
+        """``make(self)`` memoised until the top changes (records, checksum pieces)."""
+        hit = self.cache.get(what)
+        if hit is not None and hit[0] == self.version:
+            return hit[1]
+        value = make(self)
+        self.cache[what] = (self.version, value)
+        return value
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -34,25 +54,40 @@ class Side:
     def clear(self) -> None:
         self.keys.clear()
         self.levels.clear()
+        self.version += 1
 
     def set(self, px: str, qty: str) -> None:
         """Set one level from the venue's text; a zero quantity deletes it."""
-        k = self.sign * float(px)
+        p = float(px)
+        k = self.sign * p
         q = float(qty)
         levels = self.levels
+        keys = self.keys
+        top = len(keys) <= self.watch or k <= keys[self.watch - 1]
         if q == 0.0:
             if levels.pop(k, None) is not None:
-                del self.keys[bisect_left(self.keys, k)]
+                del keys[bisect_left(keys, k)]
+                if top:
+                    self.version += 1
             return
         if k not in levels:
-            insort(self.keys, k)
-        levels[k] = (px, qty, q)
+            insort(keys, k)
+        levels[k] = (px, qty, (p, q))
+        if top:
+            self.version += 1
 
     def load(self, pairs: Iterable[tuple[str, str]]) -> None:
-        """Replace the side with a snapshot's levels."""
+        """Replace the side with a snapshot's levels (zero quantities skipped)."""
         self.clear()
+        sign = self.sign
+        levels = self.levels
         for px, qty in pairs:
-            self.set(px, qty)
+            q = float(qty)
+            if q != 0.0:
+                p = float(px)
+                levels[sign * p] = (px, qty, (p, q))
+        self.keys = sorted(levels)
+        self.truncate()
 
     def truncate(self) -> None:
         """Drop the levels past ``max_levels``: the venue sends no delete for a level
@@ -70,7 +105,21 @@ class Side:
 
     def as_floats(self) -> dict[float, float]:
         """Every level as ``{price: quantity}`` (tests and benchmark comparisons)."""
-        return {self.sign * k: v[2] for k, v in self.levels.items()}
+        return dict(v[2] for v in self.levels.values())
+
+
+def _flat_top(depth: int) -> Callable[[Side], tuple[float, ...]]:
+    pad = (float("nan"),) * (2 * depth)
+
+    def make(side: Side) -> tuple[float, ...]:
+        levels = side.levels
+        flat = tuple(chain.from_iterable([levels[k][2] for k in side.keys[:depth]]))
+        return flat + pad[len(flat) :] if len(flat) < 2 * depth else flat
+
+    return make
+
+
+_FLAT = {d: _flat_top(d) for d in range(1, 26)}
 
 
 class StrBook:
@@ -78,23 +127,16 @@ class StrBook:
 
     __slots__ = ("bids", "asks")
 
-    def __init__(self, max_levels: int = 0) -> None:
-        self.bids = Side(bids=True, max_levels=max_levels)
-        self.asks = Side(bids=False, max_levels=max_levels)
+    def __init__(self, max_levels: int = 0, watch: int = 25) -> None:
+        self.bids = Side(bids=True, max_levels=max_levels, watch=watch)
+        self.asks = Side(bids=False, max_levels=max_levels, watch=watch)
 
     def clear(self) -> None:
         self.bids.clear()
         self.asks.clear()
 
     def levels(self, depth: int) -> tuple[float, ...]:
-        """Top ``depth`` levels in :func:`ccf.records.book_columns` order, NaN where missing."""
-        out: list[float] = []
-        nan = float("nan")
-        for side in (self.asks, self.bids):
-            top = side.top(depth)
-            sign = side.sign
-            for k, (_, _, q) in zip(side.keys, top, strict=False):
-                out.append(sign * k)
-                out.append(q)
-            out.extend((nan, nan) * (depth - len(top)))
-        return tuple(out)
+        """Top ``depth`` levels in :func:`ccf.records.book_columns` order, NaN where missing
+        (``depth`` at most the sides' ``watch``); each side is rebuilt only when its top moved."""
+        make = _FLAT[depth]
+        return self.asks.cached(make, make) + self.bids.cached(make, make)  # type: ignore[operator]

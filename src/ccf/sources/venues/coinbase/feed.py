@@ -22,7 +22,7 @@ from ccf.records import Book, Quote, Record, Trade
 from ccf.sources.venues.coinbase import schemas as wire
 from ccf.sources.venues.coinbase.symbols import to_common
 from ccf.sources.venues.coinbase.times import iso_ns
-from ccf.sources.venues.feedbase import Instrument, VenueFeedBase
+from ccf.sources.venues.feedbase import Instrument, VenueFeedBase, check_depth
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class CoinbaseFeed(VenueFeedBase):
         unknown = set(channels) - set(CHANNELS)
         if unknown:
             raise ValueError(f"Coinbase channels {sorted(unknown)} unknown: use {CHANNELS}")
+        check_depth(depth, EXCHANGE)
         super().__init__(symbols)
         self.depth = depth
         self.channels = tuple(channels)

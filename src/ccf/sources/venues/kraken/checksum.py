@@ -7,21 +7,26 @@ concatenated; the checksum is its CRC32 as an unsigned integer, sent as a string
 
 from __future__ import annotations
 
+from functools import lru_cache
 from zlib import crc32
 
-from ccf.sources.venues.strbook import StrBook
+from ccf.sources.venues.strbook import Side, StrBook
 
 DEPTH = 10
 
 
+@lru_cache(maxsize=65_536)
 def _digits(text: str) -> str:
     return text.replace(".", "").lstrip("0")
 
 
-def checksum_text(book: StrBook, depth: int = DEPTH) -> str:
-    parts = [_digits(px) + _digits(qty) for px, qty, _ in book.asks.top(depth)]
-    parts += [_digits(px) + _digits(qty) for px, qty, _ in book.bids.top(depth)]
-    return "".join(parts)
+def _side_text(side: Side) -> str:
+    levels = side.levels
+    return "".join(_digits(levels[k][0]) + _digits(levels[k][1]) for k in side.keys[:DEPTH])
+
+
+def checksum_text(book: StrBook) -> str:
+    return book.asks.cached("kraken", _side_text) + book.bids.cached("kraken", _side_text)  # type: ignore[operator]
 
 
 def checksum(book: StrBook) -> str:

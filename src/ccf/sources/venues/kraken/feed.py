@@ -19,7 +19,7 @@ import msgspec
 import orjson
 
 from ccf.records import Book, Record
-from ccf.sources.venues.feedbase import Instrument, VenueFeedBase
+from ccf.sources.venues.feedbase import Instrument, VenueFeedBase, check_depth
 from ccf.sources.venues.kraken import schemas as wire
 from ccf.sources.venues.kraken.checksum import checksum
 from ccf.sources.venues.kraken.symbols import to_common
@@ -67,6 +67,7 @@ class KrakenFeed(VenueFeedBase):
             raise ValueError(f"Kraken channels {channels}: CCF reads only 'book' from Kraken")
         for sym in symbols:
             to_common(sym.upper())  # refuses a name that is not BASE/QUOTE
+        check_depth(depth, EXCHANGE)
         super().__init__(symbols, max_levels=book_depth)
         self.depth = depth  # levels in each Book record
         self.book_depth = book_depth  # levels subscribed (and kept)

@@ -7,25 +7,26 @@ text; the checksum is its CRC32 as a signed 32-bit integer.
 
 from __future__ import annotations
 
+from itertools import chain
 from zlib import crc32
 
-from ccf.sources.venues.strbook import StrBook
+from ccf.sources.venues.strbook import Side, StrBook
 
 DEPTH = 25
 
 
-def checksum_text(book: StrBook, depth: int = DEPTH) -> str:
-    bids = book.bids.top(depth)
-    asks = book.asks.top(depth)
-    parts: list[str] = []
-    for i in range(max(len(bids), len(asks))):
-        if i < len(bids):
-            parts.append(bids[i][0])
-            parts.append(bids[i][1])
-        if i < len(asks):
-            parts.append(asks[i][0])
-            parts.append(asks[i][1])
-    return ":".join(parts)
+def _pieces(side: Side) -> list[str]:
+    """``["30243.5:1.2112", ...]``: the side's top levels, each ``px:sz``."""
+    levels = side.levels
+    return [levels[k][0] + ":" + levels[k][1] for k in side.keys[:DEPTH]]
+
+
+def checksum_text(book: StrBook) -> str:
+    bids: list[str] = book.bids.cached("okx", _pieces)  # type: ignore[assignment]
+    asks: list[str] = book.asks.cached("okx", _pieces)  # type: ignore[assignment]
+    n = min(len(bids), len(asks))
+    both = chain.from_iterable(zip(bids[:n], asks[:n], strict=True))
+    return ":".join(chain(both, bids[n:], asks[n:]))
 
 
 def checksum(book: StrBook) -> int:

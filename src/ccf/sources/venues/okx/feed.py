@@ -19,7 +19,7 @@ import msgspec
 import orjson
 
 from ccf.records import NS_PER_MS, Book, Quote, Record, Trade
-from ccf.sources.venues.feedbase import Instrument, VenueFeedBase
+from ccf.sources.venues.feedbase import Instrument, VenueFeedBase, check_depth
 from ccf.sources.venues.okx import schemas as wire
 from ccf.sources.venues.okx.checksum import checksum
 from ccf.sources.venues.okx.symbols import to_common
@@ -59,6 +59,7 @@ class OkxFeed(VenueFeedBase):
         unknown = set(channels) - set(CHANNELS)
         if unknown:
             raise ValueError(f"OKX channels {sorted(unknown)} unknown: use {CHANNELS}")
+        check_depth(depth, EXCHANGE)
         super().__init__(symbols)
         self.depth = depth
         self.channels = tuple(channels)
