@@ -114,7 +114,10 @@ def _collect_all(settings: Settings, record: bool) -> None:
     metrics = _serve(PartMetrics("collect", settings))
 
     async def main(stop: asyncio.Event) -> None:
-        parts = [Collector(settings, record=record, metrics=metrics).run(stop)]
+        parts = [
+            Collector(settings, record=record, metrics=metrics, venue=v).run(stop)
+            for v in settings.venue_list()
+        ]
         if news_wanted(settings):
             parts.append(NewsCollector(settings).run(stop))
         await asyncio.gather(*parts)
@@ -147,7 +150,7 @@ def record(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> Non
 def exchange(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
     """Serve recordings over the Binance protocol on replay.host:replay.port (https/wss with
     replay.tls=true). Exits non-zero, naming the cause, when it cannot start."""
-    from ccf.sources.replay.exchange import ReplayStartError, serve
+    from ccf.sources.replay.exchange import ReplayStartError, replay_venues, serve
     from ccf.sources.replay.metrics import ExchangeMetrics
 
     settings = _settings(overrides, config)
@@ -156,13 +159,16 @@ def exchange(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> N
 
     async def main(stop: asyncio.Event) -> None:
         server = asyncio.create_task(serve(settings.replay, on_start=metrics.attach))
+        # further venues (settings.venues) with their own recordings: one exchange each
+        others = [asyncio.create_task(serve(cfg)) for cfg in replay_venues(settings)]
         waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait([server, waiter], return_when=asyncio.FIRST_COMPLETED)
-        server.cancel()
-        waiter.cancel()
-        await asyncio.gather(server, waiter, return_exceptions=True)
-        if not server.cancelled() and server.exception() is not None:
-            raise server.exception()  # type: ignore[misc]
+        await asyncio.wait([server, *others, waiter], return_when=asyncio.FIRST_COMPLETED)
+        for task in (server, *others, waiter):
+            task.cancel()
+        await asyncio.gather(server, *others, waiter, return_exceptions=True)
+        for task in (server, *others):
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
     try:
         run_until_stopped(main)

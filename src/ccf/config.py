@@ -32,7 +32,7 @@ from ccf.secrets import SecretRef
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # conf/ at the top links here
 ENV_PREFIX = "CCF__"
 _STREAM_RE = re.compile(
-    r"^(depth(@100ms|@1000ms)?|depth(5|10|20)(@100ms|@1000ms)?|trade|bookTicker"
+    r"^(depth(@0ms|@100ms|@250ms|@500ms|@1000ms)?|depth(5|10|20)(@100ms|@1000ms)?|trade|bookTicker"
     r"|kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M))$"
 )
 
@@ -668,6 +668,43 @@ class RunConfig(_Section):
     status_every_s: float = Field(10.0, ge=0, description="a status line per part; 0 = quiet")
 
 
+class VenueConfig(_Section):
+    """One venue to collect (issue 15): its name in ``ccf.sources.venues`` (the records'
+    ``exchange``), its symbols and streams; with source=replay, the recordings a replay
+    exchange serves for it and that exchange's port. Unset ``venues`` = one venue,
+    ``exchange`` with ``symbols`` and ``collect.streams``, exactly as before."""
+
+    name: str
+    symbols: tuple[str, ...]
+    streams: tuple[str, ...] = Field((), description="() = collect.streams")
+    ws_url: str = Field("", description="live websocket base; '' = the venue's own")
+    rest_url: str = Field("", description="live REST base; '' = the venue's own")
+    replay_files: tuple[Path, ...] = Field(
+        (), description="recordings served for this venue; () = replay.files (first venue only)"
+    )
+    replay_port: int = Field(0, ge=0, le=65535, description="0 = replay.port (first venue only)")
+
+    @field_validator("symbols")
+    @classmethod
+    def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("a venue needs at least one symbol")
+        return tuple(s.lower() for s in v)
+
+    @model_validator(mode="after")
+    def _known(self) -> VenueConfig:
+        from ccf.sources import venues
+
+        try:
+            venue = venues.get(self.name)
+        except KeyError as e:
+            raise ValueError(str(e).strip("'\"")) from None
+        bad = [s for s in self.streams if not venue.supports(s)]
+        if bad:
+            raise ValueError(f"venue {self.name} has no stream(s) {bad}")
+        return self
+
+
 class Settings(_Section):
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -689,6 +726,9 @@ class Settings(_Section):
     metrics: MetricsConfig = MetricsConfig()
     run: RunConfig = RunConfig()
     ui: UIConfig = UIConfig()
+    venues: tuple[VenueConfig, ...] = Field(
+        (), description="venues collected at once; () = exchange with symbols (see VenueConfig)"
+    )
 
     @field_validator("symbols")
     @classmethod
@@ -741,6 +781,29 @@ class Settings(_Section):
     @property
     def recordings_dir(self) -> Path:
         return self.record.dir or self.data_dir / "recordings"
+
+    def venue_list(self) -> tuple[VenueConfig, ...]:
+        """The venues collected: ``venues``, or the one ``exchange`` with ``symbols``."""
+        return self.venues or (VenueConfig(name=self.exchange, symbols=self.symbols),)
+
+    def venue_urls(self, v: VenueConfig) -> tuple[str, str]:
+        """(websocket base, REST base) of venue ``v``: the replay exchange serving it with
+        source=replay (the first venue on replay.port), else the venue's live endpoints."""
+        first = v == self.venue_list()[0]
+        if self.source == "replay":
+            port = v.replay_port or (self.replay.port if first else 0)
+            if not port:
+                raise ConfigError(
+                    f"venue {v.name}: set replay_port (only the first venue uses replay.port)"
+                )
+            ws, rest = ("wss", "https") if self.replay.tls else ("ws", "http")
+            return f"{ws}://{self.replay.host}:{port}", f"{rest}://{self.replay.host}:{port}"
+        if v.name == self.exchange:
+            return v.ws_url or self.binance.ws_url, v.rest_url or self.binance.rest_url
+        from ccf.sources import venues
+
+        ends = venues.get(v.name).endpoints
+        return v.ws_url or ends.ws_url, v.rest_url or ends.rest_url
 
     def ws_url(self) -> str:
         if self.source == "replay":

@@ -13,12 +13,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
 
 from ccf.config import CollectConfig
 from ccf.sources.backoff import backoff_s
+
+if TYPE_CHECKING:
+    from ccf.sources.venues.base import Venue
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +42,16 @@ class StreamConnection:
         *,
         on_frame: Callable[[StreamConnection, str, int], None],
         on_down: Callable[[StreamConnection, str, bool], None],
+        venue: Venue | None = None,
     ) -> None:
         self.name = name
         self.streams = list(streams)
         self._session = session
-        self._url = ws_url.rstrip("/") + "/stream?streams=" + "/".join(streams[:STREAMS_IN_URL])
+        self._venue = venue  # names the streams in the URL and subscriptions; None: spot's way
+        if venue is not None:
+            self._url = venue.stream_url(ws_url, streams)
+        else:
+            self._url = ws_url.rstrip("/") + "/stream?streams=" + "/".join(streams[:STREAMS_IN_URL])
         self._cfg = cfg
         self._on_frame = on_frame
         self._on_down = on_down
@@ -125,6 +134,12 @@ class StreamConnection:
             return f"connection failed: {e!r}"
 
     async def _subscribe_rest(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        if self._venue is not None:
+            pause = 1 / max(1.0, self._venue.rules.control_messages_per_s - 1)
+            for message in self._venue.subscribe_messages(self.streams):
+                await ws.send_bytes(message)
+                await asyncio.sleep(pause)
+            return
         rest = self.streams[STREAMS_IN_URL:]
         for i in range(0, len(rest), STREAMS_PER_SUBSCRIBE):
             params = rest[i : i + STREAMS_PER_SUBSCRIBE]

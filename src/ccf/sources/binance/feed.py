@@ -250,7 +250,8 @@ class BinanceFeed:
         if reply is not None and (reply.id is not None or reply.code is not None):
             if reply.code is not None:
                 log.warning(
-                    "part=collect exchange=binance control error code=%s msg=%s",
+                    "part=collect exchange=%s control error code=%s msg=%s",
+                    self.exchange,
                     reply.code,
                     reply.msg,
                 )
@@ -269,7 +270,9 @@ class BinanceFeed:
 
     def _server_shutdown(self) -> None:
         self.stats["server_shutdowns"] += 1
-        log.warning("part=collect exchange=binance serverShutdown announced: reconnecting")
+        log.warning(
+            "part=collect exchange=%s serverShutdown announced: reconnecting", self.exchange
+        )
         self._on_server_shutdown()
 
     def _dead_letter(
@@ -278,8 +281,9 @@ class BinanceFeed:
         n = self.stats["dead_letters"] = self.stats["dead_letters"] + 1
         if n <= 10 or n & (n - 1) == 0:  # the first ten, then every power of two: no log storm
             log.warning(
-                "part=collect exchange=binance symbol=%s dead letter #%d: %s (all are kept in "
+                "part=collect exchange=%s symbol=%s dead letter #%d: %s (all are kept in "
                 "the dead_letter table)",
+                self.exchange,
                 symbol or "-",
                 n,
                 reason,
@@ -385,8 +389,9 @@ class BinanceFeed:
         if s.buffer and snap.lastUpdateId < s.buffer[0][0].U:
             self.stats["stale_snapshots"] += 1
             log.info(
-                "part=collect exchange=binance symbol=%s snapshot lastUpdateId=%d older than "
+                "part=collect exchange=%s symbol=%s snapshot lastUpdateId=%d older than "
                 "first buffered U=%d: fetching again",
+                self.exchange,
                 symbol,
                 snap.lastUpdateId,
                 s.buffer[0][0].U,
@@ -401,8 +406,8 @@ class BinanceFeed:
         self.stats["snapshots"] += 1
         buffered, s.buffer = s.buffer, []
         log.info(
-            "part=collect exchange=binance symbol=%s book synced lastUpdateId=%d levels=%d "
-            "buffered=%d",
+            "part=collect exchange=%s symbol=%s book synced lastUpdateId=%d levels=%d buffered=%d",
+            self.exchange,
             symbol,
             snap.lastUpdateId,
             len(s.book),
@@ -435,7 +440,8 @@ class BinanceFeed:
         self.stats["resyncs"] += 1
         self.open_gap(symbol, "book", reason, detail, s.last_ts.get("book", ts_event), ts_recv, out)
         log.warning(
-            "part=collect exchange=binance symbol=%s book out of sync (%s): %s",
+            "part=collect exchange=%s symbol=%s book out of sync (%s): %s",
+            self.exchange,
             symbol,
             reason,
             detail,
@@ -472,7 +478,8 @@ class BinanceFeed:
         closed = gap._replace(end_ts=max(end_ts, gap.start_ts), detail=text, ts_recv=ts_recv)
         out.append(closed)
         log.info(
-            "part=collect exchange=binance symbol=%s stream=%s gap closed after %.3f s",
+            "part=collect exchange=%s symbol=%s stream=%s gap closed after %.3f s",
+            self.exchange,
             symbol,
             kind,
             (end_ts - gap.start_ts) / 1e9,
@@ -587,7 +594,7 @@ class BinanceFeed:
             start = s.last_ts.get("trade", ts)
             gap = Gap(self.exchange, s.symbol, "trade", start, ts, "sequence_gap", missing, ts_recv)
             out.append(gap)
-            log.warning("part=collect exchange=binance symbol=%s %s", s.symbol, missing)
+            log.warning("part=collect exchange=%s symbol=%s %s", self.exchange, s.symbol, missing)
         self._on_trade_gap(s.symbol, last + 1, tid - 1, gap)
 
     def _on_ticker(
