@@ -80,3 +80,6 @@ def venue_facts(venue: str) -> Facts:
                     else:
                         book[Decimal(p)] = Decimal(q)
     return facts
+
+
+SYMBOLS = {"okx": OKX_SYMBOLS, "coinbase": COINBASE_SYMBOLS, "kraken": KRAKEN_SYMBOLS}

@@ -57,6 +57,7 @@ class StreamConnection:
         self._on_down = on_down
         self.live = False  # frames have arrived since the last (re)connect
         self.reconnect_requested: str | None = None
+        self.outbox: list[str] = []  # control messages the feed asked for, sent after the frame
         self.connects = 0
         self.disconnects = 0
 
@@ -118,6 +119,8 @@ class StreamConnection:
                     if msg.type is aiohttp.WSMsgType.TEXT:
                         self.live = True
                         self._on_frame(self, msg.data, time.time_ns())
+                        if self.outbox:
+                            await self._send_outbox(ws)
                         if self.reconnect_requested:
                             return f"planned reconnect: {self.reconnect_requested}"
                     elif msg.type is aiohttp.WSMsgType.BINARY:
@@ -133,11 +136,19 @@ class StreamConnection:
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             return f"connection failed: {e!r}"
 
+    async def _send_outbox(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Send what the feed queued (a venue's resubscription), at its control-message rate."""
+        rate = self._venue.rules.control_messages_per_s if self._venue is not None else 4
+        while self.outbox:
+            await ws.send_str(self.outbox.pop(0))
+            if self.outbox:
+                await asyncio.sleep(1 / rate)
+
     async def _subscribe_rest(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         if self._venue is not None:
             pause = 1 / max(1.0, self._venue.rules.control_messages_per_s - 1)
             for message in self._venue.subscribe_messages(self.streams):
-                await ws.send_bytes(message)
+                await ws.send_str(message.decode())  # text frames: what every venue reads
                 await asyncio.sleep(pause)
             return
         rest = self.streams[STREAMS_IN_URL:]

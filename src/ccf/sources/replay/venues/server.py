@@ -189,6 +189,8 @@ class VenueExchange:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
                     self._on_client(c, msg.data)
+                elif msg.type is WSMsgType.BINARY:
+                    self._on_client(c, msg.data.decode("utf-8", "replace"))
                 elif msg.type is WSMsgType.ERROR:
                     break
         finally:
