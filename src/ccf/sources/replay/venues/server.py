@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from ccf.config import FaultConfig
+from ccf.config import FaultConfig, Settings
 from ccf.sources import venues
 from ccf.sources.replay.tasks import TaskSet
 from ccf.sources.replay.venues.protocols import PROTOCOLS, Key, Route
@@ -258,3 +258,35 @@ async def running_venue(
         yield ex
     finally:
         await ex.stop()
+
+
+async def serve_venue(venue: str, path: Path | None, *, speed: float, host: str, port: int) -> None:
+    """Serve one venue until cancelled (``ccf exchange``)."""
+    async with running_venue(venue, path=path, speed=speed, host=host, port=port):
+        await asyncio.Event().wait()
+
+
+def venue_servers(settings: Settings) -> list[Coroutine[Any, Any, None]]:
+    """The replay exchanges of the configured OKX, Coinbase and Kraken venues, each on its
+    ``replay_port`` serving its ``replay_files[0]`` (default: the shared recording)."""
+    out = []
+    for v in settings.venue_list():
+        if v.name not in PROTOCOLS:
+            continue
+        if not v.replay_port:
+            from ccf.sources.replay.exchange import ReplayStartError
+
+            raise ReplayStartError(
+                f"venue {v.name}: set replay_port to replay it (replay.port serves Binance)"
+            )
+        path = v.replay_files[0] if v.replay_files else None
+        out.append(
+            serve_venue(
+                v.name,
+                path,
+                speed=settings.replay.speed,
+                host=settings.replay.host,
+                port=v.replay_port,
+            )
+        )
+    return out
