@@ -185,3 +185,24 @@ def test_each_further_venue_gets_its_own_replay_exchange(tmp_path: Path) -> None
     assert (cfg.port, cfg.files) == (9555, (usdm_file(),))
     with pytest.raises(ReplayStartError, match="set replay_files and replay_port"):
         replay_venues(load_settings([two + "}]"], environ={}))
+
+
+async def test_loop_passes_join_without_a_gap(tmp_path: Path, timeline: Timeline) -> None:
+    """The second pass opens with the replay's synthetic diff back to the start book: a
+    futures diff (pu, T) that the feed takes, so the book never breaks."""
+    want = trades_after_snapshot()
+    cfg = ReplayConfig(port=0, speed=0, loop=True, max_passes=2)
+    async with running_exchange(cfg, timeline) as ex:
+        settings = settings_for(tmp_path, ex.port)
+        c = await parts.run_until(
+            Collector(settings),
+            lambda c: c.counts[("btcusdt", "trade")] >= 2 * len(want),
+            120,
+            lambda c: c.status(),
+        )
+    assert c.feed.stats["snapshots"] == 1 and c.feed.stats["resyncs"] == 0
+    store = SqliteStore(settings.db_path, readonly=True)
+    assert store.query("SELECT count(*) FROM gap")[0][0] == 0
+    assert store.dead_letter_counts() == {}
+    n = stored(store, "SELECT count(DISTINCT trade_id) FROM trade WHERE exchange=? AND symbol=?")
+    assert n[0][0] == 2 * len(want)  # the second pass's trade ids follow the first's

@@ -84,6 +84,8 @@ class Market:
                 data["E"] += self._dt_ms
                 return Emitted(sym, DEPTH, self._retimed(item, data), data)
             data["E"] += self._dt_ms
+            if "T" in data:  # USD-M: the transaction time moves with the event time
+                data["T"] += self._dt_ms
             data["U"] = item.first_id + shift
             data["u"] = book.last_update_id
             return Emitted(sym, DEPTH, dumps(data), data)
@@ -139,8 +141,9 @@ class Market:
             "b": bids,
             "a": asks,
         }
-        if self.timeline.symbols[sym].futures:
+        if self.timeline.symbols[sym].futures:  # USD-M diffs also carry pu and T
             data["pu"] = previous_u
+            data["T"] = data["E"]
         return Emitted(sym, DEPTH, dumps(data), data, synthetic=True)
 
     def depth(self, sym: str, limit: int) -> dict[str, Any]:
