@@ -125,11 +125,12 @@ _FLAT = {d: _flat_top(d) for d in range(1, 26)}
 class StrBook:
     """Bids and asks of one instrument."""
 
-    __slots__ = ("bids", "asks")
+    __slots__ = ("bids", "asks", "_last")
 
     def __init__(self, max_levels: int = 0, watch: int = 25) -> None:
         self.bids = Side(bids=True, max_levels=max_levels, watch=watch)
         self.asks = Side(bids=False, max_levels=max_levels, watch=watch)
+        self._last: tuple[int, int, int, tuple[float, ...]] = (-1, -1, 0, ())
 
     def clear(self) -> None:
         self.bids.clear()
@@ -138,5 +139,11 @@ class StrBook:
     def levels(self, depth: int) -> tuple[float, ...]:
         """Top ``depth`` levels in :func:`ccf.records.book_columns` order, NaN where missing
         (``depth`` at most the sides' ``watch``); each side is rebuilt only when its top moved."""
+        va, vb = self.asks.version, self.bids.version
+        last = self._last
+        if last[0] == va and last[1] == vb and last[2] == depth:
+            return last[3]
         make = _FLAT[depth]
-        return self.asks.cached(make, make) + self.bids.cached(make, make)  # type: ignore[operator]
+        flat = self.asks.cached(make, make) + self.bids.cached(make, make)  # type: ignore[operator]
+        self._last = (va, vb, depth, flat)
+        return flat

@@ -107,10 +107,13 @@ class CoinbaseFeed(VenueFeedBase):
         self._book(inst, ts, ts_recv, out)
 
     def _on_update(self, m: wire.L2Update, ts_recv: int, out: list[Record]) -> None:
-        inst = self._inst(m.product_id)
+        inst = self.by_id.get(m.product_id)
+        if inst is None:
+            raise KeyError(f"unsubscribed product {m.product_id}")
         if not inst.synced:
             return
-        bids, asks = inst.book.bids, inst.book.asks
+        book = inst.book
+        bids, asks = book.bids, book.asks
         for side, px, qty in m.changes:
             if side == "buy":
                 bids.set(px, qty)
@@ -118,7 +121,15 @@ class CoinbaseFeed(VenueFeedBase):
                 asks.set(px, qty)
             else:
                 raise ValueError(f"change side {side!r} is neither buy nor sell")
-        self._book(inst, iso_ns(m.time) if m.time else ts_recv, ts_recv, out)
+        ts = iso_ns(m.time) if m.time else ts_recv
+        inst.last_ts["book"] = ts
+        uid = inst.update_id + 1
+        if uid < ts // 1000:
+            uid = ts // 1000
+        inst.update_id = uid
+        out.append(
+            _new(Book, (EXCHANGE, inst.symbol, "diff", uid, ts, ts_recv, book.levels(self.depth)))
+        )
 
     def _book(self, inst: Instrument, ts: int, ts_recv: int, out: list[Record]) -> None:
         inst.last_ts["book"] = ts

@@ -29,9 +29,7 @@ log = logging.getLogger(__name__)
 EXCHANGE = "kraken"
 DEPTHS = (10, 25, 100, 500, 1000)
 DecodeErrors = (msgspec.ValidationError, msgspec.DecodeError)
-_decode_array = msgspec.json.Decoder(list[msgspec.Raw]).decode
-_decode_part = msgspec.json.Decoder(wire.BookPart).decode
-_decode_str = msgspec.json.Decoder(str).decode
+_decode_frame = msgspec.json.Decoder(list[int | str | wire.BookPart]).decode
 _decode_event = msgspec.json.Decoder(wire.Event).decode
 _new = tuple.__new__
 
@@ -88,24 +86,22 @@ class KrakenFeed(VenueFeedBase):
             if frame[:1] != "[":
                 self._on_event(_decode_event(frame), frame, ts_recv, out)
                 return
-            items = _decode_array(frame)
-            if len(items) < 4:
-                raise msgspec.ValidationError(f"a data frame has 4 or 5 items, not {len(items)}")
-            pair = _decode_str(items[-1])
-            name = _decode_str(items[-2])
+            items = _decode_frame(frame)  # one pass: [channelID, {..}, ({..},) name, pair]
+            n = len(items)
+            pair, name = items[-1], items[-2]
+            if n < 4 or type(pair) is not str or type(name) is not str:
+                raise msgspec.ValidationError(f"not [channelID, payload.., name, pair]: {n} items")
+            parts = items[1:-2]
+            if not all(type(p) is wire.BookPart for p in parts):
+                raise msgspec.ValidationError(f"{name} {pair}: a payload is not a book object")
         except DecodeErrors as e:
-            self.dead_letter("", f"not a Kraken frame: {e}", frame, ts_recv, out)
+            self.dead_letter("", f"not a Kraken book frame: {e}", frame, ts_recv, out)
             return
         inst = self.by_id.get(pair)
         if inst is None or not name.startswith("book"):
             self.dead_letter("", f"unsubscribed {name} {pair}", frame, ts_recv, out)
             return
-        try:
-            parts = [_decode_part(x) for x in items[1:-2]]
-        except DecodeErrors as e:
-            self.dead_letter(inst.symbol, f"bad book payload: {e}", frame, ts_recv, out)
-            return
-        self._on_book(inst, parts, ts_recv, out)
+        self._on_book(inst, parts, ts_recv, out)  # type: ignore[arg-type]
 
     def _on_event(self, ev: wire.Event, frame: str, ts_recv: int, out: list[Record]) -> None:
         if ev.event in ("heartbeat", "systemStatus", "pong"):
@@ -140,20 +136,22 @@ class KrakenFeed(VenueFeedBase):
             if not inst.synced:
                 return  # an update before the snapshot we asked for
             sent = None
-            ts = 0
             aset, bset = book.asks.set, book.bids.set
+            stamp = ""
             for part in parts:
-                for lv in part.a or ():
-                    aset(lv[0], lv[1])
-                    ts = max(ts, _ts_ns(lv[2]))
-                for lv in part.b or ():
-                    bset(lv[0], lv[1])
-                    ts = max(ts, _ts_ns(lv[2]))
+                if part.a:
+                    for lv in part.a:
+                        aset(lv[0], lv[1])
+                    stamp = max(stamp, part.a[-1][2])  # the last entries are the most recent
+                if part.b:
+                    for lv in part.b:
+                        bset(lv[0], lv[1])
+                    stamp = max(stamp, part.b[-1][2])
                 if part.c is not None:
                     sent = part.c
             book.asks.truncate()
             book.bids.truncate()
-            ts = ts or ts_recv
+            ts = _ts_ns(stamp) if stamp else ts_recv
             if sent is not None:
                 mine = checksum(book)
                 if mine != sent:
