@@ -4,6 +4,7 @@ Decimal rebuild; a corrupted checksum gives a gap and a resync of that instrumen
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from collections import Counter
@@ -11,11 +12,15 @@ from collections import Counter
 import orjson
 import pytest
 
+from ccf.config import shared_dir
 from ccf.records import Book, DeadLetter, Gap, Trade
 from ccf.sources import venues
+from ccf.sources.venues.coinbase import symbols as coinbase_symbols
 from ccf.sources.venues.coinbase.feed import CoinbaseFeed
 from ccf.sources.venues.coinbase.times import iso_ns
+from ccf.sources.venues.kraken import symbols as kraken_symbols
 from ccf.sources.venues.kraken.feed import KrakenFeed
+from ccf.sources.venues.okx import symbols as okx_symbols
 from ccf.sources.venues.okx.feed import OkxFeed
 from tests.sources.venues.recorded import (
     COINBASE_SYMBOLS,
@@ -188,3 +193,69 @@ def test_symbol_mapping_to_the_common_form() -> None:
     assert cb.instrument("skl-usd") == "skl-usd" and cb.native("skl-usd") == "skl-usd"
     assert okx.stream_kind("btc-usdt@books") == "book" and kr.supports("xbt/usd@book")
     assert not cb.supports("btc-usd@full")
+
+
+def _with_seq_ids(frames, break_at: int | None = None):
+    """The recorded books pushes with OKX's seqId/prevSeqId (added to the API after this
+    recording) numbered per instrument; ``break_at``: that update's prevSeqId skips one."""
+    out, last, n = [], {}, 0
+    for ts, text in frames:
+        if '"channel":"books"' in text and '"data"' in text:
+            m = orjson.loads(text)
+            inst = m["arg"]["instId"]
+            d = m["data"][0]
+            seq = last.get(inst, 1000) + 3
+            d["prevSeqId"] = -1 if m["action"] == "snapshot" else last[inst]
+            d["seqId"] = seq
+            last[inst] = seq
+            if m["action"] == "update":
+                n += 1
+                if n == break_at:
+                    d["prevSeqId"] -= 1
+            text = orjson.dumps(m).decode()
+        out.append((ts, text))
+    return out
+
+
+def test_okx_seq_ids_chain_and_a_break_is_a_gap_and_a_resync() -> None:
+    frames = venue_facts("okx").frames
+    feed = OkxFeed(OKX_SYMBOLS)
+    out = _run(feed, _with_seq_ids(frames))
+    books = [r for r in out if isinstance(r, Book)]
+    assert len(books) == 290 and not [r for r in out if isinstance(r, Gap)]
+    assert all(b.update_id > 1000 for b in books)  # the seqId is the record's update_id
+    feed = OkxFeed(OKX_SYMBOLS)
+    out = _run(feed, _with_seq_ids(frames, break_at=100))
+    gaps = [r for r in out if isinstance(r, Gap)]
+    assert [(g.reason, g.end_ts) for g in gaps] == [("sequence_gap", None)]
+    assert "prevSeqId" in gaps[0].detail
+    sym = gaps[0].symbol
+    msgs = [orjson.loads(m) for m in feed.take_outgoing()]
+    assert [m["op"] for m in msgs] == ["unsubscribe", "subscribe"]
+    assert msgs[1]["args"] == [{"channel": "books", "instId": sym.upper()}]
+
+
+def _rest_body(venue: str, path_part: str) -> str:
+    for line in gzip.open(shared_dir() / "data" / "venues" / f"{venue}.0.gz", "rt"):
+        head, sep, body = line.partition(": ")
+        if sep and path_part in head:
+            return body
+    raise AssertionError(f"no {path_part} answer recorded for {venue}")
+
+
+def test_every_real_instrument_maps_to_the_common_form_and_back() -> None:
+    okx, cb, kr = venues.get("okx"), venues.get("coinbase"), venues.get("kraken")
+    ids = []
+    for kind in ("SPOT", "SWAP", "FUTURES"):
+        ids += okx_symbols.instrument_ids(_rest_body("OKX", f"instType={kind}"))
+    assert len(ids) > 400 and "BTC-USD-220527" in ids and "UNI-USD-SWAP" in ids
+    commons = [okx.instrument(i.lower()) for i in ids]
+    assert len(set(commons)) == len(ids)  # no two instruments share a name
+    assert all(okx.native(c) == i.lower() for c, i in zip(commons, ids, strict=True))
+    assert {c.rsplit("-", 1)[-1] for c in commons if c.count("-") == 2} >= {"perp", "20220527"}
+    pairs = kraken_symbols.ws_pairs(_rest_body("KRAKEN", "AssetPairs"))
+    assert "XBT/CHF" in pairs and len(pairs) > 250
+    assert all(kr.native(kr.instrument(p.lower())) == p.lower() for p in pairs)
+    products = coinbase_symbols.product_ids(_rest_body("COINBASE", "/products"))
+    assert "SKL-USD" in products and len(products) > 100
+    assert all(cb.native(cb.instrument(p.lower())) == p.lower() for p in products)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import msgspec
+
+from ccf.sources.venues.coinbase.schemas import Product
+
 
 def to_common(product_id: str) -> str:
     base, sep, quote = product_id.partition("-")
@@ -12,3 +16,13 @@ def to_common(product_id: str) -> str:
 
 def to_venue(symbol: str) -> str:
     return to_common(symbol.upper()).upper()
+
+
+PRODUCTS_PATH = "/products"
+
+
+def product_ids(body: bytes | str) -> list[str]:
+    """The product ids of ``GET /products`` that trade (status ``online``)."""
+    return [
+        p.id for p in msgspec.json.decode(body, type=list[Product]) if p.status in ("online", "")
+    ]

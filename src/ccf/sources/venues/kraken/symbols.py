@@ -5,6 +5,10 @@ Kraken names bitcoin XBT and dogecoin XDG; CCF uses the common tickers.
 
 from __future__ import annotations
 
+import msgspec
+
+from ccf.sources.venues.kraken.schemas import AssetPairs
+
 _TO_COMMON = {"XBT": "BTC", "XDG": "DOGE"}
 _TO_VENUE = {v: k for k, v in _TO_COMMON.items()}
 
@@ -21,3 +25,15 @@ def to_venue(symbol: str) -> str:
     if not sep or "-" in quote:
         raise ValueError(f"{symbol!r} is not a CCF spot symbol (e.g. btc-usd)")
     return f"{_TO_VENUE.get(base, base)}/{_TO_VENUE.get(quote, quote)}"
+
+
+ASSET_PAIRS_PATH = "/0/public/AssetPairs"
+
+
+def ws_pairs(body: bytes | str) -> list[str]:
+    """The websocket names (``wsname``) of ``GET /0/public/AssetPairs``; dark-pool pairs
+    (``.d``) have none and are left out; raises ValueError on an error answer."""
+    answer = msgspec.json.decode(body, type=AssetPairs)
+    if answer.error:
+        raise ValueError(f"Kraken AssetPairs error: {answer.error}")
+    return [p.wsname for name, p in answer.result.items() if p.wsname and ".d" not in name]

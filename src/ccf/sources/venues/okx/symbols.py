@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import re
 
+import msgspec
+
+from ccf.sources.venues.okx.schemas import Instruments
+
 _FUTURE = re.compile(r"^([A-Z0-9]+)-([A-Z0-9]+)-(\d{6})$")
 _SPOT = re.compile(r"^([A-Z0-9]+)-([A-Z0-9]+)$")
 
@@ -48,3 +52,19 @@ def to_venue(symbol: str) -> str:
     raise ValueError(
         f"{symbol!r} is not a CCF symbol for OKX: use btc-usdt, btc-usd-perp or btc-usd-20220527"
     )
+
+
+INSTRUMENTS_PATH = "/api/v5/public/instruments?instType={}"  # SPOT, SWAP, FUTURES
+
+
+def instrument_ids(body: bytes | str) -> list[str]:
+    """The live instruments of one ``GET /api/v5/public/instruments`` answer that CCF
+    collects (spot, swaps, dated futures); raises ValueError on an error answer."""
+    answer = msgspec.json.decode(body, type=Instruments)
+    if answer.code != "0":
+        raise ValueError(f"OKX instruments answer code {answer.code}")
+    return [
+        i.instId
+        for i in answer.data
+        if i.instType in ("SPOT", "SWAP", "FUTURES") and i.state in ("live", "")
+    ]
