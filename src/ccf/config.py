@@ -520,6 +520,21 @@ class EvaluateConfig(_Section):
     promote_on: Literal["pinball", "absolute"] = Field(
         "pinball", description="loss whose corrected DM test decides 'beats naive'"
     )
+    min_history: int = Field(
+        1000,
+        gt=0,
+        description="targets a naive yardstick's interval quantiles need (fitted or online): "
+        "fewer make it miscalibrated, and every model then 'beats' it",
+    )
+    online_refresh: int = Field(
+        60, gt=0, description="buckets between two updates of the online naive's quantiles"
+    )
+    range_sd: float = Field(
+        8.0,
+        gt=0,
+        description="an input further than this many training sds outside the training "
+        "range flags the forecast (range check)",
+    )
 
 
 class MLConfig(_Section):
@@ -537,6 +552,11 @@ class MLConfig(_Section):
         ("time_of_day",), description="covariates known ahead, from the bucket time"
     )
     normalizer: Literal["standard", "robust", "none"] = "standard"
+    input_units: Literal["relative", "drop", "raw"] = Field(
+        "relative",
+        description="default inputs with units (volumes, quantities, notionals, OFI): "
+        "relative to their recent level (scale-free), dropped, or raw",
+    )
     vol_halflife: int = Field(
         30, gt=0, description="EWMA half-life (buckets) of the vol that scales targets"
     )
