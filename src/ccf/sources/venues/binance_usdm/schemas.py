@@ -6,6 +6,9 @@ bookTicker carries event and transaction times (spot has none); trades carry
 ``X`` (``MARKET``, or ``INSURANCE_FUND``/``ADL`` liquidation fills); the
 REST snapshot (``/fapi/v1/depth``) adds ``E`` and ``T``. Prices come with the
 contract's tick decimals (``"61800.20"``), quantities with three.
+
+Not handled yet: ``@markPrice`` (mark, index, funding rate, next funding time) has no
+CCF record kind to go to; the recording holds none.
 """
 
 from __future__ import annotations
@@ -69,17 +72,4 @@ class BookTickerMsg(msgspec.Struct, gc=False):
     a: float
     A: float
     E: int
-    T: int
-
-
-class MarkPriceMsg(msgspec.Struct, gc=False):
-    """``<symbol>@markPrice[@1s]``: ``{"e":"markPriceUpdate","E":1562305380000,"s":"BTCUSDT",
-    "p":"11794.15","i":"11784.62","P":"11784.25","r":"0.00038167","T":1562306400000}``:
-    mark price, index price, estimated settle price, funding rate, next funding time."""
-
-    E: int
-    p: float
-    i: float
-    P: float
-    r: float
     T: int
