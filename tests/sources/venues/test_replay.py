@@ -183,3 +183,54 @@ async def test_a_stall_past_the_silence_timeout_reconnects(tmp_path: Path) -> No
     assert stalls == 1 and conn.connects >= 2
     assert store.query("SELECT count(*) FROM gap WHERE reason = 'disconnect'")[0][0] >= 1
     store.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_ccf_exchange_serves_each_configured_venue_on_its_port() -> None:
+    from ccf.config import load_settings
+    from ccf.sources.replay.exchange import ReplayStartError, replay_venues
+    from ccf.sources.replay.venues.server import venue_servers
+
+    port = _free_port()
+    settings = load_settings(
+        [
+            "source=replay",
+            "replay.speed=0",
+            "venues=[{name: binance, symbols: [btcusdt]}, "
+            f'{{name: kraken, symbols: ["xbt/chf"], streams: [book], replay_port: {port}}}]',
+        ],
+        environ={},
+    )
+    assert replay_venues(settings) == []  # not the Binance protocol's to serve
+    tasks = [asyncio.create_task(run) for run in venue_servers(settings)]
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(50):
+                try:
+                    ws = await session.ws_connect(f"ws://127.0.0.1:{port}/")
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            await ws.send_str(
+                '{"event":"subscribe","pair":["XBT/CHF"],"subscription":{"name":"book","depth":1000}}'
+            )
+            got = [(await ws.receive(timeout=10)).data for _ in range(3)]
+            await ws.close()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert '"systemStatus"' in got[0] and '"subscribed"' in got[1]
+    assert got[2].startswith("[") and '"as":' in got[2] and got[2].endswith('"XBT/CHF"]')
+    no_port = load_settings(
+        ["venues=[{name: okx, symbols: [btc-usdt], streams: [books]}]"], environ={}
+    )
+    with pytest.raises(ReplayStartError, match="set replay_port"):
+        venue_servers(no_port)
