@@ -4,11 +4,13 @@ every recorded trade stored once, and a corrupted checksum resynced by resubscri
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from ccf.config import FaultConfig, Settings, load_settings
+from ccf.sources import venues
 from ccf.sources.collector import Collector
 from ccf.sources.replay.venues.server import running_venue
 from ccf.storage import SqliteStore
@@ -84,3 +86,25 @@ async def test_collector_resyncs_a_corrupted_checksum_by_resubscribing(tmp_path:
     assert rendered == len(gaps)  # each resync answered by a snapshot, on the same connection
     assert sum(conn.connects for conn in c.connections) == 1
     assert {s: set(v) for s, v in _trades(store, "okx").items()} == venue_facts("okx").trades
+
+
+async def test_the_collector_pings_okx_when_the_feed_goes_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OKX closes a connection silent for 30 s unless the client sends ``ping``: with the
+    replay stalled past the ping interval but not the silence timeout, the collector pings
+    and stays on the same connection."""
+    okx = venues.get("okx")
+    quick = dataclasses.replace(okx, rules=dataclasses.replace(okx.rules, ping_interval_s=0.2))
+    monkeypatch.setitem(venues._REGISTRY, "okx", quick)
+    faults = FaultConfig(stall_after_frames=50, stall_s=1.5)
+    async with running_venue("okx", faults=faults) as ex:
+        settings = settings_for(tmp_path, "okx", ex.port)
+        c = await parts.run_until(
+            Collector(settings),
+            lambda c: ex.done.is_set() and ex.counts["pings"] >= 3 and c.feed.frames > 300,
+            60,
+            lambda c: (c.status(), dict(ex.counts)),
+        )
+    assert sum(conn.pings for conn in c.connections) >= 3
+    assert sum(conn.connects for conn in c.connections) == 1

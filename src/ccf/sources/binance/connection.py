@@ -58,6 +58,7 @@ class StreamConnection:
         self.live = False  # frames have arrived since the last (re)connect
         self.reconnect_requested: str | None = None
         self.outbox: list[str] = []  # control messages the feed asked for, sent after the frame
+        self.pings = 0  # keep-alive messages sent (venues with a ping_message)
         self.connects = 0
         self.disconnects = 0
 
@@ -104,18 +105,27 @@ class StreamConnection:
                 opened = time.monotonic()
                 log.info("part=collect conn=%s connected streams=%d", self.name, len(self.streams))
                 await self._subscribe_rest(ws)
+                # venues that expect the client's keep-alive (OKX "ping", Kraken's ping event)
+                ping = getattr(self._venue, "ping_message", None)
+                ping_s = self._venue.rules.ping_interval_s if ping else cfg.silence_timeout_s
+                heard = opened
                 while True:
                     age_left = cfg.max_connection_age_s - (time.monotonic() - opened)
                     if age_left <= 0:
                         return "planned reconnect before the exchange's 24 h cut"
                     try:
-                        msg = await ws.receive(timeout=min(cfg.silence_timeout_s, age_left))
+                        msg = await ws.receive(timeout=min(cfg.silence_timeout_s, age_left, ping_s))
                     except TimeoutError:
                         if time.monotonic() - opened >= cfg.max_connection_age_s:
                             return "planned reconnect before the exchange's 24 h cut"
+                        if ping and time.monotonic() - heard < cfg.silence_timeout_s:
+                            self.pings += 1
+                            await ws.send_str(ping)
+                            continue
                         return f"no frame for {cfg.silence_timeout_s:g} s"
                     if stop.is_set():
                         return "stopping"
+                    heard = time.monotonic()
                     if msg.type is aiohttp.WSMsgType.TEXT:
                         self.live = True
                         self._on_frame(self, msg.data, time.time_ns())

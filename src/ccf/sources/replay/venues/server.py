@@ -201,6 +201,8 @@ class VenueExchange:
 
     def _on_client(self, c: Conn, text: str) -> None:
         m = self.proto.client(text)
+        if text in ("ping", '{"event":"ping"}'):
+            self.counts["pings"] += 1
         for r in m.replies:
             c.queue.put_nowait(r)
         for key in m.unsubscribe:
