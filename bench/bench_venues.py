@@ -276,7 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.disable(logging.WARNING)  # cryptofeed warns on frames it does not handle
-    print(f"python {platform.python_version()} on {platform.machine()}, {args.repeats} repeats")
+    from ccf.sources.venues import strbook
+
+    impl = "C levels (_strlevels)" if strbook.USE_C else "pure Python (CCF_BOOK_IMPL=python)"
+    print(
+        f"python {platform.python_version()} on {platform.machine()}, {args.repeats} repeats, "
+        f"CCF book: {impl}"
+    )
     ok = True
     print(
         f"{'venue':9} {'frames':>7} {'CCF fr/s':>10} {'cf fr/s':>10} {'CCF µs':>8} {'cf µs':>8} "

@@ -15,6 +15,7 @@ import pytest
 from ccf.config import shared_dir
 from ccf.records import Book, DeadLetter, Gap, Trade
 from ccf.sources import venues
+from ccf.sources.venues import strbook
 from ccf.sources.venues.coinbase import symbols as coinbase_symbols
 from ccf.sources.venues.coinbase.feed import CoinbaseFeed
 from ccf.sources.venues.coinbase.times import iso_ns
@@ -259,3 +260,27 @@ def test_every_real_instrument_maps_to_the_common_form_and_back() -> None:
     products = coinbase_symbols.product_ids(_rest_body("COINBASE", "/products"))
     assert "SKL-USD" in products and len(products) > 100
     assert all(cb.native(cb.instrument(p.lower())) == p.lower() for p in products)
+
+
+@pytest.mark.skipif(not strbook.USE_C, reason="the C levels were not built")
+@pytest.mark.parametrize("venue", ["okx", "coinbase", "kraken"])
+def test_c_and_python_books_write_the_same_records(venue: str, monkeypatch) -> None:
+    v = venues.get(venue)
+    syms = {"okx": OKX_SYMBOLS, "coinbase": COINBASE_SYMBOLS, "kraken": KRAKEN_SYMBOLS}[venue]
+    runs = []
+    for use_c in (True, False):
+        monkeypatch.setattr(strbook, "USE_C", use_c)
+        runs.append(
+            _run(v.make_feed(syms, tuple(v.kinds), book_depth=10), venue_facts(venue).frames)
+        )
+    c, py = runs
+    assert len(c) == len(py) > 100
+
+    def same(x: object, y: object) -> bool:
+        if isinstance(x, float) and isinstance(y, float):
+            return x == y or (math.isnan(x) and math.isnan(y))
+        if isinstance(x, tuple) and isinstance(y, tuple):
+            return len(x) == len(y) and all(same(i, j) for i, j in zip(x, y, strict=True))
+        return x == y
+
+    assert all(type(a) is type(b) and same(a, b) for a, b in zip(c, py, strict=True))

@@ -16,9 +16,16 @@ the ``watch``-th key tells without a search.
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
+
+try:  # the same loops in C (setup.py builds it); CCF_BOOK_IMPL=python keeps the Python ones
+    from ccf.sources.venues import _strlevels
+except ImportError:
+    _strlevels = None  # type: ignore[assignment]
+USE_C = _strlevels is not None and os.environ.get("CCF_BOOK_IMPL") != "python"
 
 Level = tuple[str, str, tuple[float, float]]  # price text, quantity text, (price, quantity)
 
@@ -56,8 +63,21 @@ class Side:
         self.levels.clear()
         self.version += 1
 
+    def update(self, pairs: Sequence[Sequence[str]]) -> None:
+        """Set each ``[price, quantity, ...]`` level in order (the venue's text)."""
+        if USE_C:
+            self.version += _strlevels.apply(self.keys, self.levels, self.sign, self.watch, pairs)
+        else:
+            for lv in pairs:
+                self.set(lv[0], lv[1])
+
     def set(self, px: str, qty: str) -> None:
         """Set one level from the venue's text; a zero quantity deletes it."""
+        if USE_C:
+            self.version += _strlevels.apply(
+                self.keys, self.levels, self.sign, self.watch, ((px, qty),)
+            )
+            return
         p = float(px)
         k = self.sign * p
         q = float(qty)
@@ -112,6 +132,8 @@ def _flat_top(depth: int) -> Callable[[Side], tuple[float, ...]]:
     pad = (float("nan"),) * (2 * depth)
 
     def make(side: Side) -> tuple[float, ...]:
+        if USE_C:
+            return _strlevels.flat(side.keys, side.levels, depth)  # type: ignore[no-any-return]
         levels = side.levels
         flat = tuple(chain.from_iterable([levels[k][2] for k in side.keys[:depth]]))
         return flat + pad[len(flat) :] if len(flat) < 2 * depth else flat

@@ -136,16 +136,13 @@ class KrakenFeed(VenueFeedBase):
             if not inst.synced:
                 return  # an update before the snapshot we asked for
             sent = None
-            aset, bset = book.asks.set, book.bids.set
             stamp = ""
             for part in parts:
                 if part.a:
-                    for lv in part.a:
-                        aset(lv[0], lv[1])
+                    book.asks.update(part.a)
                     stamp = max(stamp, part.a[-1][2])  # the last entries are the most recent
                 if part.b:
-                    for lv in part.b:
-                        bset(lv[0], lv[1])
+                    book.bids.update(part.b)
                     stamp = max(stamp, part.b[-1][2])
                 if part.c is not None:
                     sent = part.c

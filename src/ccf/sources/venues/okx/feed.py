@@ -126,11 +126,8 @@ class OkxFeed(VenueFeedBase):
                     detail = f"prevSeqId {d.prevSeqId} after seqId {inst.last_seq}"
                     self.lose_sync(inst, "sequence_gap", detail, ts, ts_recv, out)
                     continue
-                bset, aset = book.bids.set, book.asks.set
-                for lv in d.bids:
-                    bset(lv[0], lv[1])
-                for lv in d.asks:
-                    aset(lv[0], lv[1])
+                book.bids.update(d.bids)
+                book.asks.update(d.asks)
             if d.checksum is not None:
                 mine = checksum(book)
                 if mine != d.checksum:
