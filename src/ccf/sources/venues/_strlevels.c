@@ -130,9 +130,107 @@ static PyObject *flat(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* The level value's price and quantity texts, checked. */
+static int level_texts(PyObject *levels, PyObject *key, PyObject **px, PyObject **qty) {
+    PyObject *val = PyDict_GetItemWithError(levels, key);
+    if (val == NULL || !PyTuple_Check(val) || PyTuple_GET_SIZE(val) < 3 ||
+        !PyUnicode_Check(PyTuple_GET_ITEM(val, 0)) || !PyUnicode_Check(PyTuple_GET_ITEM(val, 1))) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_KeyError, "book keys and levels disagree");
+        return -1;
+    }
+    *px = PyTuple_GET_ITEM(val, 0);
+    *qty = PyTuple_GET_ITEM(val, 1);
+    return 0;
+}
+
+/* okx_text(bid_keys, bid_levels, ask_keys, ask_levels, depth) -> "bpx:bsz:apx:asz:..." */
+static PyObject *okx_text(PyObject *self, PyObject *args) {
+    PyObject *bk, *bl, *ak, *al;
+    Py_ssize_t depth;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!n", &PyList_Type, &bk, &PyDict_Type, &bl, &PyList_Type,
+                          &ak, &PyDict_Type, &al, &depth))
+        return NULL;
+    Py_ssize_t nb = PyList_GET_SIZE(bk) < depth ? PyList_GET_SIZE(bk) : depth;
+    Py_ssize_t na = PyList_GET_SIZE(ak) < depth ? PyList_GET_SIZE(ak) : depth;
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL)
+        return NULL;
+    Py_ssize_t n = nb > na ? nb : na;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *px, *qty;
+        if (i < nb) {
+            if (level_texts(bl, PyList_GET_ITEM(bk, i), &px, &qty) < 0 ||
+                PyList_Append(parts, px) < 0 || PyList_Append(parts, qty) < 0)
+                goto fail;
+        }
+        if (i < na) {
+            if (level_texts(al, PyList_GET_ITEM(ak, i), &px, &qty) < 0 ||
+                PyList_Append(parts, px) < 0 || PyList_Append(parts, qty) < 0)
+                goto fail;
+        }
+    }
+    PyObject *sep = PyUnicode_FromString(":");
+    PyObject *out = sep ? PyUnicode_Join(sep, parts) : NULL;
+    Py_XDECREF(sep);
+    Py_DECREF(parts);
+    return out;
+fail:
+    Py_DECREF(parts);
+    return NULL;
+}
+
+/* Appends `text` without its '.' and leading zeros; returns the new length or -1. */
+static Py_ssize_t put_digits(char *buf, Py_ssize_t at, Py_ssize_t cap, PyObject *text) {
+    Py_ssize_t len;
+    const char *s = PyUnicode_AsUTF8AndSize(text, &len);
+    if (s == NULL)
+        return -1;
+    int leading = 1;
+    for (Py_ssize_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '.')
+            continue;
+        if (leading && c == '0')
+            continue;
+        leading = 0;
+        if (at >= cap) {
+            PyErr_SetString(PyExc_ValueError, "level text too long for a checksum");
+            return -1;
+        }
+        buf[at++] = c;
+    }
+    return at;
+}
+
+/* kraken_side(keys, levels, depth) -> the side's part of Kraken's checksum string */
+static PyObject *kraken_side(PyObject *self, PyObject *args) {
+    PyObject *keys, *levels;
+    Py_ssize_t depth;
+    if (!PyArg_ParseTuple(args, "O!O!n", &PyList_Type, &keys, &PyDict_Type, &levels, &depth))
+        return NULL;
+    char buf[4096];
+    Py_ssize_t at = 0;
+    Py_ssize_t n = PyList_GET_SIZE(keys) < depth ? PyList_GET_SIZE(keys) : depth;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *px, *qty;
+        if (level_texts(levels, PyList_GET_ITEM(keys, i), &px, &qty) < 0)
+            return NULL;
+        at = put_digits(buf, at, (Py_ssize_t)sizeof buf, px);
+        if (at < 0)
+            return NULL;
+        at = put_digits(buf, at, (Py_ssize_t)sizeof buf, qty);
+        if (at < 0)
+            return NULL;
+    }
+    return PyUnicode_FromStringAndSize(buf, at);
+}
+
 static PyMethodDef methods[] = {
     {"apply", apply, METH_VARARGS, "apply(keys, levels, sign, watch, updates) -> top changes"},
     {"flat", flat, METH_VARARGS, "flat(keys, levels, depth) -> the top levels as a flat tuple"},
+    {"okx_text", okx_text, METH_VARARGS, "OKX's checksum string of the top `depth` levels"},
+    {"kraken_side", kraken_side, METH_VARARGS, "one side's part of Kraken's checksum string"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from zlib import crc32
 
+from ccf.sources.venues import strbook
 from ccf.sources.venues.strbook import Side, StrBook
 
 DEPTH = 10
@@ -21,6 +22,8 @@ def _digits(text: str) -> str:
 
 
 def _side_text(side: Side) -> str:
+    if strbook.USE_C:
+        return strbook._strlevels.kraken_side(side.keys, side.levels, DEPTH)  # type: ignore[no-any-return]
     levels = side.levels
     return "".join(_digits(levels[k][0]) + _digits(levels[k][1]) for k in side.keys[:DEPTH])
 

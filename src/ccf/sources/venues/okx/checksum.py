@@ -10,6 +10,7 @@ from __future__ import annotations
 from itertools import chain
 from zlib import crc32
 
+from ccf.sources.venues import strbook
 from ccf.sources.venues.strbook import Side, StrBook
 
 DEPTH = 25
@@ -22,6 +23,9 @@ def _pieces(side: Side) -> list[str]:
 
 
 def checksum_text(book: StrBook) -> str:
+    if strbook.USE_C:
+        b, a = book.bids, book.asks
+        return strbook._strlevels.okx_text(b.keys, b.levels, a.keys, a.levels, DEPTH)  # type: ignore[no-any-return]
     bids: list[str] = book.bids.cached("okx", _pieces)  # type: ignore[assignment]
     asks: list[str] = book.asks.cached("okx", _pieces)  # type: ignore[assignment]
     n = min(len(bids), len(asks))
@@ -30,6 +34,12 @@ def checksum_text(book: StrBook) -> str:
 
 
 def checksum(book: StrBook) -> int:
-    """The signed CRC32 OKX sends in ``checksum``."""
+    """The signed CRC32 OKX sends in ``checksum`` (recomputed only when a top level moved)."""
+    vb, va = book.bids.version, book.asks.version
+    last = book.bids.cache.get("okx-crc")
+    if last is not None and last[0] == (vb, va):
+        return last[1]  # type: ignore[return-value]
     c = crc32(checksum_text(book).encode())
-    return c - 0x1_0000_0000 if c >= 0x8000_0000 else c
+    c = c - 0x1_0000_0000 if c >= 0x8000_0000 else c
+    book.bids.cache["okx-crc"] = ((vb, va), c)  # type: ignore[assignment]
+    return c
