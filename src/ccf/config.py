@@ -728,7 +728,11 @@ class VenueConfig(_Section):
 class Settings(_Section):
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    exchange: Literal["binance"] = "binance"
+    exchange: str = Field(
+        "binance",
+        description="the venue (ccf.sources.venues) the parts read and key their rows by: "
+        "binance (spot) or binance_usdm; the collector's default venue",
+    )
     source: Literal["replay", "binance"] = "replay"
     symbols: tuple[str, ...] = ("btcusdt", "ethusdt")
     storage: StorageConfig = StorageConfig()
@@ -749,6 +753,15 @@ class Settings(_Section):
     venues: tuple[VenueConfig, ...] = Field(
         (), description="venues collected at once; () = exchange with symbols (see VenueConfig)"
     )
+
+    @field_validator("exchange")
+    @classmethod
+    def _known_venue(cls, v: str) -> str:
+        from ccf.sources import venues
+
+        if v not in venues.names():
+            raise ValueError(f"unknown venue {v!r}: known venues are {', '.join(venues.names())}")
+        return v
 
     @field_validator("symbols")
     @classmethod
@@ -818,7 +831,7 @@ class Settings(_Section):
                 )
             ws, rest = ("wss", "https") if self.replay.tls else ("ws", "http")
             return f"{ws}://{self.replay.host}:{port}", f"{rest}://{self.replay.host}:{port}"
-        if v.name == self.exchange:
+        if v.name == "binance":  # the `binance` section holds the spot endpoints
             return v.ws_url or self.binance.ws_url, v.rest_url or self.binance.rest_url
         from ccf.sources import venues
 

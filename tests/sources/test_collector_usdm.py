@@ -72,6 +72,7 @@ def assert_books_exact(store: SqliteStore) -> int:
     return len(rows)
 
 
+@pytest.mark.slow
 async def test_usdm_replay_to_store_loses_and_doubles_no_trade(
     tmp_path: Path, timeline: Timeline
 ) -> None:
@@ -124,6 +125,7 @@ async def test_skipped_diffs_break_pu_and_resync_the_book(
     assert_books_exact(store)  # never a record from a book known to be wrong
 
 
+@pytest.mark.slow
 async def test_spot_and_usdm_at_once_into_one_store(tmp_path: Path, timeline: Timeline) -> None:
     """Two replay exchanges (spot on replay.port, USD-M on its venue's replay_port), one
     collector per venue as `ccf collect` runs them, one store keyed by (exchange, symbol)."""
@@ -187,6 +189,7 @@ def test_each_further_venue_gets_its_own_replay_exchange(tmp_path: Path) -> None
         replay_venues(load_settings([two + "}]"], environ={}))
 
 
+@pytest.mark.slow
 async def test_loop_passes_join_without_a_gap(tmp_path: Path, timeline: Timeline) -> None:
     """The second pass opens with the replay's synthetic diff back to the start book: a
     futures diff (pu, T) that the feed takes, so the book never breaks."""
