@@ -284,3 +284,18 @@ def test_c_and_python_books_write_the_same_records(venue: str, monkeypatch) -> N
         return x == y
 
     assert all(type(a) is type(b) and same(a, b) for a, b in zip(c, py, strict=True))
+
+
+def test_okx_checksum_0_is_no_checksum_and_the_seq_ids_still_guard_the_book() -> None:
+    """OKX sends checksum 0 since its retirement of the field (June 2026)."""
+    zeroed = []
+    for ts, text in _with_seq_ids(venue_facts("okx").frames, break_at=100):
+        if '"checksum":' in text:
+            m = orjson.loads(text)
+            m["data"][0]["checksum"] = 0
+            text = orjson.dumps(m).decode()
+        zeroed.append((ts, text))
+    feed = OkxFeed(OKX_SYMBOLS)
+    out = _run(feed, zeroed)
+    assert feed.stats["checksums_verified"] == 0 and feed.stats["checksum_mismatches"] == 0
+    assert [g.reason for g in out if isinstance(g, Gap)] == ["sequence_gap"]

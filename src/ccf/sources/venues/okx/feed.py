@@ -6,7 +6,9 @@ local book's top 25 levels must give the push's ``checksum``
 (:mod:`.checksum`), and where the push carries ``seqId``/``prevSeqId`` (OKX added
 them in 2022) each update's ``prevSeqId`` must equal the previous ``seqId``. Either
 failure writes a gap and resubscribes that instrument's ``books`` only: OKX
-answers with a new snapshot.
+answers with a new snapshot. OKX announced that from 23 June 2026 ``checksum`` is
+always 0 (to be ignored, seqId/prevSeqId instead): a 0 is taken as no checksum, so
+the live feed relies on the sequence rule while recordings are still checked.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ class OkxFeed(VenueFeedBase):
                     continue
                 book.bids.update(d.bids)
                 book.asks.update(d.asks)
-            if d.checksum is not None:
+            if d.checksum:  # 0: not sent (OKX retired the field in June 2026)
                 mine = checksum(book)
                 if mine != d.checksum:
                     self.stats["checksum_mismatches"] += 1
