@@ -209,3 +209,63 @@ async def test_loop_passes_join_without_a_gap(tmp_path: Path, timeline: Timeline
     assert store.dead_letter_counts() == {}
     n = stored(store, "SELECT count(DISTINCT trade_id) FROM trade WHERE exchange=? AND symbol=?")
     assert n[0][0] == 2 * len(want)  # the second pass's trade ids follow the first's
+
+
+@pytest.mark.slow
+async def test_dropped_connections_lose_no_trade(tmp_path: Path, timeline: Timeline) -> None:
+    """The exchange cuts the connection every 30,000 frames: each drop is a gap and a
+    resync; the trades missed meanwhile come back over /fapi/v1/historicalTrades."""
+    want = trades_after_snapshot()
+    async with running_exchange(ReplayConfig(port=0, speed=0, loop=False), timeline) as ex:
+        settings = settings_for(tmp_path, ex.port, "collect.reconnect.base_s=0.05")
+        ex.set_faults(drop_after_frames=30_000)
+        c = await parts.run_until(
+            Collector(settings),
+            lambda c: (
+                sum(conn.connects for conn in c.connections) >= 3
+                and not c.feed.open_gaps
+                and c._trade_fills.empty()
+                and c.feed.stats["trades_backfilled"] > 0
+            ),
+            120,
+            lambda c: c.status(),
+        )
+    assert c.rest.trades_path == "/fapi/v1/historicalTrades"
+    store = SqliteStore(settings.db_path, readonly=True)
+    rows = stored(store, "SELECT trade_id, backfilled FROM trade WHERE exchange=? AND symbol=?")
+    ids = sorted(t for t, _ in rows)
+    assert ids == [t for t in want if t <= ids[-1]]  # none lost up to the newest, none doubled
+    assert any(b for _, b in rows)  # some came back over REST
+    found = store.query("SELECT stream, reason, end_ts FROM gap")
+    assert {(g[0], g[1]) for g in found} >= {("book", "disconnect"), ("trade", "disconnect")}
+    assert all(g[2] is not None for g in found)
+    assert_books_exact(store)
+
+
+@pytest.mark.slow
+async def test_malformed_frames_are_dead_letters_and_lose_nothing(
+    tmp_path: Path, timeline: Timeline
+) -> None:
+    want = trades_after_snapshot()
+    async with running_exchange(ReplayConfig(port=0, speed=0, loop=False), timeline) as ex:
+        settings = settings_for(tmp_path, ex.port)
+        ex.set_faults(malformed_every=2000)
+        c = await parts.run_until(
+            Collector(settings),
+            lambda c: c.counts[("btcusdt", "trade")] >= len(want),
+            120,
+            lambda c: c.status(),
+        )
+    store = SqliteStore(settings.db_path, readonly=True)
+    letters = store.query("SELECT exchange, reason, frame FROM dead_letter")
+    assert len(letters) == c.feed.stats["dead_letters"] >= 20
+    assert all(ex == "binance_usdm" and frame for ex, _, frame in letters)
+    ids = [
+        r[0]
+        for r in stored(
+            store, "SELECT trade_id FROM trade WHERE exchange=? AND symbol=? ORDER BY 1"
+        )
+    ]
+    assert ids == want
+    assert_books_exact(store)
+    assert store.query("SELECT count(*) FROM gap")[0][0] == 0

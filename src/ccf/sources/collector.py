@@ -193,7 +193,13 @@ class Collector:
                 continue
             got, error = 0, ""
             try:
-                async for page in trades_by_id(rest, symbol, first, last):  # type: ignore[arg-type]
+                async for page in trades_by_id(
+                    rest,  # type: ignore[arg-type]
+                    symbol,
+                    first,
+                    last,
+                    exchange=self.venue.name,
+                ):
                     self._out.extend(page)
                     got += len(page)
             except (RestError, NoProgress) as e:

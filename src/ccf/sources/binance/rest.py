@@ -57,8 +57,10 @@ class BinanceRest:
         timeout_s: float = 10.0,
         max_tries: int = 8,
         depth_path: str = "/api/v3/depth",  # USD-M: /fapi/v1/depth
+        trades_path: str = "/api/v3/historicalTrades",  # USD-M: /fapi/v1/historicalTrades
     ) -> None:
         self.depth_path = depth_path
+        self.trades_path = trades_path
         self._session = session
         self._base = base_url.rstrip("/")
         self._limit = weight_limit

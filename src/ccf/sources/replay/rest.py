@@ -33,6 +33,7 @@ WEIGHTS = {
     "/api/v3/aggTrades": 4,
     "/api/v3/trades": 25,
     "/api/v3/historicalTrades": 25,
+    "/fapi/v1/historicalTrades": 20,
     "/api/v3/uiKlines": 2,
     "/api/v3/avgPrice": 2,
 }

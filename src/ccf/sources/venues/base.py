@@ -69,6 +69,7 @@ class Endpoints:
     ws_url: str
     rest_url: str
     depth_path: str  # REST depth snapshot, e.g. /api/v3/depth or /fapi/v1/depth
+    trades_path: str = "/api/v3/historicalTrades"  # trades by id, to fill a trade gap
     ws_path: str = "/stream"  # combined streams
 
 
@@ -183,6 +184,7 @@ class Venue(Protocol):
         book_depth: int = 20,
         book_cadence: str = "update",
         callbacks: FeedCallbacks = NO_CALLBACKS,
+        **options: Any,  # the venue's own feed settings, passed through (e.g. id bounds)
     ) -> Feed: ...
 
     def make_rest(

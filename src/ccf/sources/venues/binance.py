@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -86,6 +86,7 @@ class BinanceVenue:
         book_depth: int = 20,
         book_cadence: str = "update",
         callbacks: FeedCallbacks = NO_CALLBACKS,
+        **options: Any,
     ) -> BinanceFeed:
         return self.feed_class(
             symbols,
@@ -95,6 +96,7 @@ class BinanceVenue:
             request_snapshot=callbacks.request_snapshot,
             on_server_shutdown=callbacks.on_server_shutdown,
             on_trade_gap=callbacks.on_trade_gap,
+            **options,
         )
 
     def make_rest(
@@ -111,6 +113,7 @@ class BinanceVenue:
             weight_limit=weight_limit,
             timeout_s=timeout_s,
             depth_path=self.endpoints.depth_path,
+            trades_path=self.endpoints.trades_path,
         )
 
 

@@ -25,6 +25,7 @@ USDM = register(
             ws_url="wss://fstream.binance.com",
             rest_url="https://fapi.binance.com",
             depth_path="/fapi/v1/depth",
+            trades_path="/fapi/v1/historicalTrades",
         ),
         rules=ConnectionRules(
             max_streams_per_connection=1024,
