@@ -299,3 +299,19 @@ def test_okx_checksum_0_is_no_checksum_and_the_seq_ids_still_guard_the_book() ->
     out = _run(feed, zeroed)
     assert feed.stats["checksums_verified"] == 0 and feed.stats["checksum_mismatches"] == 0
     assert [g.reason for g in out if isinstance(g, Gap)] == ["sequence_gap"]
+
+
+def test_make_feed_takes_the_collector_options_of_other_venues() -> None:
+    for name in ("okx", "coinbase", "kraken"):
+        v = venues.get(name)
+        feed = v.make_feed(
+            ("btc-usdt",) if name == "okx" else ("xbt/usd",) if name == "kraken" else ("btc-usd",),
+            tuple(v.kinds),
+            book_depth=20,
+            max_id_jump=1_000_000,
+        )
+        assert feed.depth == 20 and feed.exchange == name
+    with pytest.raises(ValueError, match="every update"):
+        venues.get("okx").make_feed(("btc-usdt",), ("books",), book_cadence="1s")
+    with pytest.raises(ValueError, match="1 to 25 levels"):
+        venues.get("okx").make_feed(("btc-usdt",), ("books",), book_depth=50)

@@ -82,8 +82,11 @@ class WsVenue:
         book_depth: int = 20,
         book_cadence: str = "update",
         callbacks: FeedCallbacks = NO_CALLBACKS,
+        **options: Any,
     ) -> Any:
-        """``streams`` are channels (``books``) or whole stream names (``btc-usdt@books``)."""
+        """``streams`` are channels (``books``) or whole stream names (``btc-usdt@books``).
+        ``options`` are other venues' feed settings (Binance's ``max_id_jump``): these
+        feeds check checksums and sequence links instead, so they take none."""
         if book_cadence != "update":
             raise ValueError(f"{self.name} books are written at every update (book_cadence)")
         channels = tuple(dict.fromkeys(st.rpartition("@")[2] for st in streams))
