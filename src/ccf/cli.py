@@ -114,8 +114,9 @@ def _collect_all(settings: Settings, record: bool) -> None:
     metrics = _serve(PartMetrics("collect", settings))
 
     async def main(stop: asyncio.Event) -> None:
+        group: list[Collector] = []  # one metrics endpoint: part-wide counts are summed
         parts = [
-            Collector(settings, record=record, metrics=metrics, venue=v).run(stop)
+            Collector(settings, record=record, metrics=metrics, venue=v, group=group).run(stop)
             for v in settings.venue_list()
         ]
         if news_wanted(settings):

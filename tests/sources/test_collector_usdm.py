@@ -269,3 +269,31 @@ async def test_malformed_frames_are_dead_letters_and_lose_nothing(
     assert ids == want
     assert_books_exact(store)
     assert store.query("SELECT count(*) FROM gap")[0][0] == 0
+
+
+def test_venues_sharing_a_metrics_endpoint_sum_the_part_wide_counters() -> None:
+    """`ccf collect` with two venues serves one endpoint: gaps and resyncs are counted
+    once, over both venues; per-symbol counts are labelled venue:symbol beside spot."""
+    from ccf.monitoring.metrics import PartMetrics
+
+    s = load_settings(
+        [
+            "metrics.enabled=false",
+            "venues=[{name: binance, symbols: [btcusdt]}, {name: binance_usdm, symbols: "
+            "[btcusdt], replay_port: 9444}]",
+        ],
+        environ={},
+    )
+    m = PartMetrics("collect", s)
+    group: list[Collector] = []
+    spot, perp = (Collector(s, metrics=m, venue=v, group=group) for v in s.venue_list())
+    spot.feed.stats["gaps"], perp.feed.stats["gaps"] = 3, 2
+    perp.counts[("btcusdt", "trade")] = 7
+    m.snapshot()
+    spot.feed.stats["gaps"] = 4
+    m.snapshot()
+    assert m.registry.get_sample_value("ccf_gaps_total") == 6
+    assert (
+        m.registry.get_sample_value("ccf_events_in_total", {"symbol": "binance_usdm:btcusdt"}) == 7
+    )
+    assert (spot.part, perp.part) == ("collect", "collect:binance_usdm")

@@ -81,7 +81,10 @@ class Collector:
         record: bool = False,
         metrics: PartMetrics | None = None,
         venue: VenueConfig | None = None,
+        group: list[Collector] | None = None,
     ) -> None:
+        """``group``: the collectors sharing ``metrics`` (one per venue, ``ccf collect``):
+        the part-wide counters (gaps, resyncs, ...) count the sum over the group."""
         self.settings = settings
         self.venue_cfg = venue or settings.venue_list()[0]
         self.venue = venues.get(self.venue_cfg.name)
@@ -94,6 +97,8 @@ class Collector:
         # Prometheus; `ccf collect` serves it on metrics.ports.collect
         self.metrics = metrics or PartMetrics("collect", settings)
         self.metrics.add_refresh(self._sync_metrics)
+        self._group = group if group is not None else []
+        self._group.append(self)
         self.feed = self.venue.make_feed(
             self.symbols,
             self.streams,
@@ -287,11 +292,13 @@ class Collector:
             m.advance(m.events_in, market, self._label(sym))
             written = market + self.counts[(sym, "gap")] + self.counts[(sym, "dead_letter")]
             m.advance(m.events_out, written, self._label(sym))
-        stats = self.feed.stats
-        m.advance(m.gaps, stats["gaps"])
-        m.advance(m.resyncs, stats["resyncs"])
-        m.advance(m.dead_letters, stats["dead_letters"])
-        m.advance(m.reconnects, sum(max(0, c.connects - 1) for c in self.connections))
+        if self._group[0] is not self:
+            return  # the group's first collector counts the part-wide totals for all
+        group = self._group
+        for key in ("gaps", "resyncs", "dead_letters"):
+            m.advance(getattr(m, key), sum(c.feed.stats[key] for c in group))
+        reconnects = sum(max(0, n.connects - 1) for c in group for n in c.connections)
+        m.advance(m.reconnects, reconnects)
 
     def _label(self, symbol: str) -> str:
         """The metrics' symbol label: ``venue:symbol`` beside the default venue."""
