@@ -185,6 +185,13 @@ class CollectConfig(_Section):
     rest_weight_limit: int = Field(6000, gt=0, description="REQUEST_WEIGHT per minute")
     rest_timeout_s: float = Field(10.0, gt=0)
     print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
+    max_id_jump: int = Field(
+        1_000_000,
+        gt=0,
+        description="an update or trade id further than this from its stream's last one is "
+        "not trusted: a diff is a dead letter and the book resyncs, a trade waits for the next "
+        "to confirm it",
+    )
 
     @field_validator("streams")
     @classmethod
@@ -591,6 +598,29 @@ class MLConfig(_Section):
         return v
 
 
+class CalibrationConfig(_Section):
+    """Online conformal calibration of the served quantiles (:mod:`ccf.ml.calibration`)."""
+
+    method: Literal["none", "regime", "aci", "both"] = Field(
+        "both",
+        description="regime: rolling conformal quantile per volatility tercile; aci: adaptive "
+        "conformal inference on the level; both; none: serve the model's own quantiles",
+    )
+    window: int = Field(10_000, gt=0, description="resolved forecasts per stream in the pool")
+    min_scores: int = Field(
+        300, gt=0, description="fewer resolved forecasts: the model's own quantiles are served"
+    )
+    gamma: float = Field(0.0002, ge=0, lt=1, description="ACI step per resolved forecast")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> CalibrationConfig:
+        if self.min_scores > self.window:
+            raise ValueError(
+                f"min_scores ({self.min_scores}) must not exceed window ({self.window})"
+            )
+        return self
+
+
 class ServeConfig(_Section):
     """The live predictor (``ccf predict``)."""
 
@@ -617,6 +647,7 @@ class ServeConfig(_Section):
         False, description="wait for a champion (and enough history) instead of stopping"
     )
     print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
 
 
 class MonitorConfig(_Section):

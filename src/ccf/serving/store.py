@@ -5,13 +5,20 @@ Keyed by (symbol, target, origin bucket, horizon, role) and written with
 between two buckets, can never forecast a bucket twice. Quantiles are packed
 as a little-endian float64 blob. Rows also get a rowid, so a follower (the
 monitor, the dashboard) reads what is new with one indexed range read.
+
+``quantiles`` are the ones served (calibrated, :mod:`ccf.ml.calibration`, when
+``serve.calibration.method`` is not ``none``), what every reader scores and shows;
+``raw_quantiles`` are the model's own (NULL in rows stored before the column was
+added: those served the model's own). A store made before is given the column by
+the first writer that opens it; readers of an older file read the raw as served.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
@@ -34,6 +41,19 @@ _SCHEMA = (
     "spec TEXT)",
 )
 COLUMNS = Prediction._fields
+RAW = "raw_quantiles"  # the model's own quantiles, beside the served (calibrated) ones
+Kind = Literal["calibrated", "raw"]  # which quantiles a reader wants
+
+
+class Resolved(NamedTuple):
+    """A stored forecast as the calibration replays it: both quantile sets."""
+
+    target: str
+    ts: int
+    horizon: int
+    version: str  # of the model that made it
+    quantiles: tuple[float, ...]  # served
+    raw: tuple[float, ...]  # the model's own
 
 
 class ServingInfo(NamedTuple):
@@ -69,28 +89,60 @@ class PredictionStore:
         if not readonly:
             for sql in _SCHEMA:
                 self._con.execute(sql)
+            if not self._has_raw():  # a store made before calibration: add the column
+                try:
+                    self._con.execute(f"ALTER TABLE predictions ADD COLUMN {RAW} BLOB")
+                except sqlite3.OperationalError as e:  # another writer added it just now
+                    if "duplicate column" not in str(e):
+                        raise
         elif not self._con.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'predictions'"
         ).fetchone():
             # the writer makes the file a moment before its tables: not there yet either
             self._con.close()
             raise FileNotFoundError(f"no predictions in {self.path} yet: `ccf predict` is starting")
+        self._raw = self._has_raw()
         self._insert = (
-            f"INSERT OR IGNORE INTO predictions ({', '.join(COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(COLUMNS))})"
+            f"INSERT OR IGNORE INTO predictions ({', '.join(COLUMNS)}, {RAW}) "
+            f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
         )
 
-    def write(self, rows: Sequence[Prediction]) -> int:
-        """Store in one transaction; returns how many were new."""
+    def _has_raw(self) -> bool:
+        cols = self._con.execute("PRAGMA table_info(predictions)").fetchall()
+        return any(c[1] == RAW for c in cols)
+
+    def _select(self, kind: Kind) -> str:
+        """The columns of a record, with the quantiles of ``kind`` in the quantiles' place."""
+        cols = list(COLUMNS)
+        if kind == "raw" and self._raw:
+            cols[COLUMNS.index("quantiles")] = f"coalesce({RAW}, quantiles)"
+        return ", ".join(cols)
+
+    def write(
+        self, rows: Sequence[Prediction], raw: Sequence[Sequence[float]] | None = None
+    ) -> int:
+        """Store in one transaction; returns how many were new. ``raw``: per row the model's
+        own quantiles where ``quantiles`` are calibrated (default: the same)."""
         if not rows:
             return 0
+        if raw is not None and len(raw) != len(rows):
+            raise ValueError(f"write: {len(raw)} raw quantile rows for {len(rows)} predictions")
         con = self._con
         before = con.total_changes
         con.execute("BEGIN IMMEDIATE")
         try:
             con.executemany(
                 self._insert,
-                [(*r[:13], _pack(r.levels), _pack(r.quantiles), r.flag) for r in rows],
+                [
+                    (
+                        *r[:13],
+                        _pack(r.levels),
+                        _pack(r.quantiles),
+                        r.flag,
+                        _pack(r.quantiles if raw is None else raw[i]),
+                    )
+                    for i, r in enumerate(rows)
+                ],
             )
             con.execute("COMMIT")
         except BaseException:
@@ -115,6 +167,17 @@ class PredictionStore:
             "SELECT max(ts) FROM predictions WHERE symbol = ? AND role = ?", (symbol, role)
         ).fetchone()[0]
 
+    def resolved(self, symbol: str, role: str, start_ns: int, end_ns: int) -> list[Resolved]:
+        """``role``'s forecasts of ``symbol`` with origin in [start, end), oldest first, with
+        both quantile sets: what the calibration replays after a restart."""
+        raw = f"coalesce({RAW}, quantiles)" if self._raw else "quantiles"
+        rows = self._con.execute(
+            f"SELECT target, ts, horizon, version, quantiles, {raw} FROM predictions "
+            "WHERE symbol = ? AND role = ? AND ts >= ? AND ts < ? ORDER BY ts, horizon, target",
+            (symbol, role, start_ns, end_ns),
+        ).fetchall()
+        return [Resolved(r[0], r[1], r[2], r[3], _unpack(r[4]), _unpack(r[5])) for r in rows]
+
     def since(self, rowid: int, limit: int = 100_000) -> tuple[list[Prediction], int]:
         """Rows stored after ``rowid`` (oldest first) and the last rowid read."""
         rows = self._con.execute(
@@ -131,14 +194,16 @@ class PredictionStore:
         start_ns: int | None = None,
         end_ns: int | None = None,
         role: str | None = None,
+        kind: Kind = "calibrated",
     ) -> pd.DataFrame:
-        """Predictions with origin in [start, end) as a frame, one quantile column each."""
+        """Predictions with origin in [start, end) as a frame, one quantile column each:
+        the served (``calibrated``) quantiles, or the model's own (``raw``)."""
         where, params = symbol_time_filter(symbols, start_ns, end_ns)
         if role is not None:
             where.append("role = ?")
             params.append(role)
         rows = self._con.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM predictions WHERE {' AND '.join(where)} "
+            f"SELECT {self._select(kind)} FROM predictions WHERE {' AND '.join(where)} "
             "ORDER BY symbol, ts, horizon, role",
             params,
         ).fetchall()

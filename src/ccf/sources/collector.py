@@ -23,11 +23,13 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from prometheus_client import Counter as MetricCounter
 
 from ccf.config import Settings, VenueConfig
 from ccf.monitoring.metrics import PartMetrics
 from ccf.records import Book, Candle, DeadLetter, Gap, Quote, Record, Trade
 from ccf.sources import venues
+from ccf.sources.backoff import backoff_s
 from ccf.sources.binance.connection import StreamConnection
 from ccf.sources.binance.history import NoProgress, trades_by_id
 from ccf.sources.binance.rest import RestError
@@ -99,6 +101,17 @@ class Collector:
         self.metrics.add_refresh(self._sync_metrics)
         self._group = group if group is not None else []
         self._group.append(self)
+        # one per metrics registry: the group's first collector makes it, the others share it
+        self._dead_letter_kinds = (
+            self._group[0]._dead_letter_kinds
+            if len(self._group) > 1
+            else MetricCounter(
+                "ccf_dead_letter_reasons",
+                "Dead letters by the kind of their reason (invalid_value, id_jump, ...)",
+                ["reason"],
+                registry=self.metrics.registry,
+            )
+        )
         self.feed = self.venue.make_feed(
             self.symbols,
             self.streams,
@@ -109,6 +122,7 @@ class Collector:
                 on_server_shutdown=self._server_shutdown,
                 on_trade_gap=self._on_trade_gap,
             ),
+            max_id_jump=cfg.max_id_jump,
         )
         self.recorder = Recorder(settings.recordings_dir, self.venue.name) if record else None
         # venues whose books resync by resubscribing queue messages for the connection to send
@@ -160,6 +174,7 @@ class Collector:
 
     async def _snapshot_worker(self, rest: RestClient) -> None:
         limit = self.settings.collect.snapshot_limit
+        refusals: Counter[str] = Counter()  # symbol -> refused answers in a row
         while True:
             symbol = await self._snapshots.get()
             epoch = self._epoch[symbol]
@@ -178,8 +193,14 @@ class Collector:
             if epoch != self._epoch[symbol]:
                 continue  # the connection dropped meanwhile; the next diff asks again
             if self.recorder is not None:
-                self.recorder.snapshot(symbol, ts_recv, body.decode())
+                self.recorder.snapshot(symbol, ts_recv, body.decode("utf-8", "replace"))
             outcome = self.feed.on_snapshot(symbol, body, ts_recv, self._out)
+            if outcome == "refused":  # logged and kept as a dead letter by the feed
+                refusals[symbol] += 1
+                await asyncio.sleep(backoff_s(refusals[symbol], base=0.25, cap=30.0))
+                self._snapshots.put_nowait(symbol)
+                continue
+            refusals[symbol] = 0
             if outcome == "stale":
                 await asyncio.sleep(0.25)
                 self._snapshots.put_nowait(symbol)
@@ -299,6 +320,11 @@ class Collector:
             m.advance(getattr(m, key), sum(c.feed.stats[key] for c in group))
         reconnects = sum(max(0, n.connects - 1) for c in group for n in c.connections)
         m.advance(m.reconnects, reconnects)
+        kinds: Counter[str] = Counter()
+        for c in group:
+            kinds.update(c.feed.dead_letter_kinds)
+        for kind, n in kinds.items():
+            m.advance(self._dead_letter_kinds, n, kind)
 
     def _label(self, symbol: str) -> str:
         """The metrics' symbol label: ``venue:symbol`` beside the default venue."""
@@ -404,6 +430,7 @@ class Collector:
                 await self._run_tasks(stop, store)
         finally:
             self.feed.flush(self._out)
+            self.feed.release_held(self._out)
             self._drain()
             self.writer.close()
             store.heartbeat(

@@ -34,6 +34,7 @@ from ccf.monitoring.store import (
     unscored_row,
 )
 from ccf.records import Prediction, Score
+from ccf.serving.store import RAW
 from ccf.storage.postgres.connect import describe
 from ccf.storage.postgres.predictions import (
     PREDICTIONS,
@@ -60,7 +61,8 @@ def _cols(spec: str) -> tuple[Col, ...]:
 
 
 PROGRESS = Table("progress", _cols("name text, value int"), key=("name",))
-PENDING = Table("pending", PREDICTIONS.columns, key=_KEY)
+# a pending prediction is scored on its served quantiles: the raw ones stay behind
+PENDING = Table("pending", tuple(c for c in PREDICTIONS.columns if c.name != RAW), key=_KEY)
 SCORES = Table(
     "scores",
     _cols(
