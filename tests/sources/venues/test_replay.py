@@ -170,6 +170,8 @@ async def test_malformed_frames_are_dead_letters_and_books_go_on(tmp_path: Path)
         sent = ex.counts["malformed_frames"]
     assert sent >= 5
     assert store.query("SELECT count(*) FROM dead_letter") == [(sent,)]
+    kinds = conn.feed.dead_letter_kinds
+    assert sum(kinds.values()) == sent and set(kinds) <= {"malformed_json", "bad_payload"}
     assert conn.feed.stats["checksums_verified"] == venue_facts("kraken").book_updates_with_checksum
     store.close()
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
+import msgspec
+
 from ccf.records import DeadLetter, Gap, GapReason, Record
 from ccf.sources.venues.base import SnapshotOutcome
 from ccf.sources.venues.strbook import StrBook
@@ -75,6 +77,7 @@ class VenueFeedBase:
             self.by_id[inst.venue_id] = inst
             self.state[inst.symbol] = inst
         self.frames = 0
+        self.dead_letter_kinds: Counter[str] = Counter()  # kind -> dead letters (metrics)
         self.open_gaps: dict[tuple[str, str], Gap] = {}
         self.outgoing: list[str] = []
         self.stats: Counter[str] = Counter()
@@ -201,6 +204,10 @@ class VenueFeedBase:
     def flush(self, out: list[Record]) -> None:
         """Nothing is held back: every update writes its book record at once."""
 
+    def release_held(self, out: list[Record]) -> None:
+        """Nothing is held back either: trades are written as they come (the collector
+        calls this at the end for feeds that hold trades awaiting confirmation)."""
+
     def trade_seen(self, inst: Instrument, ts_event: int, ts_recv: int, out: list[Record]) -> None:
         inst.last_ts["trade"] = ts_event
         if (inst.symbol, "trade") in self.open_gaps:
@@ -209,8 +216,18 @@ class VenueFeedBase:
     # -- bad frames -------------------------------------------------------------------------
 
     def dead_letter(
-        self, symbol: str, reason: str, frame: str, ts_recv: int, out: list[Record]
+        self,
+        symbol: str,
+        reason: str,
+        frame: str,
+        ts_recv: int,
+        out: list[Record],
+        kind: str = "bad_payload",
     ) -> None:
+        """Keep ``frame`` with ``"<kind>: <reason>"``, the kinds of Binance's feed
+        (``malformed_json``, ``unexpected_stream``, ``unexpected_frame``, ``bad_payload``)."""
+        reason = f"{kind}: {reason}"
+        self.dead_letter_kinds[kind] += 1
         n = self.stats["dead_letters"] = self.stats["dead_letters"] + 1
         if n <= 10 or n & (n - 1) == 0:  # the first ten, then every power of two
             log.warning(
@@ -223,3 +240,12 @@ class VenueFeedBase:
         out.append(
             DeadLetter(self.exchange, symbol, reason, frame[:MAX_DEAD_LETTER_CHARS], ts_recv)
         )
+
+
+def decode_kind(e: Exception) -> str:
+    """The dead-letter kind of a decode failure: not JSON, or JSON of the wrong shape."""
+    return (
+        "malformed_json"
+        if isinstance(e, msgspec.DecodeError) and not isinstance(e, msgspec.ValidationError)
+        else "bad_payload"
+    )

@@ -22,7 +22,7 @@ from ccf.records import Book, Quote, Record, Trade
 from ccf.sources.venues.coinbase import schemas as wire
 from ccf.sources.venues.coinbase.symbols import to_common
 from ccf.sources.venues.coinbase.times import iso_ns
-from ccf.sources.venues.feedbase import Instrument, VenueFeedBase, check_depth
+from ccf.sources.venues.feedbase import Instrument, VenueFeedBase, check_depth, decode_kind
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,15 @@ class CoinbaseFeed(VenueFeedBase):
             elif t is wire.Error:
                 self.stats["errors"] += 1
                 log.error("part=collect exchange=coinbase error: %s %s", m.message, m.reason)
-                self.dead_letter("", f"Coinbase error: {m.message}", frame, ts_recv, out)
+                self.dead_letter(
+                    "", f"Coinbase error: {m.message}", frame, ts_recv, out, "unexpected_frame"
+                )
         except DecodeErrors as e:
-            self.dead_letter("", f"not a Coinbase message: {e}", frame, ts_recv, out)
+            self.dead_letter(
+                "", f"not a Coinbase message: {e}", frame, ts_recv, out, decode_kind(e)
+            )
         except (KeyError, ValueError) as e:
-            self.dead_letter("", f"bad Coinbase message: {e!r}", frame, ts_recv, out)
+            self.dead_letter("", f"bad Coinbase message: {e!r}", frame, ts_recv, out, "bad_payload")
 
     def _inst(self, product_id: str) -> Instrument:
         inst = self.by_id.get(product_id)

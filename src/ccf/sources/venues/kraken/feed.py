@@ -19,7 +19,7 @@ import msgspec
 import orjson
 
 from ccf.records import Book, Record
-from ccf.sources.venues.feedbase import Instrument, VenueFeedBase, check_depth
+from ccf.sources.venues.feedbase import Instrument, VenueFeedBase, check_depth, decode_kind
 from ccf.sources.venues.kraken import schemas as wire
 from ccf.sources.venues.kraken.checksum import checksum
 from ccf.sources.venues.kraken.symbols import to_common
@@ -95,11 +95,15 @@ class KrakenFeed(VenueFeedBase):
             if not all(type(p) is wire.BookPart for p in parts):
                 raise msgspec.ValidationError(f"{name} {pair}: a payload is not a book object")
         except DecodeErrors as e:
-            self.dead_letter("", f"not a Kraken book frame: {e}", frame, ts_recv, out)
+            self.dead_letter(
+                "", f"not a Kraken book frame: {e}", frame, ts_recv, out, decode_kind(e)
+            )
             return
         inst = self.by_id.get(pair)
         if inst is None or not name.startswith("book"):
-            self.dead_letter("", f"unsubscribed {name} {pair}", frame, ts_recv, out)
+            self.dead_letter(
+                "", f"unsubscribed {name} {pair}", frame, ts_recv, out, "unexpected_stream"
+            )
             return
         self._on_book(inst, parts, ts_recv, out)  # type: ignore[arg-type]
 
@@ -117,7 +121,12 @@ class KrakenFeed(VenueFeedBase):
             ev.errorMessage,
         )
         self.dead_letter(
-            "", f"Kraken event {ev.event!r} {ev.errorMessage or ''}", frame, ts_recv, out
+            "",
+            f"Kraken event {ev.event!r} {ev.errorMessage or ''}",
+            frame,
+            ts_recv,
+            out,
+            "unexpected_frame",
         )
 
     def _on_book(

@@ -21,7 +21,7 @@ import msgspec
 import orjson
 
 from ccf.records import NS_PER_MS, Book, Quote, Record, Trade
-from ccf.sources.venues.feedbase import Instrument, VenueFeedBase, check_depth
+from ccf.sources.venues.feedbase import Instrument, VenueFeedBase, check_depth, decode_kind
 from ccf.sources.venues.okx import schemas as wire
 from ccf.sources.venues.okx.checksum import checksum
 from ccf.sources.venues.okx.symbols import to_common
@@ -88,7 +88,7 @@ class OkxFeed(VenueFeedBase):
         try:
             push = _decode_push(frame)
         except DecodeErrors as e:
-            self.dead_letter("", f"not an OKX frame: {e}", frame, ts_recv, out)
+            self.dead_letter("", f"not an OKX frame: {e}", frame, ts_recv, out, decode_kind(e))
             return
         arg = push.arg
         if not push.data or arg is None:
@@ -97,7 +97,14 @@ class OkxFeed(VenueFeedBase):
         inst = self.by_id.get(arg.instId)
         handler = self._handlers.get(arg.channel)
         if inst is None or handler is None:
-            self.dead_letter("", f"unsubscribed {arg.channel} {arg.instId}", frame, ts_recv, out)
+            self.dead_letter(
+                "",
+                f"unsubscribed {arg.channel} {arg.instId}",
+                frame,
+                ts_recv,
+                out,
+                "unexpected_stream",
+            )
             return
         try:
             handler(inst, push, ts_recv, out)
@@ -110,7 +117,7 @@ class OkxFeed(VenueFeedBase):
         if push.event == "error":
             self.stats["errors"] += 1
             log.error("part=collect exchange=okx error code=%s: %s", push.code, push.msg)
-        self.dead_letter("", f"OKX event {push.event!r}", frame, ts_recv, out)
+        self.dead_letter("", f"OKX event {push.event!r}", frame, ts_recv, out, "unexpected_frame")
 
     # -- books ------------------------------------------------------------------------------
 
