@@ -614,6 +614,12 @@ def train(
         "--retry",
         help="with --every: while there is no champion, retry a failed round after this long",
     ),
+    first_model: bool = typer.Option(
+        False,
+        "--first-model",
+        help="with --retry: a first naive model on a short spec while there is no champion, "
+        "replaced by the first full round (run.first_model)",
+    ),
 ) -> None:
     """Train each model on the train split, walk it forward on the test split against
     naive, write its report, log an MLflow run and register a version (alias challenger;
@@ -661,6 +667,7 @@ def train(
                 warm_start=warm_start,
                 retry_s=retry_s,
                 on_round=lambda n, rnd: _print_round(rnd),
+                first_model=first_model,
             )
         )
     except KeyboardInterrupt:

@@ -643,6 +643,11 @@ class ServeConfig(_Section):
     torch_threads: int = Field(
         1, gt=0, description="CPU threads for a deep model's forecasts (one window: 1 is fastest)"
     )
+    compiled: bool = Field(
+        True,
+        description="deep models forecast through ONNX Runtime (eager PyTorch when the export "
+        "fails, or with false)",
+    )
     wait_for_model: bool = Field(
         False, description="wait for a champion (and enough history) instead of stopping"
     )
@@ -714,8 +719,15 @@ class RunConfig(_Section):
     )
     retrain_every: Duration = Field("1h", description="retrain (warm start) and promote this often")
     first_train_retry: Duration = Field(
-        "30s", description="retry the first training this often until data allows one"
+        "5s", description="retry the first training this often until data allows one"
     )
+    first_model: bool = Field(
+        True,
+        description="while there is no champion, train naive alone on a short spec first "
+        "(a forecast within a minute), replaced once the configured models train",
+    )
+    first_encoder_length: int = Field(5, gt=0, description="the first model's encoder_length")
+    first_vol_halflife: int = Field(10, gt=0, description="the first model's vol_halflife")
     status_every_s: float = Field(10.0, ge=0, description="a status line per part; 0 = quiet")
 
 

@@ -53,6 +53,7 @@ newest_origin = _live(forecasts.newest_origin)
 predictions = _live(forecasts.predictions)
 realized = _live(forecasts.realized)
 newest_bucket = _live(forecasts.newest_bucket)
+stored_buckets = _live(forecasts.stored_buckets)
 serving = _live(forecasts.serving)
 
 accuracy_windows = _slow(accuracy.windows)
