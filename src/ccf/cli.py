@@ -153,6 +153,7 @@ def exchange(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> N
     replay.tls=true). Exits non-zero, naming the cause, when it cannot start."""
     from ccf.sources.replay.exchange import ReplayStartError, replay_venues, serve
     from ccf.sources.replay.metrics import ExchangeMetrics
+    from ccf.sources.replay.venues.server import venue_servers
 
     settings = _settings(overrides, config)
     _missing_recordings(settings)
@@ -162,6 +163,8 @@ def exchange(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> N
         server = asyncio.create_task(serve(settings.replay, on_start=metrics.attach))
         # further venues (settings.venues) with their own recordings: one exchange each
         others = [asyncio.create_task(serve(cfg)) for cfg in replay_venues(settings)]
+        # OKX, Coinbase, Kraken: their own protocols (ccf.sources.replay.venues)
+        others += [asyncio.create_task(run) for run in venue_servers(settings)]
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([server, *others, waiter], return_when=asyncio.FIRST_COMPLETED)
         for task in (server, *others, waiter):

@@ -226,6 +226,9 @@ class FaultConfig(_Section):
         "startTime/fromId) start half a page early, repeating rows: clients must dedupe",
     )
     shutdown_after_frames: int = Field(0, ge=0, description="send serverShutdown after N frames")
+    corrupt_checksum_every: int = Field(
+        0, ge=0, description="alter the checksum of one checksummed book update in N (OKX, Kraken)"
+    )
 
 
 class ReplayConfig(_Section):

@@ -125,6 +125,8 @@ class Collector:
             max_id_jump=cfg.max_id_jump,
         )
         self.recorder = Recorder(settings.recordings_dir, self.venue.name) if record else None
+        # venues whose books resync by resubscribing queue messages for the connection to send
+        self._resubscribes = hasattr(self.feed, "take_outgoing")
         self.connections: list[StreamConnection] = []
         self._conn_of: dict[str, StreamConnection] = {}
         self._current: StreamConnection | None = None
@@ -155,6 +157,8 @@ class Collector:
             self.recorder.frame(ts_recv, frame)
         self._current = conn
         self.feed.handle(frame, ts_recv, self._out)
+        if self._resubscribes and self.feed.outgoing:  # OKX, Coinbase, Kraken: resync one book
+            conn.outbox.extend(self.feed.take_outgoing())
         if len(self._out) >= DRAIN_ROWS:
             self._drain()
 

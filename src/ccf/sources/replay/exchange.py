@@ -335,8 +335,12 @@ async def running_exchange(
 def replay_venues(settings: Settings) -> list[ReplayConfig]:
     """The replay exchanges of the venues after the first (each on its ``replay_port``,
     serving its ``replay_files``): the first venue is served on ``replay.port``."""
+    from ccf.sources.replay.venues.protocols import PROTOCOLS  # served by replay.venues
+
     out = []
     for v in settings.venue_list()[1:]:
+        if v.name in PROTOCOLS:
+            continue
         if not v.replay_files or not v.replay_port:
             raise ReplayStartError(
                 f"venue {v.name}: set replay_files and replay_port to replay it (only the "

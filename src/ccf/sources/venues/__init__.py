@@ -26,6 +26,9 @@ from ccf.sources.venues.base import Venue
 MODULES: dict[str, str] = {
     "binance": "ccf.sources.venues.binance",
     "binance_usdm": "ccf.sources.venues.binance_usdm",
+    "okx": "ccf.sources.venues.okx.venue",
+    "coinbase": "ccf.sources.venues.coinbase.venue",
+    "kraken": "ccf.sources.venues.kraken.venue",
 }
 _REGISTRY: dict[str, Venue] = {}
 
