@@ -194,17 +194,20 @@ def main() -> None:
     ap.add_argument("--method", default="both")
     ap.add_argument("--window", type=int, default=CalibrationParams().window)
     ap.add_argument("--gamma", type=float, default=CalibrationParams().gamma)
+    ap.add_argument("--shrink", type=float, default=CalibrationParams().shrink)
     ap.add_argument("--factor", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    params = CalibrationParams(method=args.method, window=args.window, gamma=args.gamma)
+    params = CalibrationParams(
+        method=args.method, window=args.window, gamma=args.gamma, shrink=args.shrink
+    )
     cfg = TrainConfig(progress_bar=False, num_threads=args.threads)
     kinds = args.models.split(",")
     print(
         f"# calibration bench: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores; method={params.method} window={params.window} "
-        f"min_scores={params.min_scores} gamma={params.gamma}"
+        f"min_scores={params.min_scores} gamma={params.gamma} shrink={params.shrink}"
     )
     cases: list[Case] = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -611,6 +611,12 @@ class CalibrationConfig(_Section):
         300, gt=0, description="fewer resolved forecasts: the model's own quantiles are served"
     )
     gamma: float = Field(0.0002, ge=0, lt=1, description="ACI step per resolved forecast")
+    shrink: float = Field(
+        0.0,
+        ge=0,
+        description="each conformal shift is shrunk by this many of its standard errors "
+        "(James-Stein: a shift the pool cannot tell from noise is not served); 0: none",
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> CalibrationConfig:

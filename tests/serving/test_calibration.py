@@ -204,3 +204,29 @@ def test_a_prediction_store_made_before_calibration_keeps_working(tmp_path: Path
     assert (r0.quantiles, r0.raw) == (tuple(old), tuple(old))
     assert (r1.quantiles, r1.raw, r1.version) == (served, tuple(old), "1")
     writer.close()
+
+
+def test_shrink_drops_a_shift_that_is_noise_and_keeps_a_real_one() -> None:
+    rng = np.random.default_rng(5)
+    levels = np.asarray(LEVELS)
+    n = 600
+    right = rng.normal(0, 1, (n, 1)) - Z  # residuals of a model whose quantiles are right
+    wide = 2.0 * rng.normal(0, 1, (n, 1)) - Z  # ... and of one twice too narrow
+    for resid, real in ((right, False), (wide, True)):
+        plain = conformal_shift(resid, levels, None, 0.0)
+        shrunk = conformal_shift(resid, levels, None, 0.0, shrink=1.0)
+        outer = [0, 4]
+        # every shift moves toward zero, never past it, and the median's stays 0
+        assert (np.abs(shrunk) <= np.abs(plain) + 1e-12).all() and shrunk[2] == 0.0
+        assert (np.sign(shrunk) * np.sign(plain) >= 0).all()
+        if real:  # a 1.28-sd shift, far above its se: kept within a few percent
+            assert np.allclose(shrunk[outer], plain[outer], rtol=0.05)
+            assert (np.abs(plain[outer]) > 1.0).all()
+        else:  # the plain shift is estimation noise (|s| ~ se): shrunk at least by half
+            assert (np.abs(shrunk[outer]) <= 0.5 * np.abs(plain[outer]) + 1e-12).all()
+    # overlapping residuals (horizon 15) widen the se: more is shrunk than at horizon 1
+    h1 = conformal_shift(wide, levels, None, 0.0, shrink=1.0, overlap=1)
+    h15 = conformal_shift(wide, levels, None, 0.0, shrink=1.0, overlap=15)
+    assert (np.abs(h15[[0, 1, 3, 4]]) < np.abs(h1[[0, 1, 3, 4]])).all()
+    with pytest.raises(ValueError, match="shrink"):
+        CalibrationParams(shrink=-1.0)

@@ -346,3 +346,67 @@ def test_served_quantiles_are_calibrated_and_a_restart_rebuilds_the_calibration(
     close = np.abs(a - b).max(axis=1) <= 1e-3 * width
     assert close.mean() > 0.9, close.mean()
     assert np.median(np.abs(a - b).max(axis=1) / width) < 1e-4
+
+
+def test_an_input_far_outside_the_training_range_flags_warns_counts_and_alerts(
+    trained, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from ccf.ml.dataset import LOGREL, RAW
+    from ccf.monitoring.monitor import Monitor
+
+    _, rows = trained
+    rows = rows.copy()
+    buckets = np.sort(rows.ts.unique())
+    settings = live_dir(trained, tmp_path)
+    feed(settings, rows, int(buckets[200]))
+    predictor = Predictor(settings, RegistrySource(settings))
+    features, preds = stores(settings)
+    predictor._refresh_models(features, preds)
+    predictor._resume(features, preds)
+    spec = predictor.served["champion"].model.spec
+    assert spec.lo is not None  # a model saved with its training range
+    # plant one btcusdt bucket with an input far outside anything the model trained on
+    col = next(c for c in spec.inputs if c in rows and spec.transform_of(c) in (RAW, LOGREL))
+    planted = int(buckets[300])
+    at = (rows.symbol == "btcusdt") & (rows.ts == planted)
+    j = spec.unknown.index(col)
+    if spec.transform_of(col) == RAW:
+        rows.loc[at, col] = spec.hi[j] + 100 * spec.scale[j]
+    else:
+        rows.loc[at, col] = rows.loc[at, col].abs() * 1e9 + 1e9
+    feed(settings, rows, planted, int(buckets[200]))
+    with caplog.at_level("WARNING", logger="ccf.serving.predictor"):
+        predictor.step(features, preds)
+    df = preds.frame(role="champion")
+    out = df[df.flag.fillna("").str.startswith("input_out_of_range")]
+    assert set(out.symbol) == {"btcusdt"} and planted in set(out.ts)
+    assert all(col in f.split(":")[1].split(",") for f in out[out.ts == planted].flag)
+    # a forecast is still made, and the in-range inputs before it are not flagged
+    q = out[out.ts == planted][[c for c in df.columns if c.startswith("q")]].to_numpy()
+    assert q.size and np.isfinite(q).all()
+    assert not df[(df.ts < planted) & df.flag.fillna("").str.startswith("input_")].size
+    version = predictor.served["champion"].version
+    warned = [r for r in caplog.records if "far outside" in r.getMessage() and col in r.message]
+    assert len([r for r in warned if "champion" in r.message]) == 1
+    assert "symbol=btcusdt" in warned[0].message and f"@{version}" in warned[0].message
+    labels = {"symbol": "btcusdt", "role": "champion", "column": col}
+    counted = predictor.metrics.registry.get_sample_value("ccf_input_out_of_range_total", labels)
+    assert counted == len(out[out.symbol == "btcusdt"].ts.unique())
+    assert predictor.status()["symbols"]["btcusdt"]["flagged"]["input_out_of_range"] == counted
+    # the monitor turns the flag into an alert (what the Health page lists) ...
+    monitor = Monitor(settings)
+    monitor.open()
+    try:
+        monitor.score_pass()
+        active = monitor.store.alerts(active_only=True)
+        assert [(a.symbol, a.kind) for a in active] == [("btcusdt", "input_out_of_range")]
+        assert col in active[0].message
+        # ... cleared once the newest origin is back in range
+        feed(settings, rows, int(buckets[400]), planted)
+        predictor.step(features, preds)
+        monitor.score_pass()
+        assert monitor.store.alerts(active_only=True) == []
+    finally:
+        monitor.close()
+        features.close()
+        preds.close()

@@ -26,8 +26,17 @@ level tau becomes ``q_raw + scale * Q_tau'(r)``:
 
 The empirical tau-quantile of the residuals minimizes the pool's pinball loss over
 all shifts of the raw quantile (zero shift included), so calibration costs pinball
-only where the pool stops resembling what comes next. The median (the point
-forecast) is never moved; the other levels are kept on their side of it and in order.
+only where the pool stops resembling what comes next, or where the shift is noise: a
+model whose own quantiles are already right gets a shift that is pure estimation
+error, and serving it costs pinball out of sample. So each shift ``s`` is shrunk by
+its estimation noise, positive-part James-Stein: ``s * max(0, 1 - (c se / s)^2)`` with
+``c = shrink`` and ``se`` the half-width of the order-statistic interval
+``k +- sqrt(n_eff tau (1 - tau))`` around it (``n_eff = n / h``: forecasts h buckets
+ahead overlap in h - 1 of their h returns). A shift the pool cannot tell from zero is
+not served; a large one (a regime the model never saw) keeps all but ``se^2 / s``. Off
+by default (``shrink`` 0): see docs/benchmarks.md, "Issue 13: calibration".
+The median (the point forecast) is never moved; the other levels are kept on their
+side of it and in order.
 
 >>> import numpy as np
 >>> cal = Calibrator(CalibrationParams(method="regime", window=100, min_scores=10),
@@ -61,6 +70,7 @@ class CalibrationParams:
     window: int = 10_000  # resolved forecasts per stream in the pool
     min_scores: int = 300  # fewer in the pool: the raw quantiles are served
     gamma: float = 0.0002  # ACI step per resolved forecast (aci, both)
+    shrink: float = 0.0  # each shift shrunk by this many of its standard errors (0: none)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -71,6 +81,8 @@ class CalibrationParams:
             )
         if not 0 <= self.gamma < 1:
             raise ValueError(f"calibration gamma {self.gamma} must be in [0, 1)")
+        if not self.shrink >= 0:
+            raise ValueError(f"calibration shrink {self.shrink} must be >= 0")
 
     @property
     def by_regime(self) -> bool:
@@ -96,12 +108,20 @@ def order_around_median(q: np.ndarray, mid: int) -> np.ndarray:
 
 
 def conformal_shift(
-    residuals: np.ndarray, levels: np.ndarray, misses: np.ndarray | None, gamma: float
+    residuals: np.ndarray,
+    levels: np.ndarray,
+    misses: np.ndarray | None,
+    gamma: float,
+    shrink: float = 0.0,
+    overlap: int = 1,
 ) -> np.ndarray:
     """Per level, the shift (in scale units) to add to the raw quantile: the empirical
     ``tau'``-quantile of the pool's normalized residuals (``residuals``: (n, Q)), with
     ``tau'`` moved by ACI when ``misses`` ((n, Q): the truth was above the served
-    quantile) are given. Finite-sample conservative: ``ceil((n+1) tau') / n``."""
+    quantile) are given. Finite-sample conservative: ``ceil((n+1) tau') / n``. With
+    ``shrink`` > 0 it is shrunk by its noise, James-Stein with ``shrink`` standard
+    errors (the order-statistic interval's half-width, ``n / overlap`` independent
+    residuals)."""
     n = residuals.shape[0]
     tau = levels.astype(float)
     if misses is not None and gamma > 0:
@@ -111,14 +131,22 @@ def conformal_shift(
     upper = tau > 0.5
     k = np.where(upper, np.ceil((n + 1) * tau), np.floor((n + 1) * tau)) - 1
     k = np.clip(k, 0, n - 1).astype(int)
-    # one order statistic per level: a partition, not a sort, of each column (the
-    # median's is skipped: it is never moved)
-    return np.array(
-        [
-            0.0 if levels[j] == 0.5 else np.partition(residuals[:, j], k[j])[k[j]]
-            for j in range(len(k))
-        ]
-    )
+    # the order statistics one standard error either side of k (its sd in ranks is
+    # sqrt(n tau (1 - tau)), times sqrt(overlap) for overlapping targets' residuals)
+    d = np.ceil(np.sqrt(max(overlap, 1) * n * tau * (1 - tau))).astype(int)
+    lo, hi = np.clip(k - d, 0, n - 1), np.clip(k + d, 0, n - 1)
+    out = np.zeros(len(k))
+    # a partition, not a sort, of each column (the median's is skipped: never moved)
+    for j in range(len(k)):
+        if levels[j] == 0.5:
+            continue
+        if shrink == 0:
+            out[j] = np.partition(residuals[:, j], k[j])[k[j]]
+            continue
+        part = np.partition(residuals[:, j], sorted({lo[j], k[j], hi[j]}))
+        s, se = part[k[j]], shrink * (part[hi[j]] - part[lo[j]]) / 2
+        out[j] = s * max(0.0, 1.0 - (se / s) ** 2) if s != 0 else 0.0
+    return out
 
 
 class Calibrator:
@@ -129,8 +157,13 @@ class Calibrator:
     replaying the same resolved forecasts in the same order rebuilds it exactly.
     """
 
-    def __init__(self, params: CalibrationParams, levels: Sequence[float]) -> None:
+    def __init__(
+        self, params: CalibrationParams, levels: Sequence[float], horizon: int = 1
+    ) -> None:
+        """``horizon``: the stream's, in origins: residuals of forecasts that far ahead
+        overlap, which widens the shifts' standard errors (``shrink``)."""
         self.params = params
+        self.horizon = max(int(horizon), 1)
         self.levels = np.asarray(levels, dtype=float)
         if 0.5 not in levels:
             raise ValueError(f"calibration needs the median among the levels {tuple(levels)}")
@@ -188,7 +221,14 @@ class Calibrator:
             if mine.sum() >= p.min_scores:
                 resid = resid[:, mine]
                 miss = None if miss is None else miss[:, mine]
-        shift = conformal_shift(resid.T, self.levels, miss if miss is None else miss.T, p.gamma)
+        shift = conformal_shift(
+            resid.T,
+            self.levels,
+            miss if miss is None else miss.T,
+            p.gamma,
+            p.shrink,
+            self.horizon,
+        )
         shift[self.mid] = 0.0  # the point forecast stays the model's
         return order_around_median(raw + scale * shift, self.mid)
 
@@ -211,8 +251,8 @@ def calibrate_series(
     """
     n, H, _ = raw.shape
     out = raw.copy()
-    cals = [Calibrator(params, levels) for _ in range(H)]
     delay = [max(1, -(-int(h) // step)) for h in horizons]
+    cals = [Calibrator(params, levels, delay[j]) for j in range(H)]
     for i in range(n):
         for j in range(H):
             r = i - delay[j]

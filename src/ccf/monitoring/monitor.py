@@ -10,7 +10,9 @@ every :data:`AGGREGATE_EVERY_S`; drift and quality reports every
 at start when none is stored). Drift is measured against the serving champion's
 training window; before a champion serves, it is reported (against the first half
 of the stored history) but never alerted on: there is no model whose inputs could
-have left what it learned from.
+have left what it learned from. A champion forecast the predictor flagged
+``input_out_of_range`` (an input far outside its training range) raises an alert of that
+kind for its symbol; the next clean newest champion origin clears it.
 
 Truth comes from the feature set the role's serving model reads (its
 DatasetSpec in the prediction store's ``serving`` table), else from the
@@ -34,6 +36,7 @@ from ccf.config import Settings
 from ccf.features.buckets import parse_duration
 from ccf.features.spec import feature_set
 from ccf.features.store import StoredSet
+from ccf.ml.ranges import FLAG as OUT_OF_RANGE
 from ccf.monitoring import drift
 from ccf.monitoring.metrics import MonitorMetrics
 from ccf.monitoring.scoring import Aggregate, SignalRule, has_forecast, score, unscorable
@@ -120,6 +123,7 @@ class Monitor:
         self._references: dict[tuple[Any, ...], drift.Rows] = {}
         self._pending: list[Prediction] = []
         self._cursor = 0
+        self._range_alert: dict[str, str | None] = {}  # symbol -> the flag alerted on
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -249,6 +253,7 @@ class Monitor:
             self.counts[(p.symbol, reason)] += 1
             self.metrics.unscored.labels(p.symbol, reason).inc()
         self.metrics.pending.set(len(waiting))
+        self._range_alerts(new, now)
         return PassResult(len(new), len(scored), len(unscored), len(waiting), len(new) >= READ_ROWS)
 
     # -- rolling aggregates --------------------------------------------------------------------
@@ -378,6 +383,32 @@ class Monitor:
             + ", ".join(f"{c.column} ({c.missing_share:.2f})" for c in missing),
             now,
         )
+
+    def _range_alerts(self, new: list[Prediction], now: int) -> None:
+        """Alert while the newest champion origin of a symbol has an input out of its
+        training range; a clean newest origin clears it (another flag says nothing about
+        the inputs' range, so it leaves the alert as it is). Raised or cleared on a change
+        only, not every pass."""
+        newest: dict[str, Prediction] = {}
+        for p in new:
+            if p.role == "champion" and (p.symbol not in newest or p.ts >= newest[p.symbol].ts):
+                newest[p.symbol] = p
+        for symbol, p in newest.items():
+            flag = p.flag
+            if flag is not None and not flag.startswith(OUT_OF_RANGE):
+                continue
+            if self._range_alert.get(symbol, "") == flag:
+                continue
+            self._range_alert[symbol] = flag
+            self._alert(
+                symbol,
+                OUT_OF_RANGE,
+                flag is not None,
+                f"champion {p.model}@{p.version} at origin {_iso(p.ts)}: inputs "
+                f"{(flag or '').partition(':')[2]} far outside their training range "
+                f"(> {self.settings.ml.evaluate.range_sd} sds, ml.evaluate.range_sd)",
+                now,
+            )
 
     def _alert(self, symbol: str, kind: str, on: bool, message: str, now: int) -> None:
         assert self.store is not None

@@ -40,7 +40,11 @@ REPLAY = 3  # windows of stored origins a restart reads back
 
 def params_of(cfg: CalibrationConfig) -> CalibrationParams:
     return CalibrationParams(
-        method=cfg.method, window=cfg.window, min_scores=cfg.min_scores, gamma=cfg.gamma
+        method=cfg.method,
+        window=cfg.window,
+        min_scores=cfg.min_scores,
+        gamma=cfg.gamma,
+        shrink=cfg.shrink,
     )
 
 
@@ -55,8 +59,10 @@ class _Waiting(NamedTuple):
 
 
 class _Stream:
-    def __init__(self, params: CalibrationParams, levels: tuple[float, ...]) -> None:
-        self.cal = Calibrator(params, levels)
+    def __init__(
+        self, params: CalibrationParams, levels: tuple[float, ...], horizon: int = 1
+    ) -> None:
+        self.cal = Calibrator(params, levels, horizon)
         self.waiting: deque[_Waiting] = deque()  # in origin order, so in target order
 
 
@@ -91,7 +97,7 @@ class OnlineCalibration:
     def _stream(self, key: tuple[str, str, str, str, int], levels: tuple[float, ...]) -> _Stream:
         s = self._streams.get(key)
         if s is None:
-            s = self._streams[key] = _Stream(self.params, levels)
+            s = self._streams[key] = _Stream(self.params, levels, key[-1])
         return s
 
     def _resolve(self, s: _Stream, upto: int, values: dict[int, float]) -> None:

@@ -21,7 +21,10 @@ store keeps the model's own beside them.
 
 A window the model should not trust gives a flagged record with the reason
 (``gap_in_window``, ``warming_up``: no forecast; ``stale_input``,
-``stale_model``: a forecast, flagged), never a silent forecast.
+``stale_model``: a forecast, flagged), never a silent forecast. An input far outside
+what the model saw in training (:mod:`ccf.ml.ranges`, ``ml.evaluate.range_sd``) flags the
+forecast ``input_out_of_range:<columns>``, logs a warning (once per symbol, column and model
+version) and counts in ``ccf_input_out_of_range_total``; the monitor raises an alert on it.
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
+from prometheus_client import Counter as PromCounter
 
 from ccf.config import Settings
 from ccf.features.buckets import parse_duration
 from ccf.features.spec import feature_set
-from ccf.ml import dataset
+from ccf.ml import dataset, ranges
 from ccf.ml.models.base import Forecaster
 from ccf.ml.models.naive import Naive
 from ccf.monitoring.metrics import PartMetrics
@@ -156,6 +160,15 @@ class Predictor:
         self.served: dict[str, Served] = {}
         self.calibration = OnlineCalibration(settings.serve.calibration, self.bucket)
         self.switches = 0
+        # forecasts with an input far outside the model's training range, per input column
+        self.out_of_range = PromCounter(
+            "ccf_input_out_of_range",
+            "Forecasts with an input far outside the model's training range (ml.evaluate."
+            "range_sd), per symbol, role and input column",
+            ["symbol", "role", "column"],
+            registry=self.metrics.registry,
+        )
+        self._range_warned: set[tuple[str, str, str, str, str]] = set()
         self.started_at = time.time_ns()
         self.written = 0
         self._max_age_ns = (
@@ -318,6 +331,8 @@ class Predictor:
                     ),
                 )
             data, flags = by_spec[key]
+            out_of_range = ranges.flags_at(data, t, self.settings.ml.evaluate.range_sd)
+            self._note_out_of_range(sym, served, out_of_range)
             ok = np.array([f is None for f in flags], dtype=bool)
             q = np.full(
                 (len(t), len(m.spec.targets), len(m.spec.horizons), len(m.spec.quantiles)), np.nan
@@ -340,6 +355,7 @@ class Predictor:
                     flags[i]
                     or ("stale_model" if stale_model else None)
                     or ("stale_input" if stale_input[i] else None)
+                    or out_of_range[i]
                 )
                 for k, target in enumerate(m.spec.targets):
                     for h, horizon in enumerate(m.spec.horizons):
@@ -369,6 +385,8 @@ class Predictor:
                 for f in flags:
                     if f is not None:
                         st.flagged[f] += 1
+                if n_out := sum(f is not None for f in out_of_range):
+                    st.flagged[ranges.FLAG] += n_out
         n = preds.write(rows, raws)
         if self.influx is not None:
             self.influx.predictions(rows)
@@ -382,6 +400,29 @@ class Predictor:
         st.next_ts = end + self.bucket
         self.written += n
         return n
+
+    def _note_out_of_range(self, sym: str, served: Served, flags: list[str | None]) -> None:
+        """Count each out-of-range input; warn once per symbol, column and model version."""
+        for f in flags:
+            if f is None:
+                continue
+            for column in f.split(":", 1)[1].split(","):
+                self.out_of_range.labels(sym, served.role, column).inc()
+                key = (sym, served.role, served.name, served.version, column)
+                if key in self._range_warned:
+                    continue
+                self._range_warned.add(key)
+                log.warning(
+                    "part=predict symbol=%s %s %s@%s: input %s far outside its training "
+                    "range (> %s training sds, ml.evaluate.range_sd): forecasts flagged %s",
+                    sym,
+                    served.role,
+                    served.name,
+                    served.version,
+                    column,
+                    self.settings.ml.evaluate.range_sd,
+                    ranges.FLAG,
+                )
 
     def _stale(self, m: Forecaster, now: int) -> bool:
         saved = getattr(m, "saved_at", None)
