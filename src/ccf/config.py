@@ -363,6 +363,14 @@ class FeaturesConfig(_Section):
     checkpoint_every: Duration = Field(
         "5s", description="event time between feature-state checkpoints; 0s = every write"
     )
+    watermark: Literal["streams", "lateness"] = Field(
+        "streams",
+        description="streams: a bucket closes once every stream passed its end (or went idle); "
+        "lateness: only allowed_lateness after the newest event (the old rule)",
+    )
+    idle_timeout: Duration = Field(
+        "150ms", description="receive-clock silence after which a stream no longer holds buckets"
+    )
 
     @field_validator("features")
     @classmethod

@@ -130,9 +130,8 @@ class FeatureRunner:
             engine.push(g)
         for n in poll.news:  # before market events, which move the watermark past them
             engine.push(n)
-        for t in poll.late_trades:
-            if t.ts_event < engine.frontier(t.symbol):  # newer ones come through the tail
-                engine.push(t)
+        for t in poll.late_trades:  # filled over REST: not in the tail's trade stream
+            engine.push(t)
         push = engine.push
         for recs in poll.market.values():
             for r in recs:
