@@ -82,6 +82,14 @@ class StorageConfig(_Section):
     batch_rows: int = Field(5000, gt=0, description="rows per write transaction at most")
     flush_interval_s: float = Field(0.25, gt=0, description="longest a record waits in memory")
     postgres: PostgresConfig = PostgresConfig()
+    wake: Literal["push", "poll"] = Field(
+        "push",
+        description="push: writers commit when their queue drains and wake the parts that "
+        "follow the store (loopback UDP); poll: fixed flush and poll intervals (the old path)",
+    )
+    wake_fallback_s: float = Field(
+        1.0, gt=0, description="with push: a follower reads the store this often without a wake-up"
+    )
 
 
 class KafkaConfig(_Section):

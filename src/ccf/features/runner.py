@@ -39,9 +39,16 @@ from ccf.features.spec import FeatureSet, feature_set
 from ccf.features.store import FeatureStore
 from ccf.monitoring.metrics import PartMetrics
 from ccf.storage import SqliteStore
-from ccf.storage.backends import open_feature_store, open_raw_store, uses_kafka, uses_postgres
+from ccf.storage.backends import (
+    open_feature_store,
+    open_raw_store,
+    pushes,
+    uses_kafka,
+    uses_postgres,
+)
 from ccf.storage.postgres.connect import describe
 from ccf.storage.sqlite import connect
+from ccf.storage.wake import Waker, Wakeups
 
 if TYPE_CHECKING:
     from ccf.storage.postgres.raw import PgRawStore
@@ -117,6 +124,8 @@ class FeatureRunner:
         self.caught_up = False  # the last poll read everything the store had
         self._late_logged: Counter[str] = Counter()
         self.started_at = time.time_ns()
+        self._waker: Waker | None = None  # wakes the feature store's followers
+        self.wakeups = (0, 0)  # (woken, fell back to polling) over the last run
 
     # -- one poll, in a worker thread -------------------------------------------------------
 
@@ -142,6 +151,8 @@ class FeatureRunner:
         rows = [r for r in rows if (resume.get(r.symbol) or r.ts) <= r.ts]
         if rows:
             store.write(rows, self._due_checkpoints(rows))
+            if self._waker is not None:
+                self._waker.wake()  # the predictor reads them now
         now = time.time_ns()
         observe = self.metrics.observe_lag
         for r in rows:
@@ -261,7 +272,12 @@ class FeatureRunner:
             s.features_path,
         )
         next_beat = 0.0
+        push = pushes(s)
+        wake = Wakeups(s.db_path, PART) if push else None
+        self._waker = Waker(s.features_path, PART) if push else None
         try:
+            if wake is not None:
+                await wake.__aenter__()  # before the first read: no commit goes unseen
             while not stop.is_set():
                 rows, full = await asyncio.to_thread(self._step, tail, store)
                 self.online.add(rows)  # in the loop's thread: readers never see half a row
@@ -270,11 +286,20 @@ class FeatureRunner:
                     next_beat = time.monotonic() + (s.features.print_every_s or HEARTBEAT_S)
                     self._heartbeat(raw, "running")
                     self._forget_old_gaps(tail)
-                if not full:
+                if full:
+                    continue
+                if wake is not None:  # the collector's commit, or the fallback interval
+                    await wake.wait(stop, s.storage.wake_fallback_s)
+                else:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), s.features.poll_interval_s)
             self._final_checkpoints(store)
         finally:
+            if wake is not None:
+                self.wakeups = (wake.received, wake.fallbacks)
+                wake.close()
+            if self._waker is not None:
+                self._waker.close()
             self._heartbeat(raw, "stopped")
             raw.close()
             store.close()

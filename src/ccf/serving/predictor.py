@@ -52,9 +52,11 @@ from ccf.storage.backends import (
     open_feature_store,
     open_prediction_store,
     open_raw_store,
+    pushes,
     uses_postgres,
 )
 from ccf.storage.postgres.connect import describe
+from ccf.storage.wake import Wakeups
 
 if TYPE_CHECKING:
     # the interfaces, named by their embedded classes; storage.backend=postgres hands
@@ -152,6 +154,7 @@ class Predictor:
         self.switches = 0
         self.started_at = time.time_ns()
         self.written = 0
+        self.wakeups = (0, 0)  # (woken, fell back to polling) over the last run
         self._max_age_ns = (
             parse_duration(settings.serve.max_model_age) if settings.serve.max_model_age else None
         )
@@ -379,7 +382,11 @@ class Predictor:
         preds = open_prediction_store(s)
         raw = open_raw_store(s)  # heartbeats
         next_alias = next_beat = 0.0
+        # the feature runner's commits wake it; without push (or a lost wake-up) it polls
+        wake = Wakeups(s.features_path, "predict") if pushes(s) else None
         try:
+            if wake is not None:
+                await wake.__aenter__()
             if not await self._first_models(features, preds, stop):
                 return
             self._resume(features, preds)
@@ -397,10 +404,15 @@ class Predictor:
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + (s.serve.print_every_s or HEARTBEAT_S)
                     self._heartbeat(raw, "running")
-                if n == 0:
+                if n == 0 and wake is not None:
+                    await wake.wait(stop, s.storage.wake_fallback_s)
+                elif n == 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), s.serve.poll_interval_s)
         finally:
+            if wake is not None:
+                self.wakeups = (wake.received, wake.fallbacks)
+                wake.close()
             self._heartbeat(raw, "stopped")
             raw.close()
             preds.close()
