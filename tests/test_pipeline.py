@@ -135,7 +135,12 @@ def test_the_parts_as_processes_forecast_and_score_every_bucket(trained, tmp_pat
         for part, names in (
             (
                 "predict",
-                ("ccf_events_out_total", 'ccf_lag_seconds_bucket{le="1.0",stage="prediction"'),
+                (
+                    "ccf_events_out_total",
+                    'ccf_lag_seconds_bucket{le="1.0",stage="prediction"',
+                    "ccf_forecast_delay_seconds_bucket",  # the lead time, a histogram
+                    "ccf_forecast_horizon_left_ratio_bucket",
+                ),
             ),
             ("monitor", ("ccf_forecast_mae", "ccf_process_resident_memory_bytes")),
             ("collect", ("ccf_events_in_total", "ccf_reconnects_total")),
@@ -184,6 +189,20 @@ def test_the_parts_as_processes_forecast_and_score_every_bucket(trained, tmp_pat
         assert len(changes) == 1 and versions[0] == first and versions[-1] == other
         switch = origins[changes[0] + 1]
     assert switch is not None
+
+    # lead time: every forecast records it on the exchange clock (replay.speed=4: a wall
+    # clock would be minutes off), never negative; once caught up (one origin per store
+    # write, not a backlog after a start or the kill) none is stored after its target
+    # bucket closed, at any horizon
+    assert champ.delay_s.notna().all() and (champ.delay_s >= 0).all()
+    per_write = champ.groupby(["symbol", "made_at"]).ts.transform("nunique")
+    steady = champ[per_write == 1]
+    assert len(steady.ts.unique()) > 100
+    late = steady[steady.horizon_left <= 0]
+    assert late.empty, late[["symbol", "ts", "horizon", "delay_s", "horizon_left"]]
+    assert set(steady.horizon) == set(HORIZONS)
+    beat = heartbeat(settings.db_path, "predict")
+    assert beat is not None and beat["symbols"]["btcusdt"]["lead"]["n"] > 0
 
     # scores equal a hand computation from the feature rows
     con = sqlite3.connect(f"file:{settings.monitor_path}?mode=ro", uri=True)

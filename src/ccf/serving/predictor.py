@@ -28,7 +28,7 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +45,7 @@ from ccf.ml.models.base import Forecaster
 from ccf.ml.models.naive import Naive
 from ccf.monitoring.metrics import PartMetrics
 from ccf.records import Prediction
+from ccf.serving.lead import EventClock, lead, lead_summary
 from ccf.serving.store import ServingInfo
 from ccf.sinks import open_influx
 from ccf.storage.backends import (
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 
 PART = "predict"
 MAX_ORIGINS = 5_000  # per symbol and poll while catching up
+LEAD_KEPT = 1000  # recent lead times per symbol behind the heartbeat's percentiles
 HEARTBEAT_S = 5.0
 
 
@@ -95,7 +97,12 @@ class _SymbolState:
     origins: int = 0
     flagged: Counter[str] = field(default_factory=Counter)
     last_origin: int | None = None
-    last_lag_s: float | None = None  # wall clock at the forecast minus the input watermark
+    last_lag_s: float | None = None  # event clock at the store minus the input watermark
+    # lead times of the last forecasts stored (champion): seconds after the origin's end,
+    # and how many were stored after their target bucket had closed, per horizon
+    delays: deque[float] = field(default_factory=lambda: deque(maxlen=LEAD_KEPT))
+    late: Counter[int] = field(default_factory=Counter)
+    left_min: float | None = None
 
 
 def window_flags(
@@ -155,6 +162,7 @@ class Predictor:
         self.started_at = time.time_ns()
         self.written = 0
         self.wakeups = (0, 0)  # (woken, fell back to polling) over the last run
+        self.clock: EventClock | None = None  # set by run(): lead times need the raw store
         self._max_age_ns = (
             parse_duration(settings.serve.max_model_age) if settings.serve.max_model_age else None
         )
@@ -354,10 +362,11 @@ class Predictor:
                 for f in flags:
                     if f is not None:
                         st.flagged[f] += 1
+        rows, event_now = self._with_lead(sym, rows, st)
         n = preds.write(rows)
         if self.influx is not None:
             self.influx.predictions(rows)
-        done = time.time_ns()
+        done = time.time_ns() if event_now is None else event_now
         self.metrics.count_in(sym, len(t))
         self.metrics.count_out(sym, n)
         self.metrics.observe_lags("prediction", ((done - watermark) / 1e9).tolist(), sym)
@@ -367,6 +376,30 @@ class Predictor:
         st.next_ts = end + self.bucket
         self.written += n
         return n
+
+    def _with_lead(
+        self, sym: str, rows: list[Prediction], st: _SymbolState
+    ) -> tuple[list[Prediction], int | None]:
+        """The rows with their lead time on the event clock, read just before the write
+        (:mod:`ccf.serving.lead`); unchanged (NaN) where the clock is unknown."""
+        event_now = self.clock.now(sym) if self.clock is not None else None
+        if event_now is None or not rows:
+            return rows, event_now
+        bucket = self.bucket
+        out = []
+        observe = self.metrics.observe_lead
+        first_h = min(r.horizon for r in rows)
+        for r in rows:
+            delay, left = lead(event_now, r.ts + bucket, r.horizon * bucket)
+            out.append(r._replace(delay_s=delay, horizon_left=left))
+            if r.role == "champion":
+                observe(sym, r.horizon, delay, left)
+                if r.horizon == first_h:  # one per origin
+                    st.delays.append(delay)
+                if left <= 0:
+                    st.late[r.horizon] += 1
+                st.left_min = left if st.left_min is None else min(st.left_min, left)
+        return out, event_now
 
     def _stale(self, m: Forecaster, now: int) -> bool:
         saved = getattr(m, "saved_at", None)
@@ -380,7 +413,8 @@ class Predictor:
             return
         features = open_feature_store(s, self.fs, readonly=True)
         preds = open_prediction_store(s)
-        raw = open_raw_store(s)  # heartbeats
+        raw = open_raw_store(s)  # heartbeats; the event clock for lead times
+        self.clock = EventClock(s, raw)
         next_alias = next_beat = 0.0
         # the feature runner's commits wake it; without push (or a lost wake-up) it polls
         wake = Wakeups(s.features_path, "predict") if pushes(s) else None
@@ -472,6 +506,7 @@ class Predictor:
                     "last_origin": st.last_origin,
                     "lag_s": st.last_lag_s,
                     "flagged": dict(st.flagged),
+                    "lead": lead_summary(st.delays, st.late, st.left_min),
                 }
                 for sym, st in self.state.items()
                 if sym in self.owned

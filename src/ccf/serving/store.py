@@ -4,7 +4,9 @@ Keyed by (symbol, target, origin bucket, horizon, role) and written with
 ``INSERT OR IGNORE``: a restarted predictor, or one that switches models
 between two buckets, can never forecast a bucket twice. Quantiles are packed
 as a little-endian float64 blob. Rows also get a rowid, so a follower (the
-monitor, the dashboard) reads what is new with one indexed range read.
+monitor, the dashboard) reads what is new with one indexed range read. Each row
+carries its lead time (``delay_s``, ``horizon_left``: :mod:`ccf.serving.lead`);
+a store made before those columns gets them added, NULL (NaN) in the old rows.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS predictions (exchange TEXT, symbol TEXT, target TEXT, "
     "ts INTEGER, horizon INTEGER, target_ts INTEGER, role TEXT, model TEXT, version TEXT, "
     "made_at INTEGER, watermark INTEGER, last_value REAL, point REAL, levels BLOB, "
-    "quantiles BLOB, flag TEXT)",
+    "quantiles BLOB, flag TEXT, delay_s REAL, horizon_left REAL)",
     "CREATE UNIQUE INDEX IF NOT EXISTS predictions_key "
     "ON predictions (symbol, target, ts, horizon, role)",
     "CREATE INDEX IF NOT EXISTS predictions_target_ts ON predictions (target_ts)",
@@ -34,6 +36,7 @@ _SCHEMA = (
     "spec TEXT)",
 )
 COLUMNS = Prediction._fields
+LEAD_COLUMNS = ("delay_s", "horizon_left")  # the last two; NaN is stored as NULL
 
 
 class ServingInfo(NamedTuple):
@@ -69,6 +72,10 @@ class PredictionStore:
         if not readonly:
             for sql in _SCHEMA:
                 self._con.execute(sql)
+            have = {r[1] for r in self._con.execute("PRAGMA table_info(predictions)")}
+            for col in LEAD_COLUMNS:
+                if col not in have:  # a store from before lead times
+                    self._con.execute(f"ALTER TABLE predictions ADD COLUMN {col} REAL")
         elif not self._con.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'predictions'"
         ).fetchone():
@@ -90,7 +97,10 @@ class PredictionStore:
         try:
             con.executemany(
                 self._insert,
-                [(*r[:13], _pack(r.levels), _pack(r.quantiles), r.flag) for r in rows],
+                [
+                    (*r[:13], _pack(r.levels), _pack(r.quantiles), r.flag, r[16], r[17])
+                    for r in rows
+                ],
             )
             con.execute("COMMIT")
         except BaseException:
@@ -157,8 +167,8 @@ def predictions_frame(recs: Sequence[Prediction]) -> pd.DataFrame:
     import pandas as pd
 
     df = pd.DataFrame(
-        [r[:13] + (r.flag,) for r in recs],
-        columns=[*COLUMNS[:13], "flag"],
+        [r[:13] + (r.flag, r[16], r[17]) for r in recs],
+        columns=[*COLUMNS[:13], "flag", *LEAD_COLUMNS],
     )
     if recs:
         levels = recs[0].levels
@@ -175,4 +185,6 @@ def _record(r: Sequence) -> Prediction:
     """A row back as a record; SQLite keeps NaN as NULL, so NULL floats are NaN again."""
     point = _NAN if r[12] is None else r[12]
     last = _NAN if r[11] is None else r[11]
-    return Prediction(*r[:11], last, point, _unpack(r[13]), _unpack(r[14]), r[15])
+    delay = _NAN if r[16] is None else r[16]
+    left = _NAN if r[17] is None else r[17]
+    return Prediction(*r[:11], last, point, _unpack(r[13]), _unpack(r[14]), r[15], delay, left)

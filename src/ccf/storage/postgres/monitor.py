@@ -60,7 +60,7 @@ def _cols(spec: str) -> tuple[Col, ...]:
 
 
 PROGRESS = Table("progress", _cols("name text, value int"), key=("name",))
-PENDING = Table("pending", PREDICTIONS.columns, key=_KEY)
+PENDING = Table("pending", PREDICTIONS.columns[:16], key=_KEY)  # without the lead times
 SCORES = Table(
     "scores",
     _cols(
@@ -202,7 +202,7 @@ class PgMonitorStore:
                     "%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[]))",
                     [list(col) for col in zip(*(_key(p) for p in resolved), strict=True)],
                 )
-            copy_insert(cur, PENDING, waiting)
+            copy_insert(cur, PENDING, [p[:16] for p in waiting])
             cur.execute(
                 "INSERT INTO progress VALUES ('rowid', %s) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",

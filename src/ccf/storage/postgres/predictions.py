@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ccf.config import PostgresConfig
 from ccf.records import Prediction
-from ccf.serving.store import COLUMNS, ServingInfo, predictions_frame
+from ccf.serving.store import COLUMNS, LEAD_COLUMNS, ServingInfo, predictions_frame
 from ccf.storage.postgres.connect import connect, describe, symbol_time_filter
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # never meet
 SCHEMA_LOCK = 0x636366_01  # DDL: concurrent CREATE TABLE IF NOT EXISTS can collide
 PREDICTIONS_WRITE_LOCK = 0x636366_02  # ids commit in the order they were given
+LEAD = LEAD_COLUMNS
 
 
 class Col(NamedTuple):
@@ -241,6 +242,7 @@ PREDICTIONS = Table(
                 *("real",) * 2,  # last_value, point
                 *("reals",) * 2,  # levels, quantiles
                 "text",  # flag
+                *("real",) * 2,  # delay_s, horizon_left (lead time)
             ),
             strict=True,
         )
@@ -268,7 +270,9 @@ def _record(r: Sequence[Any]) -> Prediction:
     """A row back as a record: NULL scalars are NaN again, arrays become tuples."""
     last = _NAN if r[11] is None else r[11]
     point = _NAN if r[12] is None else r[12]
-    return Prediction(*r[:11], last, point, tuple(r[13]), tuple(r[14]), r[15])
+    delay = _NAN if r[16] is None else r[16]
+    left = _NAN if r[17] is None else r[17]
+    return Prediction(*r[:11], last, point, tuple(r[13]), tuple(r[14]), r[15], delay, left)
 
 
 class PgPredictionStore:
@@ -280,6 +284,12 @@ class PgPredictionStore:
         self._con = open_connection(
             cfg, (PREDICTIONS, SERVING), readonly=readonly, part="predict", hint="run `ccf predict`"
         )
+        if not readonly:  # a table from before lead times gets their columns (NULL: NaN)
+            with self._con.transaction():
+                self._con.execute(
+                    "ALTER TABLE predictions "
+                    + ", ".join(f"ADD COLUMN IF NOT EXISTS {c} double precision" for c in LEAD)
+                )
         self._select = ", ".join(ident(n) for n in COLUMNS)
 
     def write(self, rows: Sequence[Prediction]) -> int:
