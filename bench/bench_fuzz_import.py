@@ -57,6 +57,7 @@ def main() -> int:
         f"machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     )
     print(f"files imported: {f.files:,} in {took:.1f} s ({f.files / took:,.0f} files/s)")
+    print("files by kind:", ", ".join(f"{k} {n:,}" for k, n in f.kinds.most_common()))
     print(f"crashes (uncaught exceptions): {f.crashes}")
     print(f"data rows: {f.rows:,}; stored: {f.stored:,}; refused: {sum(f.refused.values()):,}")
     print("refused rows by reason:")

@@ -59,6 +59,7 @@ class Figures:
     """What the fuzz run did, for the bench and the report."""
 
     files: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)  # by file name: .csv, .gz, ...
     rows: int = 0
     stored: int = 0
     refused: Counter[str] = field(default_factory=Counter)
@@ -146,6 +147,7 @@ def parquet_bytes(entries: list[tuple[str, str | None]], typed: bool) -> bytes:
 
 def check_import(tmp: Path, name: str, data: bytes, lines: list[tuple[int, str | None]]) -> None:
     FIGURES.files += 1
+    FIGURES.kinds[name.rsplit(".", 1)[-1]] += 1
     db = tmp / f"fuzz-{FIGURES.files}.sqlite"
     store = SqliteStore(db)
     try:
