@@ -116,9 +116,12 @@ def _figures(s: Settings) -> dict[str, list[float] | dict[int, int]]:
     bucket end to the stored champion forecast (ms), the delay from the receipt of the
     closing record to the stored forecast (ms), and per horizon the forecasts stored
     after their target bucket had closed."""
-    preds = sqlite3.connect(f"file:{s.predictions_path}?mode=ro", uri=True)
-    delay, closing = [], []
+    delay: list[float] = []
+    closing: list[float] = []
     after: dict[int, int] = {}
+    if not s.predictions_path.exists():  # no forecast within the run (too short)
+        return {"delay": delay, "closing": closing, "after": after}
+    preds = sqlite3.connect(f"file:{s.predictions_path}?mode=ro", uri=True)
     try:
         for sym in s.symbols:
             rows = preds.execute(
@@ -441,7 +444,7 @@ def main() -> None:
     e = sub.add_parser("e2e")
     e.add_argument("--models", default="naive,lightgbm")
     e.add_argument("--speeds", type=float, nargs="+", default=[1.0])
-    e.add_argument("--seconds", type=float, default=90)
+    e.add_argument("--seconds", type=float, default=300)  # the first forecast takes ~160 s
     e.add_argument("--paths", default="old,new", help="old: polling + lateness; new: push")
     e.add_argument("--repeats", type=int, default=1)
     e.add_argument("--port", type=int, default=18811)
