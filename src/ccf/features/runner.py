@@ -82,8 +82,10 @@ def warn_late(symbols: dict[str, dict[str, Any]], logged: Counter[str], lateness
         late = d["late"] + d["late_gaps"]
         if late > logged[sym]:
             log.warning(
-                "part=features symbol=%s late=%d late_gaps=%d: events older than the allowed "
-                "lateness (%s) were dropped; raise features.allowed_lateness if this repeats",
+                "part=features symbol=%s late=%d late_gaps=%d: events that came after their "
+                "bucket closed were dropped (their stream had gone idle, or they trailed by "
+                "more than the allowed lateness, %s); raise features.idle_timeout or "
+                "features.allowed_lateness if this repeats",
                 sym,
                 d["late"],
                 d["late_gaps"],
