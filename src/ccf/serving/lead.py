@@ -51,7 +51,7 @@ class EventClock:
         self.exchange = settings.exchange
         self.rate = clock_rate(settings)
         self.raw = raw
-        m = "?" if type(raw).__name__ == "SqliteStore" else "%s"
+        m = "?"  # both raw stores' query() take SQLite's placeholders
         where = f"WHERE exchange = {m} AND symbol = {m}"
         self._book_source = settings.features.book_source
         self._sql = (  # both read the newest row of their primary key
