@@ -49,6 +49,9 @@ browser:
 bench: setup
 	$(PY) bench/bench_collector.py
 
+bench-fuzz: setup
+	$(PY) bench/bench_fuzz.py
+
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
 

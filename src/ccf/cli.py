@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import typer
 
@@ -497,6 +497,13 @@ CANDLES = typer.Option(
     "each, run through the feature engine instead of reading the feature store; repeat for "
     "several",
 )
+MODEL_URIS = typer.Option(
+    [],
+    "--model-uri",
+    help="a registered model (models:/ccf-candles@champion, a version number or alias) or a "
+    "saved model folder; repeat to score several on the same origins, in one report and one "
+    "Holm family",
+)
 FROM = typer.Option(None, "--from", help="feature-store rows from this UTC time (epoch ms too)")
 TO = typer.Option(None, "--to", help="feature-store rows up to this UTC time (exclusive)")
 
@@ -550,11 +557,20 @@ def _models_option(models: str | None) -> list[str]:
     return [f"ml.models=[{','.join(names)}]"]
 
 
+def _test_option(test: str) -> Literal["split", "all"]:
+    if test not in ("split", "all"):
+        typer.echo(f"ccf: --test: {test!r} is not one of split, all", err=True)
+        raise typer.Exit(2)
+    return "all" if test == "all" else "split"
+
+
 def _print_round(rnd: Round) -> None:
     from ccf.ml.summary import headline
 
+    if rnd.trained:  # one report for the round: every model on the same origins
+        kinds = [t.kind for t in rnd.trained if t.kind != "naive"]
+        typer.echo(headline(rnd.trained[0].report, ["naive", *kinds]))
     for t in rnd.trained:
-        typer.echo(headline(t.report, ["naive", t.kind] if t.kind != "naive" else ["naive"]))
         typer.echo(
             f"{t.kind}: version {t.version.version}, skill {t.skill:+.4f}, beats naive: "
             f"{'yes' if t.beats_naive else 'no'}, report {t.report_paths[0].parent}\n"
@@ -681,11 +697,13 @@ def evaluate(
     candles: list[Path] = CANDLES,
     start: str = FROM,
     end: str = TO,
-    model_uri: str = typer.Option(
-        None,
-        "--model-uri",
-        help="a registered model (models:/ccf-candles@champion, a version number or alias) "
-        "or a saved model folder",
+    model_uri: list[str] = MODEL_URIS,
+    test: str = typer.Option(
+        "split",
+        "--test",
+        help="split: the test split (naive fitted before it); all: every origin of the "
+        "file or --from/--to range, nothing refitted, the naive's intervals from the data "
+        "before each origin (for registered models on new data)",
     ),
     models: str = typer.Option(
         None, "--models", help="fit these kinds on the train split instead (default ml.models)"
@@ -704,6 +722,7 @@ def evaluate(
     if model_uri and models:
         typer.echo("ccf: give --model-uri or --models, not both", err=True)
         raise typer.Exit(2)
+    test_mode = _test_option(test)
     extra = _models_option(models)
     if refit_every is not None:
         extra.append(f"ml.evaluate.refit_every={refit_every}")
@@ -713,8 +732,9 @@ def evaluate(
         lambda: pipeline.evaluate(
             settings,
             source,
-            model_uri=model_uri,
+            model_uris=tuple(model_uri),
             kinds=settings.ml.models,
+            test=test_mode,
             out_dir=Path(out) if out else None,
         )
     )
@@ -734,6 +754,12 @@ def promote(
     ),
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask for confirmation"),
     force: bool = typer.Option(False, "--force", help="skip the skill check (recorded as forced)"),
+    test: str = typer.Option(
+        "split",
+        "--test",
+        help="split: compare on the test split; all: on every origin of the file or range "
+        "(new data; the naive's intervals from the data before each origin)",
+    ),
 ) -> None:
     """Move the champion alias to the challenger (or --version N) only when, walked forward
     on the same origins of the newest data's test split, it beats naive (corrected DM
@@ -755,7 +781,8 @@ def promote(
         typer.echo(f"champion -> version {v.version} (forced: the skill check was skipped)")
         return
     source = _ml_source(candles, start, end)
-    reg, d = _ml_errors(lambda: pipeline.promote(settings, source, ref))
+    test_mode = _test_option(test)
+    reg, d = _ml_errors(lambda: pipeline.promote(settings, source, ref, test_mode))
     champ = f"version {d.champion.version} ({d.champion.kind})" if d.champion else "none"
     typer.echo(
         f"challenger: version {d.challenger.version} ({d.challenger.kind})  champion: {champ}"

@@ -193,6 +193,13 @@ class CollectConfig(_Section):
     rest_weight_limit: int = Field(6000, gt=0, description="REQUEST_WEIGHT per minute")
     rest_timeout_s: float = Field(10.0, gt=0)
     print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
+    max_id_jump: int = Field(
+        1_000_000,
+        gt=0,
+        description="an update or trade id further than this from its stream's last one is "
+        "not trusted: a diff is a dead letter and the book resyncs, a trade waits for the next "
+        "to confirm it",
+    )
 
     @field_validator("streams")
     @classmethod
@@ -533,6 +540,21 @@ class EvaluateConfig(_Section):
     promote_on: Literal["pinball", "absolute"] = Field(
         "pinball", description="loss whose corrected DM test decides 'beats naive'"
     )
+    min_history: int = Field(
+        1000,
+        gt=0,
+        description="targets a naive yardstick's interval quantiles need (fitted or online): "
+        "fewer make it miscalibrated, and every model then 'beats' it",
+    )
+    online_refresh: int = Field(
+        60, gt=0, description="buckets between two updates of the online naive's quantiles"
+    )
+    range_sd: float = Field(
+        8.0,
+        gt=0,
+        description="an input further than this many training sds outside the training "
+        "range flags the forecast (range check)",
+    )
 
 
 class MLConfig(_Section):
@@ -550,6 +572,11 @@ class MLConfig(_Section):
         ("time_of_day",), description="covariates known ahead, from the bucket time"
     )
     normalizer: Literal["standard", "robust", "none"] = "standard"
+    input_units: Literal["relative", "drop", "raw"] = Field(
+        "relative",
+        description="default inputs with units (volumes, quantities, notionals, OFI): "
+        "relative to their recent level (scale-free), dropped, or raw",
+    )
     vol_halflife: int = Field(
         30, gt=0, description="EWMA half-life (buckets) of the vol that scales targets"
     )
@@ -584,6 +611,29 @@ class MLConfig(_Section):
         return v
 
 
+class CalibrationConfig(_Section):
+    """Online conformal calibration of the served quantiles (:mod:`ccf.ml.calibration`)."""
+
+    method: Literal["none", "regime", "aci", "both"] = Field(
+        "both",
+        description="regime: rolling conformal quantile per volatility tercile; aci: adaptive "
+        "conformal inference on the level; both; none: serve the model's own quantiles",
+    )
+    window: int = Field(10_000, gt=0, description="resolved forecasts per stream in the pool")
+    min_scores: int = Field(
+        300, gt=0, description="fewer resolved forecasts: the model's own quantiles are served"
+    )
+    gamma: float = Field(0.0002, ge=0, lt=1, description="ACI step per resolved forecast")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> CalibrationConfig:
+        if self.min_scores > self.window:
+            raise ValueError(
+                f"min_scores ({self.min_scores}) must not exceed window ({self.window})"
+            )
+        return self
+
+
 class ServeConfig(_Section):
     """The live predictor (``ccf predict``)."""
 
@@ -610,6 +660,7 @@ class ServeConfig(_Section):
         False, description="wait for a champion (and enough history) instead of stopping"
     )
     print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
 
 
 class MonitorConfig(_Section):

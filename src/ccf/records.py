@@ -23,6 +23,7 @@ GapReason = Literal[
     "crossed_book",
     "stale_snapshot",
     "missing_history",  # the exchange's own history has a hole (found by a backfill)
+    "id_jump",  # an update id beyond collect.max_id_jump of the last one: the book resyncs
 ]
 
 
@@ -290,3 +291,44 @@ class Score(NamedTuple):
 Record = (
     Book | Trade | AggTrade | Quote | Candle | Gap | DeadLetter | NewsItem | NewsSource | FeedStatus
 )
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def unstorable_field(record: tuple) -> str | None:
+    """The first field of ``record`` no store column can hold (an int beyond int64),
+    or None. The collector refuses such values at the edge; the stores check again
+    only when a batch fails, to refuse that row instead of losing the batch.
+
+    >>> unstorable_field(Trade("binance", "btcusdt", 2**64, 1.0, 1.0, "buy", 1, 1))
+    'trade_id=18446744073709551616'
+    """
+    for name, value in zip(record._fields, record, strict=True):  # type: ignore[attr-defined]
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            return f"{name}={value}"
+    return None
+
+
+def refuse_unstorable(records: list, now_ns: int) -> tuple[list, list[DeadLetter]]:
+    """``records`` split into those a store can hold and a dead letter for each other one
+    (``unstorable_row: <Kind> <field>=<value> is beyond int64``, the row's repr kept)."""
+    good: list = []
+    letters: list[DeadLetter] = []
+    for r in records:
+        bad = unstorable_field(r)
+        if bad is None:
+            good.append(r)
+            continue
+        ts_recv = getattr(r, "ts_recv", None)
+        if type(ts_recv) is not int or not INT64_MIN <= ts_recv <= INT64_MAX:
+            ts_recv = now_ns
+        letters.append(
+            DeadLetter(
+                getattr(r, "exchange", ""),
+                getattr(r, "symbol", ""),
+                f"unstorable_row: {type(r).__name__} {bad[:80]} is beyond int64",
+                repr(r)[:65_536],
+                ts_recv,
+            )
+        )
+    return good, letters

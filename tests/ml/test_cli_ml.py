@@ -122,6 +122,104 @@ def test_evaluate_a_registered_model_on_an_unseen_file(data_dir: Path, unseen: P
     assert "refits={'naive': 2, 'lightgbm': 2}" in out  # 600 test origins: 3 segments
 
 
+def test_evaluate_several_registered_models_on_a_whole_new_file(
+    data_dir: Path, unseen: Path
+) -> None:
+    """Naive and LightGBM as registered, on every origin of a file they never saw, in one
+    report: the registered naive is the yardstick, nothing is refitted."""
+    import json
+
+    out_dir = data_dir.parent / "eval-all"
+    code, out = ccf(
+        "evaluate",
+        "--candles",
+        str(unseen),
+        "--model-uri",
+        "models:/ccf-candles/1",
+        "--model-uri",
+        "models:/ccf-candles@challenger",
+        "--test",
+        "all",
+        "--out",
+        str(out_dir),
+        f"data_dir={data_dir}",
+    )
+    assert code == 0, out
+    report = json.loads((out_dir / "report.json").read_text())
+    meta = report["meta"]
+    assert set(report["models"]) == {"naive", "lightgbm@challenger"}
+    assert meta["yardstick"].startswith("the naive model given") and meta["refits"] == {
+        "naive": 0,
+        "lightgbm@challenger": 0,
+    }
+    assert meta["origins"] == 4000 - 60 + 1  # every full window of the file
+    assert meta["tests"]["holm_family_size"] == 3
+    assert "cov80 (lo/mid/hi)" in out and "yardstick: the naive model given" in out
+    # only the LightGBM: the yardstick is the online naive, its warm-up left out
+    code, out = ccf(
+        "evaluate",
+        "--candles",
+        str(unseen),
+        "--model-uri",
+        "models:/ccf-candles@challenger",
+        "--test",
+        "all",
+        "--out",
+        str(out_dir),
+        f"data_dir={data_dir}",
+        "ml.evaluate.min_history=1000",
+    )
+    assert code == 0, out
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["meta"]["yardstick"].startswith("online naive")
+    assert 2800 < report["meta"]["origins"] < 4000 - 1000
+    code, out = ccf(
+        "evaluate", "--candles", str(unseen), "--models", "naive", "--test", "all",
+        f"data_dir={data_dir}",
+    )  # fmt: skip
+    assert code == 1 and "--test all scores registered models" in out
+
+
+def test_a_tiny_split_is_refused_with_a_clear_message(data_dir: Path, unseen: Path) -> None:
+    code, out = ccf(
+        "evaluate",
+        "--candles",
+        str(unseen),
+        "--model-uri",
+        "models:/ccf-candles@challenger",
+        f"data_dir={data_dir}",
+        "ml.split.train=0.05",
+        "ml.split.val=0",
+        "ml.split.test=0.95",
+    )
+    assert code == 1 and "to estimate the naive yardstick's intervals from" in out, out
+    assert "--test all" in out
+
+
+def test_bad_candle_files_fail_at_once_naming_the_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    empty = tmp_path / "BTCUSDT-1m-empty.csv"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "BTCUSDT-1m-cut.csv.gz"
+    truncated.write_bytes(BTC.read_bytes()[:20000])
+    nocol = tmp_path / "BTCUSDT-1m-nocol.csv"
+    nocol.write_text("open_time_ms,open,close\n1,2,3\n")
+    cases = {
+        tmp_path / "missing.csv": "candle file not found",
+        empty: "the candle file is empty",
+        truncated: "the gzip file is truncated",
+        nocol: "lacks columns ['high', 'low', 'volume']",
+        tmp_path: "not a file",
+    }
+    for path, message in cases.items():
+        for command in ("train", "evaluate"):
+            started = time.monotonic()
+            code, out = ccf(command, "--candles", str(path), f"data_dir={data}")
+            assert code == 1 and message in out and str(path) in out, out
+            assert time.monotonic() - started < 20  # at once (no model loaded, no store made)
+        assert not (data / "mlflow.db").exists()
+
+
 def test_bad_configuration_names_the_key(data_dir: Path) -> None:
     code, out = ccf("train", "--candles", str(BTC), f"data_dir={data_dir}", "ml.horizons=[5,1]")
     assert code == 2 and "ml.horizons" in out

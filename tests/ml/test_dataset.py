@@ -112,10 +112,10 @@ def test_inputs_and_forecasts_at_an_origin_never_depend_on_later_candles(
 def test_a_target_shifted_back_one_step_is_caught(btc: dataset.Dataset) -> None:
     rows = candle_rows()
     frame = rows.frame.copy()
-    frame["leak"] = frame["lograt_close_1"].shift(-1)  # next bar's return: the future
-    leaky = replace(rows, frame=frame, columns=(*rows.columns, "leak"))
+    frame["lograt_leak"] = frame["lograt_close_1"].shift(-1)  # next bar's return: the future
+    leaky = replace(rows, frame=frame, columns=(*rows.columns, "lograt_leak"))
     data = candle_dataset(leaky)
-    assert "leak" in data.spec.inputs
+    assert "lograt_leak" in data.spec.inputs
     origins = data.split(0.7, 0.15, 0.15).train
     with pytest.raises(LeakError, match=r"leak at h=1: \+0\.9"):
         check_no_lookahead(data, origins)

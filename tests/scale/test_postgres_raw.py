@@ -264,6 +264,18 @@ def test_text_with_nul_does_not_fail_a_batch(pg: PostgresConfig) -> None:
     assert store.query("SELECT frame FROM dead_letter") == [('{"e":"trade\ufffd"}',)]
 
 
+def test_a_row_beyond_int64_is_a_dead_letter_not_a_lost_batch(pg: PostgresConfig) -> None:
+    """Issue 17: such a row made the binary COPY fail, and the writer lost its batch."""
+    store = PgRawStore(pg)
+    good = market_records()[:3]
+    bad = Trade("binance", "btcusdt", 2**64, 1.0, 1.0, "buy", 1, 2)
+    assert store.write([*good, bad]) == 4
+    (reason,) = store.query("SELECT reason FROM dead_letter")[0]
+    assert reason == f"unstorable_row: Trade trade_id={2**64} is beyond int64"
+    assert store.refused_rows == 1
+    assert store.write(good) == 0  # the good rows were stored, once
+
+
 def test_a_reader_of_an_empty_database_is_told_to_collect_first(pg: PostgresConfig) -> None:
     with pytest.raises(FileNotFoundError, match="run `ccf collect` first"):
         PgRawStore(pg, readonly=True)

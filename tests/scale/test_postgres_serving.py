@@ -37,6 +37,7 @@ from ccf.serving.predictor import Predictor
 from ccf.serving.source import RegistrySource
 from ccf.serving.store import PredictionStore, ServingInfo
 from ccf.storage.backends import open_feature_store, open_prediction_store, open_raw_store
+from ccf.storage.postgres.connect import connect
 from ccf.storage.postgres.monitor import PgMonitorStore
 from ccf.storage.postgres.predictions import PgPredictionStore
 from tests import infra
@@ -136,12 +137,14 @@ def test_prediction_stores_read_back_equal_and_writes_are_idempotent(
     with pytest.raises(FileNotFoundError, match="run `ccf predict`"):
         PgPredictionStore(pg, readonly=True)  # nothing made yet: a reader says what to run
     preds = forecasts()
+    # the models' own quantiles beside the served (calibrated) ones
+    own = [tuple(0.5 * q for q in p.quantiles) for p in preds]
     lite, post = PredictionStore(tmp_path / "p.sqlite"), PgPredictionStore(pg)
     try:
         for store in (lite, post):
-            assert [store.write(preds[i : i + 300]) for i in range(0, len(preds), 300)] == [
-                min(300, len(preds) - i) for i in range(0, len(preds), 300)
-            ]
+            assert [
+                store.write(preds[i : i + 300], own[i : i + 300]) for i in range(0, len(preds), 300)
+            ] == [min(300, len(preds) - i) for i in range(0, len(preds), 300)]
             assert store.write(preds[::-1]) == 0  # a batch twice: nothing changes
             assert store.write([]) == 0 and store.count() == len(preds)
         # the same frames, whole and filtered (dtypes, NaN forecasts and column order too)
@@ -152,6 +155,13 @@ def test_prediction_stores_read_back_equal_and_writes_are_idempotent(
             {"symbols": []},
         ):
             pd.testing.assert_frame_equal(lite.frame(**args), post.frame(**args))
+            pd.testing.assert_frame_equal(
+                lite.frame(**args, kind="raw"), post.frame(**args, kind="raw")
+            )
+        assert not lite.frame().equals(lite.frame(kind="raw"))
+        for sym in SYMBOLS:
+            resolved = lite.resolved(sym, "champion", T0, T0 + 60 * S)
+            assert resolved and same(resolved, post.resolved(sym, "champion", T0, T0 + 60 * S))
         assert lite.frame()["flag"].eq("warming_up").sum() > 0
         # the followers' reads: the same rows in the same order, in pages
         for limit in (137, 100_000):
@@ -185,6 +195,21 @@ def test_prediction_stores_read_back_equal_and_writes_are_idempotent(
         assert reader.count() == len(preds) and same(reader.since(0, 5)[0], preds[:5])
     finally:
         reader.close()
+    # a table made before calibration: readers read its quantiles as both sets, and the
+    # first writer adds the column back
+    with connect(pg) as con:
+        con.execute("ALTER TABLE predictions DROP COLUMN raw_quantiles")
+    reader = PgPredictionStore(pg, readonly=True)
+    try:
+        pd.testing.assert_frame_equal(reader.frame(), reader.frame(kind="raw"))
+    finally:
+        reader.close()
+    writer = PgPredictionStore(pg)
+    try:
+        pd.testing.assert_frame_equal(writer.frame(), writer.frame(kind="raw"))
+        assert writer.write(preds[:3], own[:3]) == 0  # the rows are there already
+    finally:
+        writer.close()
 
 
 def test_a_follower_reads_every_row_of_concurrent_writers_once(pg: PostgresConfig) -> None:

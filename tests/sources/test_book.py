@@ -277,13 +277,18 @@ def test_c_level_parser_equals_float_on_every_recorded_level() -> None:
         "1.5E-7",
         "0.1234567890123456789",
         "12345678901234567890.5",
-        "0",
-        "1e-400",
     ],
 )
 def test_c_level_parser_rounds_like_float(text: str) -> None:
     levels = _cbook.parse_levels(f'[["{text}", {text}]]')
     assert list(levels) == [(float(text), float(text))]
+
+
+@pytest.mark.parametrize("text", ["0", "0.00000000", "1e-400"])
+def test_c_level_parser_takes_a_zero_quantity_but_never_a_zero_price(text: str) -> None:
+    assert list(_cbook.parse_levels(f'[["1.5", "{text}"]]')) == [(1.5, 0.0)]
+    with pytest.raises(ValueError, match="a price must be > 0"):
+        _cbook.parse_levels(f'[["{text}", "1.5"]]')
 
 
 @pytest.mark.parametrize(
@@ -302,6 +307,10 @@ def test_c_level_parser_rounds_like_float(text: str) -> None:
         '[["1e","1"]]',
         '{"1": 1}',
         "[[1,1]]]",
+        '[["1e400","1"]]',  # inf: out of a double's range
+        '[["1","1e400"]]',
+        '[["1","-0.5"]]',
+        '[["inf","1"]]',
     ],
 )
 def test_c_level_parser_refuses_what_is_not_plain_json_numbers(text: str) -> None:

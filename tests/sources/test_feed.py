@@ -188,35 +188,35 @@ GOOD_TRADE = trade(1, E0)
 @pytest.mark.parametrize(
     ("bad", "symbol", "reason"),
     [
-        (GOOD_TRADE[:-12], "", "malformed json"),
-        ("not json at all", "", "malformed json"),
-        (frame("kline_1m", {"e": "kline"}), "", "unexpected stream 'btcusdt@kline_1m'"),
+        (GOOD_TRADE[:-12], "", "malformed_json: "),
+        ("not json at all", "", "malformed_json: "),
+        (frame("kline_1m", {"e": "kline"}), "", "unexpected_stream: 'btcusdt@kline_1m'"),
         (
             json.dumps({"stream": "ethusdt@trade", "data": {}}),
             "",
-            "unexpected stream 'ethusdt@trade'",
+            "unexpected_stream: 'ethusdt@trade'",
         ),
         (
             frame("trade", {"e": "trade", "E": E0, "t": 1, "q": "1", "T": E0, "m": True}),
             SYM,
-            "bad btcusdt@trade payload: Object missing required field `p`",
+            "bad_payload: btcusdt@trade payload: Object missing required field `p`",
         ),
         (
             frame("bookTicker", {"u": 5, "b": "x", "B": "1", "a": "2", "A": "1"}),
             SYM,
-            "bad btcusdt@bookTicker payload",
+            "bad_payload: btcusdt@bookTicker payload",
         ),
         (
             diff(101, 101, E0, b=[(99, 1)]).replace('"99.00000000"', '"abc"'),
             SYM,
-            "bad btcusdt@depth@100ms payload",
+            "bad_payload: btcusdt@depth@100ms payload",
         ),
         (
             diff(101, 101, E0).replace('"b":[]', '"b":[["1","2","3"]]'),
             SYM,
-            "bad btcusdt@depth@100ms payload",
+            "bad_payload: btcusdt@depth@100ms payload",
         ),
-        ('{"unexpected": true}', "", "unexpected frame (no stream)"),
+        ('{"unexpected": true}', "", "unexpected_frame: no stream"),
     ],
 )
 def test_a_bad_frame_becomes_a_dead_letter_and_the_feed_keeps_going(

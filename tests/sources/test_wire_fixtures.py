@@ -102,5 +102,5 @@ def test_quotes_and_unsubscribed_streams(session: tuple[BinanceFeed, list[Record
     dead = [r for r in out if isinstance(r, DeadLetter)]
     # aggTrade was never subscribed: kept, with the reason, not dropped silently
     assert len(dead) == raw.count('@aggTrade"') == 2
-    assert all(d.reason.startswith("unexpected stream") for d in dead)
+    assert all(d.reason.startswith("unexpected_stream") for d in dead)
     assert all(json.loads(d.frame)["data"]["e"] == "aggTrade" for d in dead)

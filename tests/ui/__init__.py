@@ -63,6 +63,9 @@ def settings_at(data_dir: Path, *extra: str) -> Settings:
             "serve.max_input_lag_s=1e12",  # recorded in 2024: not stale here
             "monitor.drift_rows=200",
             "metrics.enabled=false",
+            # five minutes of forecasts: a small pool, so the calibration takes over
+            "serve.calibration.window=200",
+            "serve.calibration.min_scores=30",
             *extra,
         ],
         environ={},

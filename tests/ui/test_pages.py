@@ -99,6 +99,36 @@ def test_live_shows_the_last_price_each_forecast_its_signal_and_the_fans(
     assert set(table["signal"]) <= {"BUY", "SELL", "HOLD"}
 
 
+def test_live_shows_the_calibrated_intervals_or_the_models_own(
+    filled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = open_page(monkeypatch, overrides(filled), "live")
+    horizon = at.button_group(key="live_horizon").value
+
+    def band(at: AppTest) -> np.ndarray:
+        (fan,) = charts(at)
+        (hi,) = [t for t in fan["data"] if t.get("name", "").startswith("champion 80%")]
+        return values(hi, "y")
+
+    con = sqlite3.connect(f"file:{filled / 'predictions.sqlite'}?mode=ro", uri=True)
+    rows = con.execute(
+        "SELECT last_value, quantiles, raw_quantiles FROM predictions WHERE symbol = "
+        "'btcusdt' AND role = 'champion' AND horizon = ? ORDER BY target_ts",
+        (horizon,),
+    ).fetchall()
+    con.close()
+    served = np.array([v * np.exp(np.frombuffer(q, "<f8")[4]) for v, q, _ in rows])
+    own = np.array([v * np.exp(np.frombuffer(r, "<f8")[4]) for v, _, r in rows])
+    differ = ~np.isclose(served, own, rtol=1e-12, equal_nan=True)
+    assert differ.mean() > 0.5  # the calibration took over once 30 forecasts were resolved
+    assert np.allclose(band(at), served, equal_nan=True)  # calibrated by default
+    assert "calibrated online" in texts(at)
+    at.button_group(key="live_intervals").set_value("model's own").run()
+    assert not at.exception
+    assert np.allclose(band(at), own, equal_nan=True)
+    assert "as the model made them" in texts(at)
+
+
 def test_accuracy_draws_the_rolling_scores_skill_and_the_signals_return(
     filled: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -171,6 +201,25 @@ def test_health_shows_the_parts_their_lag_drift_and_the_alerts(
     resources, drift = charts(at)
     assert all(finite(t) == 3 for t in resources["data"])
     assert finite(drift["data"][0], "x") > 5
+    errors = [e.value for e in at.error]
+    # the recording against its own champion's training window: no drift (a fixed threshold
+    # alerted on both symbols here)
+    assert sum(" drift** " in e for e in errors) == 0
+    assert {m.label: m.value for m in at.metric}["active alerts"] == str(len(errors))
+
+
+def test_health_shows_the_active_drift_alerts(
+    filled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ccf.monitoring.store import MonitorStore
+
+    data = tmp_path / "data"
+    shutil.copytree(filled, data)
+    store = MonitorStore(data / "monitor.sqlite")
+    for sym in SYMBOLS:  # as the monitor raises them
+        store.raise_alert("monitor", sym, "drift", "drift share 0.88 >= 0.5: a_q_0, b_q_0", 1)
+    store.close()
+    at = open_page(monkeypatch, overrides(data), "health")
     errors = [e.value for e in at.error]
     assert sum(" drift** " in e for e in errors) == 2
     assert {m.label: m.value for m in at.metric}["active alerts"] == str(len(errors))

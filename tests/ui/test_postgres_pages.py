@@ -93,14 +93,21 @@ def _copy_features(src: Settings, dst: Settings) -> None:
 
 
 def _copy_predictions(src: Settings, dst: Settings) -> None:
-    """In rowid order, so PostgreSQL's ids follow the same order."""
+    """In rowid order, so PostgreSQL's ids follow the same order; the models' own quantiles
+    beside the calibrated ones."""
     source = PredictionStore(src.predictions_path, readonly=True)
     rows, _ = source.since(0, limit=10**9)
     serving = source.serving()
     source.close()
+    raw = [
+        np.frombuffer(r, dtype="<f8").tolist()
+        for (r,) in _rows(
+            src.predictions_path, "SELECT raw_quantiles FROM predictions ORDER BY rowid"
+        )
+    ]
     store = open_prediction_store(dst)
     try:
-        store.write(rows)
+        store.write(rows, raw)
         for info in serving.values():
             store.set_serving(info)
     finally:
@@ -222,6 +229,9 @@ def _readers(s: Settings, symbol: str, now: int) -> dict[str, Any]:
         "heartbeats": parts.heartbeats(raw, now),
         "newest_origin": origin,
         "predictions": p,
+        "predictions_raw": forecasts.predictions(
+            preds, symbol, origin - 600 * 10**9, origin + 1, "raw"
+        ),
         "realized": forecasts.realized(
             s, symbol, str(p["target"].iloc[0]), origin - 600 * 10**9, None
         ),

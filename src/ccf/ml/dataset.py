@@ -12,6 +12,15 @@ square known at t: a volatility-normalized target has about the same scale in
 calm and wild markets. A target that spans a bucket flagged as a gap, a
 missing bucket or a missing price is NaN and never trained on or scored.
 
+Inputs are scale-free by default (:func:`stationary_inputs`): price levels are dropped,
+columns that are returns, log ratios, z-scores, imbalances or counts (:data:`SCALE_FREE`)
+pass as they are, and every other column (volumes, quantities, notionals, order-flow
+imbalance, spreads in price units) enters relative to its own recent level: a
+non-negative one as ``log1p(x / mean of the last REL rows)``, a signed one as
+``x / mean |x|`` over them (REL = 2 * vol_halflife rows, inside the live history). A
+volume in quote instead of base units then gives the same inputs. The training range of
+every input is saved with the spec (``lo``/``hi``) for :mod:`ccf.ml.ranges`.
+
 Splits are by time only. Between train and validation, and validation and
 test, lies an embargo as long as the longest horizon, so no target window
 straddles two splits.
@@ -37,6 +46,25 @@ DERIVED_INPUTS = ("ret_1", "log_vol")
 KNOWN = {"time_of_day": ("tod_sin", "tod_cos"), "day_of_week": ("dow_sin", "dow_cos")}
 _NEVER_INPUTS = ("ts", "ts_end", "last_trade_ts", "available_at")
 _CLIP = 10.0  # normalized inputs beyond +-10 sd are clipped: one bad print must not dominate
+SCALE_FREE = (
+    "lograt_*",
+    "ema_lograt_*",
+    "candle_return_*",
+    "candle_range",
+    "candle_log_range",
+    "rel_spread",
+    "*zscore*",
+    "depth_imbalance*",
+    "trade_flow_imbalance*",
+    "realized_vol_*",
+    "*_count",
+    "book_updates",
+    "carried",
+    "gap",
+    "time_since_last_trade",
+)
+"""Columns without units (returns, log ratios, z-scores, imbalances, counts, seconds)."""
+RAW, LOGREL, REL = "raw", "logrel", "rel"  # how a column enters (see the module docstring)
 _DAY_NS = 86_400 * 10**9
 
 
@@ -62,6 +90,9 @@ class DatasetSpec:
     normalizer: str = "standard"
     center: tuple[float, ...] | None = None
     scale: tuple[float, ...] | None = None
+    transforms: tuple[str, ...] | None = None  # per input: raw | logrel | rel (None: all raw)
+    lo: tuple[float, ...] | None = None  # per unknown input: the training minimum...
+    hi: tuple[float, ...] | None = None  # ...and maximum, before normalization
 
     @property
     def unknown(self) -> tuple[str, ...]:
@@ -89,9 +120,19 @@ class DatasetSpec:
         d = json.loads(text)
         for k in ("columns", "targets", "horizons", "inputs", "known", "quantiles"):
             d[k] = tuple(d[k])
-        for k in ("center", "scale"):
-            d[k] = None if d[k] is None else tuple(d[k])
+        for k in ("center", "scale", "transforms", "lo", "hi"):
+            d[k] = None if d.get(k) is None else tuple(d[k])
         return cls(**d)
+
+    def transform_of(self, column: str) -> str:
+        if self.transforms is None:
+            return RAW
+        return self.transforms[self.inputs.index(column)]
+
+    @property
+    def rel_window(self) -> int:
+        """Rows of a relative input's reference level."""
+        return 2 * self.vol_halflife
 
 
 def make_spec(
@@ -136,13 +177,20 @@ def _resolve_inputs(
     return tuple(c for c in columns if c not in _NEVER_INPUTS)
 
 
-def stationary_inputs(frame: pd.DataFrame, spec: DatasetSpec) -> DatasetSpec:
+def stationary_inputs(
+    frame: pd.DataFrame, spec: DatasetSpec, units: str = "relative"
+) -> DatasetSpec:
     """Drop price-level columns from the default inputs: a column whose median is within a
     factor of two of the first target's median is a price (asks, bids, mid, close, EMAs of
     them), which never repeats its range and so cannot generalize. Columns that are NaN
-    or constant throughout (book columns in a candle set) carry nothing and go too."""
+    or constant throughout (book columns in a candle set) carry nothing and go too.
+
+    ``units`` says what becomes of a column with units (not in :data:`SCALE_FREE`):
+    ``relative`` (default) enters it relative to its recent level (module docstring),
+    ``drop`` leaves it out, ``raw`` passes it as it is (the old behaviour: a change of
+    units between training and serving then changes the forecasts)."""
     ref = float(np.nanmedian(frame[spec.targets[0]].to_numpy(dtype=float)))
-    keep = []
+    keep, how = [], []
     for c in spec.inputs:
         v = frame[c].to_numpy(dtype=float)
         finite = v[np.isfinite(v)]
@@ -151,8 +199,44 @@ def stationary_inputs(frame: pd.DataFrame, spec: DatasetSpec) -> DatasetSpec:
         med = float(np.nanmedian(np.abs(v)))
         if ref > 0 and 0.5 * ref <= med <= 2 * ref:
             continue
-        keep.append(c)
-    return replace(spec, inputs=tuple(keep))
+        if units == RAW or any(fnmatch.fnmatchcase(c, p) for p in SCALE_FREE):
+            keep.append(c)
+            how.append(RAW)
+        elif units != "drop":
+            keep.append(c)
+            how.append(LOGREL if finite.min() >= 0 else REL)
+    return replace(spec, inputs=tuple(keep), transforms=tuple(how))
+
+
+def _trailing_mean(x: np.ndarray, w: int) -> np.ndarray:
+    """Mean of the last ``w`` values up to and including each row (NaNs skipped; NaN with
+    fewer than w/2 values)."""
+    ok = np.isfinite(x)
+    csum = np.concatenate([[0.0], np.cumsum(np.where(ok, x, 0.0))])
+    ccnt = np.concatenate([[0], np.cumsum(ok)])
+    i = np.arange(1, len(x) + 1)
+    lo = np.maximum(i - w, 0)
+    n = ccnt[i] - ccnt[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (csum[i] - csum[lo]) / n
+    out[n < max(1, w // 2)] = np.nan
+    return out
+
+
+def transform(x: np.ndarray, how: str, w: int) -> np.ndarray:
+    """One input column as a model reads it, before normalization (module docstring)."""
+    if how == RAW:
+        return x
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if how == LOGREL:
+            m = _trailing_mean(x, w)
+            out = np.log1p(x / m)
+            out[~(m > 0)] = np.nan
+            return out
+        m = _trailing_mean(np.abs(x), w)
+        out = x / m
+        out[~(m > 0)] = np.nan
+        return out
 
 
 class Series(NamedTuple):
@@ -166,6 +250,7 @@ class Series(NamedTuple):
     vol: np.ndarray  # float64 EWMA vol of each target's one-bucket log return, (T, K)
     y: np.ndarray  # float64 log return t -> t+k for k = 1..max_horizon, (T, K, H); NaN unknown
     valid: np.ndarray  # bool, (T,): a window can be made at t (full encoder, vol known)
+    raw: np.ndarray | None = None  # float64 (T, U) inputs before normalization (range check)
 
 
 class Origins(NamedTuple):
@@ -218,6 +303,15 @@ class Dataset:
         for i, s in enumerate(self.series):
             m = o.series == i
             out[m] = s.ts[o.t[m]]
+        return out
+
+    def raw_inputs(self, o: Origins) -> np.ndarray:
+        """Unknown inputs before normalization at the origins, (n, U)."""
+        out = np.full((len(o), len(self.spec.unknown)), np.nan)
+        for i, s in enumerate(self.series):
+            m = o.series == i
+            if s.raw is not None:
+                out[m] = s.raw[o.t[m]]
         return out
 
     def targets(self, o: Origins) -> np.ndarray:
@@ -323,7 +417,8 @@ def forward_returns(
 def _raw_inputs(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[np.ndarray, np.ndarray]:
     """Unknown inputs before normalization, and the target levels (logs)."""
     level = np.log(frame[list(spec.targets)].to_numpy(dtype=float))
-    cols = [frame[c].to_numpy(dtype=float) for c in spec.inputs]
+    w = spec.rel_window
+    cols = [transform(frame[c].to_numpy(dtype=float), spec.transform_of(c), w) for c in spec.inputs]
     ret = np.diff(level[:, 0], prepend=np.nan)
     return np.stack(cols, axis=1) if cols else np.zeros((len(frame), 0)), np.column_stack(
         [level, ret]
@@ -347,6 +442,24 @@ def fit_normalizer(x: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
     c = np.where(np.isfinite(c), c, 0.0)
     s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
     return c, s
+
+
+def training_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column minimum and maximum of the training rows (NaNs ignored; none: 0, 0)."""
+    ok = np.isfinite(x)
+    lo = np.where(ok.any(axis=0), np.min(np.where(ok, x, np.inf), axis=0), 0.0)
+    hi = np.where(ok.any(axis=0), np.max(np.where(ok, x, -np.inf), axis=0), 0.0)
+    return lo, hi
+
+
+def raw_inputs(frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per symbol: bucket starts and the unknown inputs before normalization (after the
+    scale-free transforms), rows in time order: what the range check reads."""
+    out = {}
+    for symbol, rows in frame.groupby("symbol", sort=True):
+        s, raw = _series(rows.sort_values("ts"), str(symbol), spec)
+        out[str(symbol)] = (s.ts, raw)
+    return out
 
 
 def _series(frame: pd.DataFrame, symbol: str, spec: DatasetSpec) -> tuple[Series, np.ndarray]:
@@ -397,7 +510,14 @@ def build(
         cut = lo + int((hi - lo) * (split[0] if split else 1.0))
         fit_rows = np.concatenate([raw[s.ts < cut] for s, raw in parts])
         c, sc = fit_normalizer(fit_rows, spec.normalizer)
-        spec = replace(spec, center=tuple(map(float, c)), scale=tuple(map(float, sc)))
+        lo, hi = training_range(fit_rows)
+        spec = replace(
+            spec,
+            center=tuple(map(float, c)),
+            scale=tuple(map(float, sc)),
+            lo=tuple(map(float, lo)),
+            hi=tuple(map(float, hi)),
+        )
     center = np.asarray(spec.center)
     scale = np.asarray(spec.scale)
     series = []
@@ -405,7 +525,7 @@ def build(
         with np.errstate(invalid="ignore"):
             x = np.clip((raw - center) / scale, -_CLIP, _CLIP)
         x = np.nan_to_num(x, nan=0.0).astype(np.float32)
-        series.append(s._replace(x=x))
+        series.append(s._replace(x=x, raw=raw))
     return Dataset(spec, series)
 
 

@@ -7,23 +7,31 @@ led by what matters for a trader and is hard to fake (rank IC, directional
 accuracy beside the break-even hit rate after fees, interval calibration),
 then the usual errors, Diebold-Mariano tests against the naive forecast with
 Holm's correction, leak flags, the threshold signal and skill over time.
-:func:`beats_naive` and :func:`skill` read the two promotion figures off a
-report.
+:func:`judge` and :func:`beats_naive` read the promotion verdicts off a report,
+:func:`skill` the pooled pinball skill.
+
+The yardstick is the naive forecast: the registered (or given) naive model when there is
+one, else a naive fitted on every origin before the test (refused when that is too few to
+estimate interval quantiles from), or, for a whole new file (``yardstick="online"``, what
+``--test all`` asks for), the online naive of :func:`online_naive`, whose intervals come
+only from targets known before each origin. A naive calibrated on a handful of origins
+makes every model look good.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from ccf.config import EvaluateConfig, TrainConfig
 from ccf.ml import metrics as m
+from ccf.ml import ranges
 from ccf.ml.dataset import Dataset, DatasetSpec, Origins
 from ccf.ml.models.base import Forecaster, create
 
@@ -31,6 +39,7 @@ log = logging.getLogger(__name__)
 
 NAIVE = "naive"
 LEAK = "probable leak: investigate"
+GIVEN = "the naive model given (registered, or fitted on the train split)"
 VAL_SHARE = 0.15  # newest share of a refit's history that validates it (early stopping)
 BLOCKS = 10  # time blocks of the skill-over-time view
 CURVE_POINTS = 400  # points of each cumulative signal curve kept in the JSON
@@ -47,6 +56,8 @@ class Evaluation:
     scale: np.ndarray  # (n, K, H) vol*sqrt(h) at the origin
     forecasts: dict[str, np.ndarray]  # model label -> (n, K, H, Q); always holds "naive"
     refits: dict[str, int]
+    yardstick: str = GIVEN  # where naive's intervals came from (the report says it)
+    ranges: dict[str, dict] = field(default_factory=dict)  # label -> range check summary
 
 
 # -- walk forward ------------------------------------------------------------------------
@@ -60,12 +71,18 @@ def walk_forward(
     *,
     train_cfg: TrainConfig | None = None,
     seed: int = 42,
+    yardstick: Literal["fit", "online", "none"] = "fit",
 ) -> Evaluation:
     """Rolling origin over `origins` (every cfg.step-th one): each forecast uses only data
     known at its origin. With cfg.refit_every = K > 0 each model is refitted every K steps
     on all valid origins whose targets end before the current origin (an embargo of
-    max_horizon buckets), validation = the newest part of that; 0 = never refit. If
-    `models` has no "naive", one is fitted on the origins before the first test origin.
+    max_horizon buckets), validation = the newest part of that; 0 = never refit.
+
+    If `models` has no "naive", the yardstick is made here: ``fit`` fits one on every
+    origin before the first test origin (ValueError when fewer than cfg.min_history);
+    ``online`` forecasts with :func:`online_naive`, and the origins before it has
+    cfg.min_history known targets are left out (they only warm it up); ``none`` makes
+    none (the caller merges one in before scoring).
 
     The models given are used as fitted for the first segment and never changed: a refit
     makes a new model of the same class, warm-started from the previous one. A step is
@@ -79,11 +96,22 @@ def walk_forward(
     ts = data.ts(origins)
     train_cfg = train_cfg or TrainConfig(progress_bar=False)
     current = dict(models)
-    if NAIVE not in current:
+    how = GIVEN
+    if NAIVE not in current and yardstick == "fit":
         naive = create(NAIVE, spec)
         past = _past(data, int(ts[0]))  # all of it: naive has nothing to stop early
+        if len(past) < cfg.min_history:
+            raise ValueError(
+                f"only {len(past)} origins before the test split to estimate the naive "
+                f"yardstick's intervals from (ml.evaluate.min_history={cfg.min_history}): a "
+                "yardstick fitted on so few is miscalibrated and makes every model look "
+                "better. Evaluate a whole new file with --test all (the yardstick's "
+                "intervals then come from the data before each origin), pass a registered "
+                "naive model, or use a larger train split"
+            )
         naive.fit(data, past, past.take(slice(0, 0)), train_cfg, seed=seed)
         current = {NAIVE: naive, **current}
+        how = f"naive fitted on the {len(past)} origins before the test"
     n, K, H, Q = len(origins), len(spec.targets), len(spec.horizons), len(spec.quantiles)
     forecasts = {label: np.full((n, K, H, Q), np.nan) for label in current}
     refits = dict.fromkeys(current, 0)
@@ -109,7 +137,24 @@ def walk_forward(
             hi - lo,
             _iso(int(ts[lo])),
         )
-    return Evaluation(
+    raw = data.raw_inputs(origins)
+    checked = {
+        label: ranges.summary(model.spec, raw, cfg.range_sd)
+        for label, model in models.items()
+        if label != NAIVE and getattr(model, "spec", None) == spec
+    }
+    for label, r in checked.items():
+        if r["flagged"]:
+            log.warning(
+                "part=ml evaluate model=%s range check: %d of %d origins have an input more "
+                "than %g sd outside the training range (%s)",
+                label,
+                r["flagged"],
+                r["origins"],
+                cfg.range_sd,
+                ", ".join(f"{c} {n}" for c, n in sorted(r["columns"].items())),
+            )
+    ev = Evaluation(
         spec=spec,
         ts=ts,
         symbols=np.array([data.series[i].symbol for i in origins.series]),
@@ -117,6 +162,86 @@ def walk_forward(
         scale=data.scales(origins),
         forecasts=forecasts,
         refits=refits,
+        yardstick=how,
+        ranges=checked,
+    )
+    if NAIVE not in current and yardstick == "online":
+        ev = _with_online_naive(ev, data, origins, cfg)
+    return ev
+
+
+def online_naive(data: Dataset, origins: Origins, min_history: int, refresh: int) -> np.ndarray:
+    """The naive forecast at ``origins`` with interval quantiles taken, for each origin,
+    only from targets already known then: the vol-normalized returns of every valid origin
+    s of ``data`` (all series) with s + h buckets <= the origin, for horizon h. The
+    quantiles are recomputed every ``refresh`` buckets of origin time (from the data up to
+    that refresh time, so never from the future); NaN while fewer than ``min_history``
+    targets are known. (n, K, H, Q), median exactly 0."""
+    spec = data.spec
+    allo = data.origins()
+    past_ts = data.ts(allo)
+    order = np.argsort(past_ts, kind="stable")
+    past_ts = past_ts[order]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (data.targets(allo) / data.scales(allo))[order]  # (N, K, H)
+    q = np.asarray(spec.quantiles)
+    mid = int(np.argmin(np.abs(q - 0.5)))
+    ts = data.ts(origins)
+    n, K, H = len(origins), len(spec.targets), len(spec.horizons)
+    out = np.full((n, K, H, len(q)), np.nan)
+    if n == 0:
+        return out
+    width = refresh * spec.bucket_ns
+    t0 = int(ts.min())
+    block = (ts - t0) // width
+    scales = data.scales(origins)
+    for b in np.unique(block):
+        at = t0 + int(b) * width  # the refresh time: every origin of the block is at or after
+        rows = np.flatnonzero(block == b)
+        for j, h in enumerate(spec.horizons):
+            cut = int(np.searchsorted(past_ts, at - h * spec.bucket_ns, side="right"))
+            for k in range(K):
+                col = z[:cut, k, j]
+                col = col[np.isfinite(col)]
+                if col.size < min_history:
+                    continue
+                zq = np.quantile(col, q)
+                zq[mid] = 0.0
+                out[rows, k, j] = scales[rows, k, j, None] * np.sort(zq)
+    return out
+
+
+def _with_online_naive(ev: Evaluation, data: Dataset, origins: Origins, cfg: EvaluateConfig):
+    """``ev`` with the online naive added and its warm-up origins left out."""
+    f = online_naive(data, origins, cfg.min_history, cfg.online_refresh)
+    keep = np.isfinite(f).all(axis=(1, 2, 3))
+    if not keep.any():
+        raise ValueError(
+            f"too little data: the online naive yardstick needs {cfg.min_history} known "
+            f"targets before an origin (ml.evaluate.min_history) and the {len(ev.ts)} "
+            "origins never reach that: use a longer file or range"
+        )
+    warm = int((~keep).sum())
+    log.info(
+        "part=ml evaluate yardstick=online-naive warm-up origins=%d scored=%d",
+        int((~keep).sum()),
+        int(keep.sum()),
+    )
+    forecasts = {NAIVE: f[keep], **{k: v[keep] for k, v in ev.forecasts.items()}}
+    return Evaluation(
+        spec=ev.spec,
+        ts=ev.ts[keep],
+        symbols=ev.symbols[keep],
+        truth=ev.truth[keep],
+        scale=ev.scale[keep],
+        forecasts=forecasts,
+        refits={NAIVE: 0, **ev.refits},
+        ranges=ev.ranges,
+        yardstick=(
+            f"online naive: interval quantiles from the targets known before each origin "
+            f"(refreshed every {cfg.online_refresh} buckets); {warm} origins before "
+            f"{cfg.min_history} targets were known only warmed it up"
+        ),
     )
 
 
@@ -191,13 +316,20 @@ class _Cell:
     base: np.ndarray  # (n, Q) naive quantiles
 
 
-def score(ev: Evaluation, cfg: EvaluateConfig) -> dict:
+def score(ev: Evaluation, cfg: EvaluateConfig, pairs: Sequence[tuple[str, str]] = ()) -> dict:
     """The report as plain JSON types (NaN written as None). Per model, target and horizon:
     rank IC, direction vs break-even, coverage (overall and by vol regime), MAE, RMSE,
-    MASE, pinball; DM tests against naive (Holm over models x targets x horizons, per loss);
-    leak flags; the threshold signal; skill over time blocks."""
+    MASE, pinball; DM tests against naive and, for each (a, b) of ``pairs``, of a against
+    b (under ``vs``); leak flags; the threshold signal; skill over time blocks.
+
+    Every DM test of the report is in one Holm family per loss: all models x targets x
+    horizons against naive, and every pair, so a report of many models is not a license
+    to find one lucky horizon."""
     if NAIVE not in ev.forecasts:
         raise ValueError("score: the evaluation holds no naive forecast to compare against")
+    for a, b in pairs:
+        if a not in ev.forecasts or b not in ev.forecasts or a == b:
+            raise ValueError(f"score: cannot compare {a!r} with {b!r}")
     spec = ev.spec
     q = np.asarray(spec.quantiles)
     mid = int(np.argmin(np.abs(q - 0.5)))
@@ -213,7 +345,7 @@ def score(ev: Evaluation, cfg: EvaluateConfig) -> dict:
         for j in range(len(spec.horizons))
     }
     for label, f in ev.forecasts.items():
-        out: dict[str, Any] = {"metrics": {}, "dm": {"pinball": {}, "absolute": {}}}
+        out: dict[str, Any] = {"metrics": {}, "dm": {"pinball": {}, "absolute": {}}, "vs": {}}
         out.update(signal={}, skill_over_time={}, flags=[])
         pooled[label] = [0.0, 0.0]
         for k, target in enumerate(spec.targets):
@@ -244,8 +376,27 @@ def score(ev: Evaluation, cfg: EvaluateConfig) -> dict:
                     _, db = m.mean_by_time(c.ts, b)
                     tests.append((label, loss, target, hk, m.diebold_mariano(da, db, lags)))
         body[label] = out
+    for a, b in pairs:
+        body[a]["vs"][b] = {"pinball": {}, "absolute": {}}
+        for k, target in enumerate(spec.targets):
+            for loss in ("pinball", "absolute"):
+                body[a]["vs"][b][loss][target] = {}
+            for j, h in enumerate(spec.horizons):
+                y = ev.truth[:, k, j]
+                fa, fb = ev.forecasts[a][:, k, j], ev.forecasts[b][:, k, j]
+                ok = np.isfinite(y) & np.isfinite(fa).all(1) & np.isfinite(fb).all(1)
+                ts, y, fa, fb = ev.ts[ok], y[ok], fa[ok], fb[ok]
+                losses = {
+                    "pinball": (m.pinball(y, fa, q).mean(1), m.pinball(y, fb, q).mean(1)),
+                    "absolute": (np.abs(y - fa[:, mid]), np.abs(y - fb[:, mid])),
+                }
+                for loss, (la, lb) in losses.items():
+                    _, da = m.mean_by_time(ts, la)
+                    _, db = m.mean_by_time(ts, lb)
+                    r = m.diebold_mariano(da, db, m.hac_lags(h, step))
+                    tests.append(((a, b), loss, target, str(h), r))
     _attach_tests(body, tests)
-    report = {"meta": _meta(ev, cfg, step), "models": {}}
+    report = {"meta": _meta(ev, cfg, step, pairs), "models": {}}
     for label, out in body.items():
         s_m, s_n = pooled[label]
         if out["flags"]:
@@ -261,6 +412,8 @@ def score(ev: Evaluation, cfg: EvaluateConfig) -> dict:
             "skill": 1 - s_m / s_n if s_n > 0 else math.nan,
             "beats_naive": False,
             "dm": out["dm"],
+            "vs": out["vs"],
+            "range_check": ev.ranges.get(label),
             "signal": out["signal"],
             "skill_over_time": out["skill_over_time"],
         }
@@ -277,19 +430,56 @@ def skill(report: dict, model: str) -> float:
     return math.nan if v is None else float(v)
 
 
-def beats_naive(report: dict, model: str) -> bool:
-    """True when, for the loss in ``promote_on``, the Holm-corrected one-sided DM test says
-    the model is better at one horizon at least and the corrected two-sided test finds no
-    horizon (of any target) where it is worse."""
+class Verdict(NamedTuple):
+    """One model against another (naive by default), read off a report's corrected tests."""
+
+    better: tuple[str, ...]  # "target h=H" where it is significantly better (primary loss)
+    worse: tuple[str, ...]  # "loss target h=H" where it is significantly worse (any loss)
+
+    @property
+    def wins(self) -> bool:
+        """Significantly better somewhere on the primary loss, and nowhere worse on it or on
+        absolute error."""
+        return bool(self.better) and not self.worse
+
+
+def judge(report: dict, model: str, against: str = NAIVE) -> Verdict:
+    """The Holm-corrected DM verdict of ``model`` against ``against`` (naive, or a model it
+    was paired with in :func:`score`): better where the one-sided adjusted p is below alpha
+    on ``promote_on``; worse where the two-sided adjusted p is below alpha and its loss is
+    higher, on ``promote_on`` or on absolute error (MAE), at any target and horizon. A pair
+    never tested reads as neither better nor worse, with "untested" in ``worse``."""
     alpha = report["meta"]["alpha"]
-    tests = report["models"][model]["dm"].get(report["meta"]["promote_on"], {})
-    rows = [r for by_h in tests.values() for r in by_h.values()]
-    better = any(r["p_better_adj"] is not None and r["p_better_adj"] < alpha for r in rows)
-    worse = any(
-        r["p_two_adj"] is not None and r["p_two_adj"] < alpha and (r["mean_diff_bps"] or 0) > 0
-        for r in rows
-    )
-    return better and not worse
+    primary = report["meta"]["promote_on"]
+    body = report["models"][model]
+    tests = body["dm"] if against == NAIVE else body.get("vs", {}).get(against)
+    if model == against:
+        return Verdict((), ())
+    if tests is None:
+        return Verdict((), (f"untested against {against}",))
+    better, worse = [], []
+    for loss in dict.fromkeys((primary, "absolute")):
+        for target, by_h in tests.get(loss, {}).items():
+            for h, r in by_h.items():
+                where = f"{target} h={h}"
+                if loss == primary and r["p_better_adj"] is not None and r["p_better_adj"] < alpha:
+                    better.append(where)
+                if (
+                    r["p_two_adj"] is not None
+                    and r["p_two_adj"] < alpha
+                    and (r["mean_diff_bps"] or 0) > 0
+                ):
+                    worse.append(f"{loss} {where}")
+    return Verdict(tuple(better), tuple(worse))
+
+
+def beats_naive(report: dict, model: str) -> bool:
+    """:func:`judge` against naive: significantly better at one horizon at least on the loss
+    in ``promote_on`` (Holm over every test of the report), and significantly worse at no
+    horizon on that loss or on absolute error."""
+    if model == NAIVE:
+        return False
+    return judge(report, model).wins
 
 
 def _cell(ev: Evaluation, f: np.ndarray, k: int, j: int) -> _Cell:
@@ -371,13 +561,14 @@ def _blocks(c: _Cell, abs_err, abs_base, pin, pin_base) -> dict[str, Any]:
 
 
 def _attach_tests(body: dict[str, dict[str, Any]], tests: list) -> None:
-    """Holm over every model x target x horizon tested, per loss, per sidedness."""
+    """Holm over every test of the report (model x target x horizon against naive, and
+    every pair), per loss, per sidedness."""
     for loss in ("pinball", "absolute"):
         mine = [t for t in tests if t[1] == loss]
         two = m.holm(np.array([t[4].p_two for t in mine]))
         better = m.holm(np.array([t[4].p_better for t in mine]))
         for (label, _, target, hk, r), a, b in zip(mine, two, better, strict=True):
-            body[label]["dm"][loss][target][hk] = {
+            row = {
                 "stat": r.stat,
                 "p_better": r.p_better,
                 "p_better_adj": float(b),
@@ -387,6 +578,10 @@ def _attach_tests(body: dict[str, dict[str, Any]], tests: list) -> None:
                 "n": r.n,
                 "lags": r.lags,
             }
+            if isinstance(label, tuple):
+                body[label[0]]["vs"][label[1]][loss][target][hk] = row
+            else:
+                body[label]["dm"][loss][target][hk] = row
 
 
 def _spacing(ev: Evaluation) -> int:
@@ -400,7 +595,20 @@ def _spacing(ev: Evaluation) -> int:
     return max(1, int(vals[np.argmax(counts)]))
 
 
-def _meta(ev: Evaluation, cfg: EvaluateConfig, step: int) -> dict[str, Any]:
+def _family(ev: Evaluation, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """What one Holm family holds (per loss): its size and the comparisons in it."""
+    cells = len(ev.spec.targets) * len(ev.spec.horizons)
+    vs_naive = [label for label in ev.forecasts if label != NAIVE]
+    return {
+        "holm_family_size": cells * (len(vs_naive) + len(pairs)),
+        "against_naive": vs_naive,
+        "pairs": [list(p) for p in pairs],
+    }
+
+
+def _meta(
+    ev: Evaluation, cfg: EvaluateConfig, step: int, pairs: Sequence[tuple[str, str]] = ()
+) -> dict[str, Any]:
     s = ev.spec
     return {
         "feature_set": s.feature_set,
@@ -417,6 +625,8 @@ def _meta(ev: Evaluation, cfg: EvaluateConfig, step: int) -> dict[str, Any]:
         "hac_lags": {str(h): m.hac_lags(h, step) for h in s.horizons},
         "refit_every": cfg.refit_every,
         "refits": dict(ev.refits),
+        "yardstick": ev.yardstick,
+        "tests": _family(ev, pairs),
         "breakeven": _breakeven(ev, cfg),
         "fee_bps": cfg.fee_bps,
         "threshold_bps": cfg.threshold_bps,

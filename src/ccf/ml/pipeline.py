@@ -1,12 +1,15 @@
 """The ML flows the command line runs: train, tune, evaluate, promote, and the retrain loop.
 
-Training a model: fit on the train split (val for early stopping; checkpoints and
-TensorBoard logs under ``<data_dir>/training/<run>``), walk forward on the test split
-against naive, write the report (``<data_dir>/reports/<run>``), log an MLflow run and
-register a version. After a round the best non-naive model of the round holds
-``challenger``; while there is no champion, the best model that beats naive becomes
-champion, and the naive model when nothing does (it answers the same question, honestly).
-From then on only the promotion rule (:mod:`ccf.ml.promotion`) moves ``champion``.
+A round: fit every model on the train split (val for early stopping; checkpoints and
+TensorBoard logs under ``<data_dir>/training/<run>``, the TensorBoard folder logged with
+the run), walk them all forward together on the test split against naive, write one
+report for the round (``<data_dir>/reports/round-...``; one Holm family over every model
+x horizon), log an MLflow run per model and register a version. Then
+:func:`~ccf.ml.promotion.choose` names the ``challenger`` (the best model significantly
+worse than naive nowhere; ties to the simpler) and, while there is no champion, the first
+champion (the best that beats naive, else the naive model: it answers the same question,
+honestly). From then on only the promotion rule (:mod:`ccf.ml.promotion`) moves
+``champion``. Candle files are checked before anything else (:func:`check_source`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,16 @@ from typing import TYPE_CHECKING, Any
 from ccf.ml import evaluate as ev_mod
 from ccf.ml import promotion
 from ccf.ml.dataset import spec_info
-from ccf.ml.models.base import Forecaster, create, model_class
-from ccf.ml.prepare import MLError, Prepared, Source, load_rows, mismatch, prepare
+from ccf.ml.models.base import FitResult, Forecaster, create, model_class
+from ccf.ml.prepare import (
+    MLError,
+    Prepared,
+    Source,
+    check_source,
+    load_rows,
+    mismatch,
+    prepare,
+)
 from ccf.ml.registry import CHALLENGER, CHAMPION, Registry, RunRecord, Version
 from ccf.ml.report import write_report
 from ccf.ml.summary import NAIVE, flat_metrics
@@ -106,19 +117,27 @@ def walk_and_score(
     return ev, ev_mod.score(ev, settings.ml.evaluate)
 
 
-def train_one(
+@dataclass
+class Fitted:
+    """A model fitted in a round, not yet evaluated or registered."""
+
+    kind: str
+    model: Forecaster
+    fit: FitResult
+    run_name: str
+    model_dir: Path
+    prep: Prepared
+    warm: tuple[Forecaster, str] | None
+
+
+def fit_one(
     settings: Settings,
-    reg: Registry,
     prep: Prepared,
     kind: str,
     params: dict[str, Any],
-    *,
-    command: str,
-    source: Source,
     warm: tuple[Forecaster, str] | None = None,
-    tags: dict[str, str] | None = None,
-) -> Trained:
-    """Fit, evaluate, report, log and register one model."""
+) -> Fitted:
+    """Fit one model on the train split (val for early stopping) and save it."""
     run_name = _run_name(kind)
     workdir = _workdir(settings, run_name)
     model = create(kind, prep.data.spec, params)
@@ -138,8 +157,40 @@ def train_one(
     ts = prep.data.ts(prep.splits.train)
     model.trained_range = (int(ts.min()), int(ts.max()))  # the drift monitor's reference
     model_dir = model.save(workdir / "model")
-    ev, report = walk_and_score(settings, {kind: model}, prep)
-    paths = write_report(report, ev, settings.reports_dir / run_name)
+    return Fitted(kind, model, fit, run_name, model_dir, prep, warm)
+
+
+def evaluate_round(
+    settings: Settings, rows: Rows, fitted: list[Fitted]
+) -> tuple[ev_mod.Evaluation, dict]:
+    """Walk a round's models forward on the same test origins and score them in one
+    report: one Holm family over every model x target x horizon and the head-to-head
+    tests the choice of challenger and champion reads. A fitted naive is the yardstick."""
+    kinds = {f.kind: f.kind for f in fitted}
+    if len(kinds) != len(fitted):
+        raise MLError("ml.models: name each kind once per round")
+    return promotion.evaluate_fitted(
+        settings,
+        rows,
+        {f.kind: f.model for f in fitted},
+        pairs=promotion.round_pairs(kinds),
+        prepared=[f.prep for f in fitted],
+    )
+
+
+def register_one(
+    settings: Settings,
+    reg: Registry,
+    f: Fitted,
+    report: dict,
+    paths: list[Path],
+    *,
+    command: str,
+    source: Source,
+    tags: dict[str, str] | None = None,
+) -> Trained:
+    """Log one fitted model's run (with the round's report) and register it."""
+    kind, model, fit, prep, warm = f.kind, f.model, f.fit, f.prep, f.warm
     spec = prep.data.spec
     all_tags = {
         "ccf.command": command,
@@ -152,8 +203,9 @@ def train_one(
         **(tags or {}),
     }
     metrics = flat_metrics(report, kind)
+    tb = _workdir(settings, f.run_name) / "tensorboard"
     record = RunRecord(
-        name=run_name,
+        name=f.run_name,
         params={
             "kind": kind,
             "seed": settings.ml.seed,
@@ -174,6 +226,7 @@ def train_one(
         curves={"fit_train_loss": fit.train_loss, "fit_val_loss": fit.val_loss},
         tags=all_tags,
         artifacts=paths,
+        folders={"tensorboard": tb} if tb.is_dir() else {},
     )
     version_tags = {
         "kind": kind,
@@ -182,56 +235,75 @@ def train_one(
         "feature_set": spec.feature_set,
         "feature_version": spec.version,
         "data_to": prep.info()["last_bucket"],
-        "run_name": run_name,
+        "run_name": f.run_name,
         "command": command,
         **({"warm_start_from": warm[1]} if warm else {}),
     }
-    run_id, version = reg.register(record, model, model_dir, version_tags)
+    run_id, version = reg.register(record, model, f.model_dir, version_tags)
     log.info(
         "part=ml train run=%s kind=%s version=%s skill=%+.4f beats_naive=%s report=%s",
-        run_name,
+        f.run_name,
         kind,
         version.version,
         ev_mod.skill(report, kind),
         ev_mod.beats_naive(report, kind),
         paths[0].parent if paths else None,
     )
-    return Trained(kind, model, run_name, report, paths, run_id, version)
+    return Trained(kind, model, f.run_name, report, paths, run_id, version)
 
 
-def _by_skill(t: Trained) -> float:
-    s = t.skill
-    return s if s == s else -math.inf
+def train_one(
+    settings: Settings,
+    reg: Registry,
+    prep: Prepared,
+    kind: str,
+    params: dict[str, Any],
+    *,
+    command: str,
+    source: Source,
+    warm: tuple[Forecaster, str] | None = None,
+    tags: dict[str, str] | None = None,
+) -> Trained:
+    """Fit, evaluate, report, log and register one model."""
+    f = fit_one(settings, prep, kind, params, warm)
+    ev, report = evaluate_round(settings, prep.rows, [f])
+    paths = write_report(report, ev, settings.reports_dir / f.run_name)
+    return register_one(settings, reg, f, report, paths, command=command, source=source, tags=tags)
 
 
 def assign_aliases(reg: Registry, trained: list[Trained], command: str) -> dict[str, str]:
-    """``challenger`` to the round's best non-naive model; a first ``champion`` by the rule
-    in the module docstring. Returns the aliases afterwards."""
+    """``challenger`` and (while there is none) ``champion`` by
+    :func:`~ccf.ml.promotion.choose` on the round's one report. Returns the aliases
+    afterwards."""
     if not trained:
         return reg.aliases()
-    pool = [t for t in trained if t.kind != NAIVE] or trained
-    best = max(pool, key=_by_skill)
-    reg.set_alias(
-        CHALLENGER,
-        best.version.version,
-        f"{command}: best of the round ({best.kind}, skill {best.skill:+.4f})",
-    )
+    report = trained[0].report
+    by_kind = {t.kind: t for t in trained}
+    chal, champ, why = promotion.choose(report, {t.kind: t.kind for t in trained})
+    if chal is None:
+        log.warning(
+            "part=ml registry model=%s challenger unchanged: every model of the round is "
+            "significantly worse than naive (%s)",
+            reg.name,
+            ", ".join(t.kind for t in trained if t.kind != NAIVE),
+        )
+    else:
+        best = by_kind[chal]
+        reg.set_alias(
+            CHALLENGER,
+            best.version.version,
+            f"{command}: best of the round ({best.kind}, skill {best.skill:+.4f}; nowhere "
+            "significantly worse than naive, ties to the simpler)",
+        )
     if reg.alias(CHAMPION) is None:
-        winners = [t for t in trained if t.kind != NAIVE and t.beats_naive]
-        naive = next((t for t in trained if t.kind == NAIVE), None)
-        if winners:
-            w = max(winners, key=_by_skill)
-            reg.set_alias(
-                CHAMPION,
-                w.version.version,
-                f"first champion: beats naive (corrected DM test), skill {w.skill:+.4f}",
+        if champ is not None:
+            w = by_kind[champ]
+            reason = (
+                f"first champion: {why}, skill {w.skill:+.4f}"
+                if w.kind != NAIVE
+                else f"first champion: {why}"
             )
-        elif naive is not None:
-            reg.set_alias(
-                CHAMPION,
-                naive.version.version,
-                "first champion: no model beats naive, so the naive forecast serves",
-            )
+            reg.set_alias(CHAMPION, w.version.version, reason)
         else:
             log.warning(
                 "part=ml registry model=%s no champion yet: nothing beats naive; add naive to "
@@ -273,20 +345,25 @@ def train_round(
     reg: Registry | None = None,
 ) -> Round:
     """Train every kind on fresh rows from ``source``, then assign the aliases."""
+    check_source(source)  # at once, before the models load and the registry makes its store
     check_models(settings, kinds)
     reg = reg or Registry(settings)
     rows = load_rows(settings, source)
     fresh = prepare(settings, rows)
-    trained = []
+    fitted = []
     for kind in kinds:
         prep, warm = fresh, None
         if warm_start:
             prep, warm = _warm_start(settings, reg, rows, fresh, kind)
         # a warm start keeps the champion's parameters: its weights fit only its shape
         params = dict(warm[0].params if warm else settings.ml.params.get(kind, {}))
-        trained.append(
-            train_one(settings, reg, prep, kind, params, command=command, source=source, warm=warm)
-        )
+        fitted.append(fit_one(settings, prep, kind, params, warm))
+    ev, report = evaluate_round(settings, rows, fitted)
+    paths = write_report(report, ev, settings.reports_dir / _run_name("round"))
+    trained = [
+        register_one(settings, reg, f, report, paths, command=command, source=source)
+        for f in fitted
+    ]
     return Round(rows, trained, assign_aliases(reg, trained, command))
 
 
@@ -310,7 +387,8 @@ def train_loop(
     """
     if source.end_ns is not None:
         log.warning("part=ml loop --to is fixed: every round reads the same rows")
-    check_models(settings, kinds)  # a config mistake stops the loop at once; data trouble not
+    check_source(source)  # a candle file that is not there stops the loop at once...
+    check_models(settings, kinds)  # ...so does a config mistake; data trouble not
     reg = Registry(settings)
     n = 0
     while not stop.is_set():
@@ -351,6 +429,7 @@ def tune(settings: Settings, source: Source, kind: str) -> tuple[TuneResult, Rou
     check_models(settings, (kind,))
     if not tune_mod.tunable(kind):
         raise MLError(f"{kind} has nothing to tune (its search space is empty): pick another model")
+    check_source(source)
     reg = Registry(settings)
     rows = load_rows(settings, source)
     prep = prepare(settings, rows)
@@ -399,25 +478,42 @@ def evaluate(
     settings: Settings,
     source: Source,
     *,
-    model_uri: str | None = None,
+    model_uris: tuple[str, ...] = (),
     kinds: tuple[str, ...] = (),
+    test: promotion.Test = "split",
     out_dir: Path | None = None,
 ) -> EvalResult:
-    """Walk-forward evaluation of a registered model (``model_uri``) or of freshly fitted
-    kinds on the test split; the report is written and logged as an MLflow run."""
+    """Walk-forward evaluation, written as a report and logged as an MLflow run: of
+    registered models (``model_uris``, several on the same origins and in one Holm
+    family, never refitted; ``test="all"`` scores every origin of the rows, a new file,
+    against the online naive unless one of them is a naive model) or of freshly fitted
+    kinds on the test split."""
+    if test == "all" and not model_uris:
+        raise MLError(
+            "--test all scores registered models on all of the data: give them with "
+            "--model-uri (fitting --models needs a train split)"
+        )
+    check_source(source)
     reg = Registry(settings)
     rows = load_rows(settings, source)
     run_name = _run_name("evaluate")
-    if model_uri:
-        model = _load_uri(reg, model_uri)
-        label = model.kind
-        ev, report = promotion.evaluate_fitted(settings, rows, {label: model})
-        prep_info: dict[str, Any] = {}
-        labels = [label]
+    if model_uris:
+        models = _labelled(reg, model_uris)
+        labels = list(models)
+        fitted = [label for label in labels if label != NAIVE]
+        kinds_of = {label: m.kind for label, m in models.items()}
+        ev, report = promotion.evaluate_fitted(
+            settings,
+            rows,
+            models,
+            test=test,
+            pairs=promotion.round_pairs({k: v for k, v in kinds_of.items() if k in fitted}),
+        )
+        prep_info: dict[str, Any] = {"test": test}
     else:
         check_models(settings, kinds)
         prep = prepare(settings, rows)
-        models = {}
+        fitted_models = {}
         for kind in kinds:
             m = create(kind, prep.data.spec, dict(settings.ml.params.get(kind, {})))
             try:
@@ -431,20 +527,24 @@ def evaluate(
                 )
             except ValueError as e:
                 raise MLError(f"{kind}: {e}") from None
-            models[kind] = m
-        ev, report = walk_and_score(settings, models, prep)
+            fitted_models[kind] = m
+        try:
+            ev, report = walk_and_score(settings, fitted_models, prep)
+        except ValueError as e:
+            raise MLError(str(e)) from None
         prep_info = prep.info()
-        labels = list(models)
+        labels = list(fitted_models)
     out = (out_dir or settings.reports_dir / run_name).resolve()
     paths = write_report(report, ev, out)
     metrics: dict[str, float] = {}
     for label in labels:
-        metrics.update({f"{label}.{k}": v for k, v in flat_metrics(report, label).items()})
+        key = label.replace("@", ":")  # MLflow metric names take no @
+        metrics.update({f"{key}.{k}": v for k, v in flat_metrics(report, label).items()})
     record = RunRecord(
         name=run_name,
         params={
             "models": ",".join(labels),
-            "model_uri": model_uri or "",
+            "model_uri": ",".join(model_uris),
             "seed": settings.ml.seed,
             **{f"eval.{k}": v for k, v in settings.ml.evaluate.model_dump().items()},
             **{f"data.{k}": v for k, v in prep_info.items()},
@@ -464,6 +564,29 @@ def evaluate(
     return EvalResult(report, paths, run_id, [ev_mod.NAIVE, *[x for x in labels if x != NAIVE]])
 
 
+def _labelled(reg: Registry, uris: tuple[str, ...]) -> dict[str, Forecaster]:
+    """Models by report label: ``kind@alias`` or ``kind/version`` (the URI's tail), the
+    first naive model as "naive" (the yardstick)."""
+    out: dict[str, Forecaster] = {}
+    for uri in uris:
+        model = _load_uri(reg, uri)
+        if model.kind == NAIVE and NAIVE not in out:
+            out[NAIVE] = model
+            continue
+        name = uri.rstrip("/")
+        if Path(uri).is_dir():
+            label = f"{model.kind}:{Path(uri).name}"
+        elif "@" in name:
+            label = f"{model.kind}@{name.rsplit('@', 1)[1]}"
+        else:
+            tail = name.split("/")[-1]
+            label = f"{model.kind}/v{tail}" if tail.isdigit() else f"{model.kind}@{tail}"
+        if label in out:
+            raise MLError(f"--model-uri {uri} is given twice")
+        out[label] = model
+    return out
+
+
 def _load_uri(reg: Registry, uri: str) -> Forecaster:
     """A model from a saved model folder, a version number or alias, or a pyfunc URI."""
     from ccf.ml.models.base import load
@@ -479,9 +602,10 @@ def _load_uri(reg: Registry, uri: str) -> Forecaster:
 
 
 def promote(
-    settings: Settings, source: Source, ref: str = CHALLENGER
+    settings: Settings, source: Source, ref: str = CHALLENGER, test: promotion.Test = "split"
 ) -> tuple[Registry, promotion.Decision]:
     """The comparison ``ccf promote`` prints before it asks to move the alias."""
+    check_source(source)
     reg = Registry(settings)
     rows = load_rows(settings, source)
-    return reg, promotion.compare(settings, reg, rows, ref)
+    return reg, promotion.compare(settings, reg, rows, ref, test)

@@ -37,7 +37,7 @@ _QUESTION = (
     "encoder_length",
     "vol_halflife",
 )
-_WARM = (*_QUESTION, "inputs", "known")
+_WARM = (*_QUESTION, "inputs", "known", "transforms")
 
 
 class MLError(RuntimeError):
@@ -86,6 +86,16 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat()
 
 
+def check_source(source: Source) -> None:
+    """Fail at once, naming the file, when a candle file is missing, empty, truncated or
+    lacks a column: before any model, store or MLflow database is made."""
+    for path in source.candles:
+        try:
+            sources.check_candle_file(Path(path))
+        except (FileNotFoundError, ValueError) as e:
+            raise MLError(str(e)) from None
+
+
 def load_rows(settings: Settings, source: Source) -> sources.Rows:
     """Feature rows from the source; :class:`MLError` when there are none to use."""
     if not source.candles:
@@ -120,11 +130,20 @@ def fresh_spec(settings: Settings, rows: sources.Rows) -> DatasetSpec:
         spec = dataset.make_spec(settings.ml, rows.name, rows.version, rows.bucket_ns, rows.columns)
     except ValueError as e:
         raise MLError(str(e)) from None
-    return dataset.stationary_inputs(rows.frame, spec)
+    return dataset.stationary_inputs(rows.frame, spec, settings.ml.input_units)
 
 
-def prepare(settings: Settings, rows: sources.Rows, spec: DatasetSpec | None = None) -> Prepared:
-    """Dataset and time splits; ``spec`` (a fitted model's) keeps that model's normalizer."""
+def prepare(
+    settings: Settings,
+    rows: sources.Rows,
+    spec: DatasetSpec | None = None,
+    *,
+    whole: bool = False,
+) -> Prepared:
+    """Dataset and time splits; ``spec`` (a fitted model's) keeps that model's normalizer.
+    ``whole``: every origin is scored (``--test all``), so the splits need not hold any."""
+    if whole and (spec is None or spec.center is None):
+        raise MLError("--test all scores fitted models only: give them with --model-uri")
     if spec is None:
         spec = fresh_spec(settings, rows)
     elif (spec.feature_set, spec.version) != (rows.name, rows.version):
@@ -135,11 +154,18 @@ def prepare(settings: Settings, rows: sources.Rows, spec: DatasetSpec | None = N
     sp = settings.ml.split
     data = dataset.build(rows.frame, spec, (sp.train, sp.val, sp.test))
     splits = data.split(sp.train, sp.val, sp.test)
-    if not len(splits.train) or not len(splits.test):
+    if whole and not len(data.origins()):
+        raise MLError(
+            f"too little data: no window in {len(rows.frame)} rows (a window needs "
+            f"{spec.encoder_length} buckets of history and {spec.max_horizon} ahead): use a "
+            "longer file or range"
+        )
+    if not whole and (not len(splits.train) or not len(splits.test)):
         raise MLError(
             f"too little data: {len(splits.train)} training and {len(splits.test)} test "
             f"windows from {len(rows.frame)} rows (a window needs {spec.encoder_length} "
-            f"buckets of history and {spec.max_horizon} ahead): use a longer range"
+            f"buckets of history and {spec.max_horizon} ahead): use a longer range, or "
+            "--test all to score registered models on every window of it"
         )
     log.info(
         "part=ml data set=%s version=%s symbols=%s rows=%d windows train=%d val=%d test=%d",

@@ -1,15 +1,25 @@
 """A CCF model as an MLflow pyfunc, so ``mlflow.pyfunc.load_model("models:/ccf-x@champion")``
-serves it with nothing but this package and the model's library installed.
+serves it anywhere: in a fresh virtual environment built from the model's own logged
+requirements (``requirements.txt``), without CCF installed.
 
-The pyfunc holds the saved model folder as its ``model`` artifact and loads it with
-:func:`ccf.ml.models.base.load`. ``predict`` takes feature rows (``symbol``, ``ts`` and
-the spec's columns, as the feature store gives them) and forecasts at every origin that
-has a full window; the newest origin per symbol is the live forecast. Quantiles are log
-returns from the origin's price to the price ``horizon`` buckets later; ``last`` is that
-price at the origin, so ``last * exp(q0.5)`` is the median price forecast.
+The model is logged "from code" (:data:`ENTRY`, no pickle) with the few CCF modules a
+forecast needs as its ``code_paths`` (:func:`stage_code`: the dataset builder and the
+model kinds, pure numpy plus the kind's library), and the saved model folder as its
+``model`` artifact, loaded with :func:`ccf.ml.models.base.load`.
+
+``predict`` takes FEATURE ROWS, not candles: a pandas frame with ``symbol`` (str), ``ts``
+(bucket start, int64 ns) and the feature set's columns the model reads (the signature
+lists them; the feature store's rows, or a candle file run through the feature engine
+with :func:`ccf.ml.sources.from_candles`), one row per bucket, at least ``encoder_length``
++ ``5 * vol_halflife`` rows per symbol. A raw OHLCV frame is refused with a message that
+says so. It forecasts at every origin that has a full window; the newest origin per
+symbol is the live forecast. Quantiles are log returns from the origin's price to the
+price ``horizon`` buckets later; ``last`` is that price at the origin, so
+``last * exp(q0.5)`` is the median price forecast.
 """
 
 import logging
+import shutil
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,6 +36,19 @@ from ccf.ml.models.base import Forecaster, load
 log = logging.getLogger(__name__)
 
 ARTIFACT = "model"
+ENTRY = Path(__file__).with_name("pyfunc_entry.py")
+"""The file MLflow runs to build the pyfunc (models from code)."""
+_PACKAGE = Path(__file__).resolve().parents[1]  # src/ccf
+# what a forecast imports: the package roots, the pyfunc, the dataset builder, the kinds
+_CODE = (
+    "__init__.py",
+    "ml/__init__.py",
+    "ml/pyfunc.py",
+    "ml/dataset.py",
+    "ml/ranges.py",
+    "ml/models",
+)
+_OHLCV = {"open", "high", "low", "close", "volume"}
 # the libraries a kind needs at load time, beside mlflow, numpy and pandas
 _KIND_LIBS = {
     "lightgbm": ("lightgbm",),
@@ -43,6 +66,14 @@ def forecast_frame(model: Forecaster, rows: pd.DataFrame) -> pd.DataFrame:
     spec = model.spec
     need = ["symbol", "ts", *spec.targets, *spec.inputs]
     missing = [c for c in dict.fromkeys(need) if c not in rows.columns]
+    if missing and _OHLCV <= set(rows.columns):
+        raise ValueError(
+            "this looks like a raw OHLCV candle frame: the model reads feature rows "
+            f"(symbol, ts and {', '.join(spec.inputs[:6])}, ...) of feature set "
+            f"{spec.feature_set} version {spec.version}. Run the candles through the feature "
+            "engine first (ccf.ml.sources.from_candles(settings, file).frame, or read the "
+            f"feature store); missing: {missing[:8]}"
+        )
     if missing:
         raise ValueError(
             f"feature rows lack columns {missing}: pass rows of feature set {spec.feature_set} "
@@ -91,12 +122,27 @@ class CCFModel(mlflow.pyfunc.PythonModel):
         return forecast_frame(self.forecaster, model_input)
 
 
+def stage_code(root: Path) -> Path:
+    """A copy of the CCF modules the pyfunc imports, as ``root/ccf`` (MLflow's
+    ``code_paths`` puts its parent first on ``sys.path`` where CCF is not installed; where
+    it is, the imported package keeps serving)."""
+    dst = root / "ccf"
+    for rel in _CODE:
+        src = _PACKAGE / rel
+        if src.is_dir():
+            shutil.copytree(src, dst / rel, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    return dst
+
+
 def signature(spec: dataset.DatasetSpec) -> ModelSignature:
-    """Feature rows in (the columns the model reads are required, the feature set's others
-    optional), forecasts out."""
-    need = {*spec.targets, *spec.inputs}
-    inputs = [ColSpec("string", "symbol"), ColSpec("long", "ts")]
-    inputs += [ColSpec("double", c, required=c in need) for c in spec.columns]
+    """Feature rows in, forecasts out. Every input column is optional to MLflow so that
+    :func:`forecast_frame` checks them and says what to pass (MLflow would only name a
+    missing column); those the model reads are listed in the signature all the same."""
+    inputs = [ColSpec("string", "symbol", required=False), ColSpec("long", "ts", required=False)]
+    inputs += [ColSpec("double", c, required=False) for c in spec.columns]
     outputs = [
         ColSpec("string", "symbol"),
         ColSpec("long", "ts"),
@@ -112,7 +158,7 @@ def signature(spec: dataset.DatasetSpec) -> ModelSignature:
 def pip_requirements(kind: str) -> list[str]:
     """Pinned requirements of a model kind, from the running environment: passing them
     spares MLflow its slow inference of them."""
-    libs = ("mlflow", "numpy", "pandas", "pydantic", "pyyaml", *_KIND_LIBS.get(kind, ()))
+    libs = ("mlflow", "numpy", "pandas", *_KIND_LIBS.get(kind, ()))
     out = []
     for lib in libs:
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -90,6 +91,7 @@ class RunRecord:
     tags: dict[str, str] = field(default_factory=dict)
     artifacts: list[Path] = field(default_factory=list)
     artifact_dir: str = "report"
+    folders: dict[str, Path] = field(default_factory=dict)  # artifact path -> folder logged
 
 
 def now_iso() -> str:
@@ -165,6 +167,8 @@ class Registry:
                 self.client.log_batch(run_id, metrics=curve)
             for path in record.artifacts:
                 mlflow.log_artifact(str(path), record.artifact_dir)
+            for name, folder in record.folders.items():
+                mlflow.log_artifacts(str(folder), name)
             yield run_id
 
     def log_run(self, record: RunRecord) -> str:
@@ -180,14 +184,15 @@ class Registry:
         version_tags: Mapping[str, str] | None = None,
     ) -> tuple[str, Version]:
         """A run with the model logged as a pyfunc, registered as a new version."""
-        with self._run(record) as run_id:
+        with self._run(record) as run_id, tempfile.TemporaryDirectory(prefix="ccf-code-") as d:
             with warnings.catch_warnings():
                 # MLflow asks for an input example; the signature says what rows it takes
                 warnings.simplefilter("ignore", UserWarning)
                 info = mlflow.pyfunc.log_model(
                     name="model",
-                    python_model=pyfunc.CCFModel(),
+                    python_model=str(pyfunc.ENTRY),  # models from code: nothing pickled
                     artifacts={pyfunc.ARTIFACT: str(model_dir)},
+                    code_paths=[str(pyfunc.stage_code(Path(d)))],
                     pip_requirements=pyfunc.pip_requirements(model.kind),
                     signature=pyfunc.signature(model.spec),
                 )

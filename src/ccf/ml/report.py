@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from ccf.ml import metrics as m
 from ccf.ml.evaluate import NAIVE, Evaluation
+from ccf.ml.summary import breakeven_text
 
 log = logging.getLogger(__name__)
 
@@ -166,12 +167,18 @@ def _calibration(report: dict) -> Figure:
 
 
 def _skill_over_time(report: dict) -> Figure:
-    fig, axes = _grid(report, "pinball skill vs naive over time blocks (> 0: better than naive)")
+    fig, axes = _grid(
+        report,
+        "pinball skill vs naive over time blocks (> 0: better than naive)\nyardstick: "
+        + _wrap(report["meta"].get("yardstick", "naive"), 110),
+    )
     for k, t in enumerate(report["meta"]["targets"]):
         for j, h in enumerate(report["meta"]["horizons"]):
             ax = axes[k, j]
             ax.axhline(0, color="black", linewidth=0.8)
             for label, body in report["models"].items():
+                if label == NAIVE:
+                    continue  # the yardstick against itself is 0 by construction
                 b = body["skill_over_time"][t][str(h)]
                 x = [_time(s) for s in b["from"]]
                 ax.plot(
@@ -182,7 +189,8 @@ def _skill_over_time(report: dict) -> Figure:
                     **_style(report, label),
                 )
             ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    axes[0, 0].legend(fontsize=7)
+    if len(report["models"]) > 1:  # naive alone draws no line against itself
+        axes[0, 0].legend(fontsize=7)
     return fig
 
 
@@ -232,6 +240,9 @@ def _html(report: dict, images: dict[str, bytes]) -> str:
         f"{meta['refit_every']} steps (refits: "
         f"{_e(', '.join(f'{k} {v}' for k, v in meta['refits'].items()))}); fee "
         f"{meta['fee_bps']:g} bps per trade, signal threshold {meta['threshold_bps']:g} bps.</p>",
+        f"<p>Yardstick: {_e(meta.get('yardstick', 'naive'))}. One Holm family per loss of "
+        f"{_e((meta.get('tests') or {}).get('holm_family_size', '?'))} tests (every model x "
+        "target x horizon against naive, and the head-to-head pairs).</p>",
         _flags(report),
         "<h2>Ranking, direction, calibration</h2>",
         "<p class='note'>IC: Spearman rank correlation of the median forecast with the "
@@ -251,8 +262,8 @@ def _html(report: dict, images: dict[str, bytes]) -> str:
         "<h2>Diebold-Mariano tests against naive</h2>",
         f"<p class='note'>Newey-West variance with ceil(h/step)-1 lags, Harvey-Leybourne-"
         f"Newbold correction, Student-t; p-values Holm-corrected over models x targets x "
-        f"horizons per loss; alpha {meta['alpha']:g}. Negative statistic: lower loss than "
-        f"naive.</p>",
+        f"horizons (and head-to-head pairs) per loss; alpha {meta['alpha']:g}. Negative "
+        "statistic: lower loss than naive.</p>",
         _dm_table(report),
         "<h2>Skill over time</h2>",
         _img(images, "skill_over_time"),
@@ -325,8 +336,8 @@ def _summary(report: dict) -> str:
         rows.append(
             f"<tr><td class='l'>{_e(label)}</td><td class='l'>{_e(t)}</td><td>{h}</td>"
             f"<td>{c['n']}</td><td>{_f(c['ic'], 4)}</td><td>{_f(d['accuracy'], 4)} "
-            f"(n={d['n']})</td><td>{_f(d['breakeven'], 3)} "
-            f"({_f(report['meta']['breakeven'][t][h], 3)})</td>{cov}</tr>"
+            f"(n={d['n']})</td><td>{_e(breakeven_text(d['breakeven']))} "
+            f"({_e(breakeven_text(report['meta']['breakeven'][t][h]))})</td>{cov}</tr>"
         )
     return (
         "<table><tr><th class='l'>model</th><th class='l'>target</th><th>h</th><th>n</th>"
@@ -417,6 +428,12 @@ def _num(v: float | None) -> float:
 
 def _time(iso: str) -> np.datetime64:
     return np.datetime64(datetime.fromisoformat(iso).replace(tzinfo=None), "ns")
+
+
+def _wrap(text: str, width: int) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
 
 
 def _safe(name: str) -> str:

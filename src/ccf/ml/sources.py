@@ -4,7 +4,9 @@ live engine would have made)."""
 
 from __future__ import annotations
 
+import gzip
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,15 +86,68 @@ def _read(
     return Rows(frame, s.name, s.version, s.bucket_ns, s.float_columns)
 
 
-def read_candles(path: Path, symbol: str | None = None) -> tuple[str, pd.DataFrame]:
-    """A candle file (CSV, CSV.gz or Parquet with open_time_ms,open,high,low,close,volume)."""
+def check_candle_file(path: Path) -> None:
+    """A candle file that can be read through, checked before any work: it exists, is not
+    empty, a .gz is whole, and the header (or Parquet schema) has the columns. The error
+    names the file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"candle file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file (give a candle file, CSV, CSV.gz or Parquet)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the candle file is empty")
     if path.suffix == ".parquet":
-        df = pd.read_parquet(path)
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(path).names
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: not a readable Parquet file ({e})") from None
     else:
-        df = pd.read_csv(path)
+        names = _csv_header(path)
+    missing = [c for c in CANDLE_COLUMNS if c not in names]
+    if missing:
+        raise ValueError(
+            f"{path}: candle file lacks columns {missing}; it needs {','.join(CANDLE_COLUMNS)} "
+            f"(its header: {','.join(names[:12]) or 'none'})"
+        )
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The header of a CSV (or CSV.gz, read through to its end to find a truncation)."""
+    if path.suffix != ".gz":
+        with open(path, "rb") as f:
+            first = f.readline()
+    else:
+        try:
+            with gzip.open(path, "rb") as f:
+                first = f.readline()
+                while f.read(1 << 20):
+                    pass
+        except EOFError:
+            raise ValueError(f"{path}: the gzip file is truncated (it ends mid-stream)") from None
+        except gzip.BadGzipFile as e:
+            raise ValueError(f"{path}: not a gzip file ({e})") from None
+        except zlib.error as e:
+            raise ValueError(f"{path}: the gzip file is corrupt ({e})") from None
+    try:
+        text = first.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text CSV (its first line is not UTF-8)") from None
+    if not text:
+        raise ValueError(f"{path}: the candle file has no header line (empty first line)")
+    return [c.strip() for c in text.split(",")]
+
+
+def read_candles(path: Path, symbol: str | None = None) -> tuple[str, pd.DataFrame]:
+    """A candle file (CSV, CSV.gz or Parquet with open_time_ms,open,high,low,close,volume)."""
+    path = Path(path)
+    check_candle_file(path)
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, EOFError, OSError) as e:
+        raise ValueError(f"{path}: cannot read the candle file ({e})") from None
     missing = [c for c in CANDLE_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(

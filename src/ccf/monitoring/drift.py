@@ -12,6 +12,21 @@ Evidently's normed Wasserstein distance divides by ``max(std, 0.001)``, which
 blinds it to columns in log-return units (std ~1e-5): both frames are
 standardized by the reference's mean and std first, so the score is the
 distance in reference standard deviations for every column alike.
+
+A market's features are autocorrelated (a rolling volatility, an EMA, a book
+quantity change slowly), so two honest stretches of the same market differ by far
+more than two independent samples would: a fixed threshold on the distance cries
+wolf. A column drifts only when all three hold:
+
+- enough independent information on both sides: at least :data:`MIN_EFFECTIVE`
+  effective rows (rows over the integrated autocorrelation time);
+- an effect worth a word: a distance of at least :data:`THRESHOLD` reference stds;
+- a distance the reference itself does not produce: above the ``1 - ALPHA``
+  quantile of the distances between two moving-block bootstrap samples of the
+  reference (blocks of about twice its autocorrelation time, the sizes of the two
+  compared frames), which keeps the autocorrelation in the null.
+
+The threshold is kept per column with the check.
 """
 
 from __future__ import annotations
@@ -36,6 +51,9 @@ METHOD = "wasserstein"  # Evidently's normed Wasserstein distance
 THRESHOLD = 0.1  # Evidently's default for it: a tenth of a reference std
 MAX_COLUMNS = 16  # keeps one Evidently run around a second
 MIN_ROWS = 10
+MIN_EFFECTIVE = 30  # effective (independent) rows each side needs before a column can drift
+ALPHA = 0.01  # the block bootstrap's false-alarm rate per column
+DRAWS = 200  # bootstrap pairs per column
 CHUNKS = 10  # a long reference window is sampled in this many runs of consecutive rows
 KEEP_REPORTS = 10  # per symbol: older HTML/JSON reports are deleted
 RAW_COLUMNS = (
@@ -71,6 +89,7 @@ class ColumnCheck(NamedTuple):
     ref_missing_share: float
     constant: bool  # in the current rows
     out_of_range_share: float  # of the current values, outside the reference's [min, max]
+    threshold: float = math.nan  # the score it had to reach (effect size and block bootstrap)
 
 
 class DriftResult(NamedTuple):
@@ -209,6 +228,113 @@ def standardized(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequen
     return (ref - mean) / std, (cur - mean) / std
 
 
+# -- autocorrelation-aware thresholds ----------------------------------------------------------
+
+
+def autocorrelation_time(v: np.ndarray) -> float:
+    """The integrated autocorrelation time ``1 + 2 sum(rho_k)``, summed while the
+    autocorrelation stays above 0.05 (1 for white noise, ~2/(1-phi) for an AR(1))."""
+    x = v[np.isfinite(v)]
+    n = x.size
+    if n < 3 or x.std() == 0:
+        return 1.0
+    x = x - x.mean()
+    f = np.fft.rfft(x, 2 * n)
+    acf = np.fft.irfft(f * np.conj(f))[:n] / (x @ x)
+    below = np.flatnonzero(acf[1:] < 0.05)
+    k = int(below[0]) if below.size else n - 1
+    return float(max(1.0, 1 + 2 * acf[1 : k + 1].sum()))
+
+
+def runs(ts: np.ndarray) -> list[slice]:
+    """Stretches of consecutive buckets (the reference is read as a few such runs)."""
+    if ts.size == 0:
+        return []
+    step = np.median(np.diff(ts)) if ts.size > 1 else 1
+    cuts = np.flatnonzero(np.diff(ts) != step) + 1
+    edges = [0, *cuts.tolist(), ts.size]
+    return [slice(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
+
+
+def _w1(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import wasserstein_distance
+
+    return float(wasserstein_distance(a, b))
+
+
+def block_sample(
+    pieces: Sequence[np.ndarray], size: int, block: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``size`` values made of random blocks of ``block`` consecutive values of ``pieces``
+    (a moving-block bootstrap that never joins two runs)."""
+    starts = [(i, j) for i, p in enumerate(pieces) for j in range(max(1, p.size - block + 1))]
+    out: list[np.ndarray] = []
+    n = 0
+    while n < size:
+        i, j = starts[int(rng.integers(len(starts)))]
+        b = pieces[i][j : j + block]
+        out.append(b)
+        n += b.size
+    return np.concatenate(out)[:size]
+
+
+def null_threshold(
+    reference: np.ndarray,
+    ref_ts: np.ndarray,
+    current_size: int,
+    seed: int = 0,
+    draws: int = DRAWS,
+    alpha: float = ALPHA,
+) -> float:
+    """The ``1 - alpha`` quantile of the distance between two block-bootstrap samples of
+    the (standardized) reference, of the reference's and the current frame's sizes."""
+    pieces = [reference[s] for s in runs(ref_ts)]
+    pieces = [p[np.isfinite(p)] for p in pieces]
+    pieces = [p for p in pieces if p.size]
+    if not pieces:
+        return math.inf
+    tau = autocorrelation_time(max(pieces, key=len))
+    block = int(min(max(p.size for p in pieces), max(1, round(2 * tau))))
+    rng = np.random.default_rng(seed)
+    n_ref = sum(p.size for p in pieces)
+    d = [
+        _w1(
+            block_sample(pieces, current_size, block, rng),
+            block_sample(pieces, n_ref, block, rng),
+        )
+        for _ in range(draws)
+    ]
+    return float(np.quantile(d, 1 - alpha))
+
+
+def effective_rows(v: np.ndarray) -> float:
+    """Finite values over their autocorrelation time."""
+    return float(np.isfinite(v).sum()) / autocorrelation_time(v)
+
+
+def drift_decision(
+    reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str]
+) -> dict[str, tuple[float, float, bool]]:
+    """Per column: (distance in reference stds, the threshold it had to reach, drifted).
+
+    The threshold is infinite where either side has fewer than :data:`MIN_EFFECTIVE`
+    effective rows: too little information to tell a drift from the market's own swings.
+    """
+    ref, cur = standardized(reference, current, columns)
+    ref_ts = reference["ts"].to_numpy() if "ts" in reference else np.arange(len(reference))
+    out = {}
+    for i, c in enumerate(columns):
+        r, k = ref[c].to_numpy(dtype=float), cur[c].to_numpy(dtype=float)
+        rf, kf = r[np.isfinite(r)], k[np.isfinite(k)]
+        score = _w1(rf, kf) if rf.size and kf.size else math.nan
+        if min(effective_rows(r), effective_rows(k)) < MIN_EFFECTIVE:
+            threshold = math.inf
+        else:
+            threshold = max(THRESHOLD, null_threshold(r, ref_ts, int(kf.size), seed=i))
+        out[c] = (score, threshold, bool(score >= threshold))
+    return out
+
+
 # -- Evidently ---------------------------------------------------------------------------------
 
 
@@ -250,19 +376,25 @@ def check(
     drift_share: float,
 ) -> tuple[DriftResult, Any]:
     """Drift on a few columns, quality on every data column; returns the result and the
-    Evidently snapshot (for the HTML report)."""
+    Evidently snapshot (for the HTML report: Evidently's own verdicts use its fixed
+    threshold; the result's are :func:`drift_decision`'s)."""
     ref, cur = reference.frame, current.frame
     data = [c for c in cur.columns if c not in NOT_DATA]
     cols = drift_columns(ref, cur, preferred)
+    decided: dict[str, tuple[float, float, bool]] = {}
     if cols:
-        share, scores, snapshot = evidently_drift(ref, cur, cols, drift_share)
+        _, _, snapshot = evidently_drift(ref, cur, cols, drift_share)
+        decided = drift_decision(ref, cur, cols)
+        share = sum(d for _, _, d in decided.values()) / len(cols)
     else:
-        share, scores, snapshot = math.nan, {}, None
+        share, snapshot = math.nan, None
     checks = []
     for c, (missing, ref_missing, constant, outside) in quality(ref, cur, data).items():
-        score = scores.get(c, math.nan)
-        drifted = None if math.isnan(score) else score >= THRESHOLD
-        checks.append(ColumnCheck(c, score, drifted, missing, ref_missing, constant, outside))
+        score, threshold, hit = decided.get(c, (math.nan, math.nan, None))
+        drifted = None if c not in decided else hit
+        checks.append(
+            ColumnCheck(c, score, drifted, missing, ref_missing, constant, outside, threshold)
+        )
     drifted_cols = tuple(c.column for c in checks if c.drifted)
     report = snapshot.dict() if snapshot is not None else {}
     return DriftResult(symbol, reference, current, tuple(checks), share, drifted_cols, report), (
@@ -310,12 +442,15 @@ def write_reports(
             "to": result.current.end,
             "rows": len(result.current.frame),
         },
-        "method": f"{METHOD} (normed, on standardized values) >= {THRESHOLD}",
+        "method": (
+            f"{METHOD} on standardized values >= max({THRESHOLD}, the reference's "
+            f"block-bootstrap {1 - ALPHA:g} quantile), with >= {MIN_EFFECTIVE} effective rows"
+        ),
         "drift_share": None if math.isnan(result.share) else result.share,
         "drifted": list(result.drifted),
         "columns": [
             {
-                k: (None if isinstance(v, float) and math.isnan(v) else v)
+                k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                 for k, v in c._asdict().items()
             }
             for c in result.columns

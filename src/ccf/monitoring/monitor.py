@@ -7,7 +7,10 @@ reason), the ones still waiting and the new rowid in one transaction
 (:class:`~ccf.monitoring.store.MonitorStore`). Rolling aggregates are computed
 every :data:`AGGREGATE_EVERY_S`; drift and quality reports every
 ``monitor.drift_every``, on a schedule kept across restarts (the first run comes
-at start when none is stored).
+at start when none is stored). Drift is measured against the serving champion's
+training window; before a champion serves, it is reported (against the first half
+of the stored history) but never alerted on: there is no model whose inputs could
+have left what it learned from.
 
 Truth comes from the feature set the role's serving model reads (its
 DatasetSpec in the prediction store's ``serving`` table), else from the
@@ -321,11 +324,21 @@ class Monitor:
                 symbol, reference, current, preferred, cfg.drift_share_alert
             )
             html, js = drift.write_reports(result, snapshot, self.settings.reports_dir, now)
-            self._record(result, store.set, now, html, js)
+            self._record(result, store.set, now, html, js, alerting=champion is not None)
             results.append(result)
         return results
 
-    def _record(self, r: drift.DriftResult, fs: StoredSet, now: int, html: Any, js: Any) -> None:
+    def _record(
+        self,
+        r: drift.DriftResult,
+        fs: StoredSet,
+        now: int,
+        html: Any,
+        js: Any,
+        alerting: bool = True,
+    ) -> None:
+        """Store and log a drift run; raise or clear its alerts (drift only when
+        ``alerting``: a champion serves)."""
         assert self.store is not None
         cfg = self.settings.monitor
         self.store.write_drift(r, f"{fs.name}/{fs.version}", now, html, js)
@@ -340,7 +353,14 @@ class Monitor:
             r.reference.label,
             html or js,
         )
-        drifted = r.share >= cfg.drift_share_alert
+        drifted = alerting and r.share >= cfg.drift_share_alert
+        if not alerting and r.share >= cfg.drift_share_alert:
+            log.info(
+                "part=monitor symbol=%s drift share %.2f reported, not alerted: no champion "
+                "serves yet",
+                r.symbol,
+                r.share,
+            )
         self._alert(
             r.symbol,
             "drift",

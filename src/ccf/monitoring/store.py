@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ccf.monitoring.drift import METHOD, THRESHOLD, DriftResult
+from ccf.monitoring.drift import METHOD, DriftResult
 from ccf.monitoring.scoring import Aggregate, Sums, central_intervals, finish
 from ccf.records import Prediction, Score
 from ccf.storage.sqlite import connect
@@ -425,7 +425,7 @@ def column_check_rows(r: DriftResult, now: int) -> list[tuple[Any, ...]]:
             c.column,
             None if c.drifted is None else METHOD,
             c.drift_score,
-            None if c.drifted is None else THRESHOLD,
+            None if c.drifted is None or not math.isfinite(c.threshold) else c.threshold,
             c.drifted,
             c.missing_share,
             c.ref_missing_share,

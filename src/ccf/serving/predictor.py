@@ -15,6 +15,10 @@ impossible. A restart resumes after the newest origin the champion forecast.
 It forecasts the symbols in ``owned``: all of them, unless a group hands it a share
 (:mod:`ccf.serving.stream`, where symbols come and go with the Kafka partitions).
 
+Each served model's quantiles are calibrated online (:mod:`ccf.serving.calibration`,
+``serve.calibration``): a record's ``quantiles`` are the calibrated ones, and the
+store keeps the model's own beside them.
+
 A window the model should not trust gives a flagged record with the reason
 (``gap_in_window``, ``warming_up``: no forecast; ``stale_input``,
 ``stale_model``: a forecast, flagged), never a silent forecast.
@@ -45,6 +49,7 @@ from ccf.ml.models.base import Forecaster
 from ccf.ml.models.naive import Naive
 from ccf.monitoring.metrics import PartMetrics
 from ccf.records import Prediction
+from ccf.serving.calibration import OnlineCalibration
 from ccf.serving.lead import EventClock, lead, lead_summary
 from ccf.serving.store import ServingInfo
 from ccf.sinks import open_influx
@@ -158,6 +163,7 @@ class Predictor:
         # the symbols it forecasts: all, unless a group shares them out (ccf.serving.stream)
         self.owned: set[str] = set(settings.symbols)
         self.served: dict[str, Served] = {}
+        self.calibration = OnlineCalibration(settings.serve.calibration, self.bucket)
         self.switches = 0
         self.started_at = time.time_ns()
         self.written = 0
@@ -262,6 +268,7 @@ class Predictor:
         """Where each of ``symbols`` (default: the owned ones) goes on: after the newest
         origin the champion forecast, else where ``serve.first_start`` says."""
         wanted = self.owned if symbols is None else set(symbols)
+        self.calibration.forget(wanted)  # rebuilt from the stores at the next forecast
         for sym, st in self.state.items():
             if sym not in wanted:
                 continue
@@ -300,6 +307,7 @@ class Predictor:
         frame = features.frame([sym], st.next_ts - history * self.bucket, end + 1)
         now = time.time_ns()
         rows: list[Prediction] = []
+        raws: list[tuple[float, ...]] = []  # the models' own quantiles, row by row
         by_spec: dict[str, tuple[dataset.Dataset, np.ndarray]] = {}
         ts = frame["ts"].to_numpy()
         t = np.flatnonzero(ts >= st.next_ts)
@@ -325,6 +333,12 @@ class Predictor:
             if ok.any():
                 origins = dataset.Origins(np.zeros(int(ok.sum()), int), t[ok])
                 q[ok] = m.predict(data, origins)
+            self.calibration.rebuild(
+                served.role, served.version, sym, m.spec, preds, features, st.next_ts
+            )
+            cq = self.calibration.calibrate(
+                served.role, served.version, sym, m.spec, frame, data, t, ok, q
+            )
             stale_model = self._stale(m, now)
             levels = tuple(m.spec.quantiles)
             mid = levels.index(0.5)
@@ -337,7 +351,8 @@ class Predictor:
                 )
                 for k, target in enumerate(m.spec.targets):
                     for h, horizon in enumerate(m.spec.horizons):
-                        qs = q[i, k, h]
+                        qs = cq[i, k, h]
+                        raws.append(tuple(q[i, k, h].tolist()))
                         rows.append(
                             Prediction(
                                 self.settings.exchange,
@@ -352,7 +367,7 @@ class Predictor:
                                 now,
                                 int(watermark[i]),
                                 float(last_values[i, k]),
-                                float(qs[mid]),
+                                float(q[i, k, h, mid]),
                                 levels,
                                 tuple(qs.tolist()),
                                 flag,
@@ -363,7 +378,7 @@ class Predictor:
                     if f is not None:
                         st.flagged[f] += 1
         rows, event_now = self._with_lead(sym, rows, st)
-        n = preds.write(rows)
+        n = preds.write(rows, raws)
         if self.influx is not None:
             self.influx.predictions(rows)
         done = time.time_ns() if event_now is None else event_now
@@ -498,6 +513,10 @@ class Predictor:
             "served": {r: {"model": m.name, "version": m.version} for r, m in self.served.items()},
             "switches": self.switches,
             "written": self.written,
+            "calibration": {
+                "method": self.calibration.params.method,
+                "resolved": self.calibration.resolved,
+            },
             "metrics_url": self.metrics.url,
             "metrics": self.metrics.snapshot(),
             "symbols": {

@@ -20,10 +20,12 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from prometheus_client import Counter as MetricCounter
 
 from ccf.config import Settings
 from ccf.monitoring.metrics import PartMetrics
 from ccf.records import Book, Candle, DeadLetter, Gap, Quote, Record, Trade
+from ccf.sources.backoff import backoff_s
 from ccf.sources.binance.connection import StreamConnection
 from ccf.sources.binance.feed import BinanceFeed, stream_kind
 from ccf.sources.binance.history import NoProgress, trades_by_id
@@ -86,6 +88,13 @@ class Collector:
             request_snapshot=self._request_snapshot,
             on_server_shutdown=self._server_shutdown,
             on_trade_gap=self._on_trade_gap,
+            max_id_jump=cfg.max_id_jump,
+        )
+        self._dead_letter_kinds = MetricCounter(
+            "ccf_dead_letter_reasons",
+            "Dead letters by the kind of their reason (invalid_value, id_jump, ...)",
+            ["reason"],
+            registry=self.metrics.registry,
         )
         self.recorder = Recorder(settings.recordings_dir, settings.exchange) if record else None
         self.connections: list[StreamConnection] = []
@@ -133,6 +142,7 @@ class Collector:
 
     async def _snapshot_worker(self, rest: BinanceRest) -> None:
         limit = self.settings.collect.snapshot_limit
+        refusals: Counter[str] = Counter()  # symbol -> refused answers in a row
         while True:
             symbol = await self._snapshots.get()
             epoch = self._epoch[symbol]
@@ -150,8 +160,14 @@ class Collector:
             if epoch != self._epoch[symbol]:
                 continue  # the connection dropped meanwhile; the next diff asks again
             if self.recorder is not None:
-                self.recorder.snapshot(symbol, ts_recv, body.decode())
+                self.recorder.snapshot(symbol, ts_recv, body.decode("utf-8", "replace"))
             outcome = self.feed.on_snapshot(symbol, body, ts_recv, self._out)
+            if outcome == "refused":  # logged and kept as a dead letter by the feed
+                refusals[symbol] += 1
+                await asyncio.sleep(backoff_s(refusals[symbol], base=0.25, cap=30.0))
+                self._snapshots.put_nowait(symbol)
+                continue
+            refusals[symbol] = 0
             if outcome == "stale":
                 await asyncio.sleep(0.25)
                 self._snapshots.put_nowait(symbol)
@@ -259,6 +275,8 @@ class Collector:
         m.advance(m.gaps, stats["gaps"])
         m.advance(m.resyncs, stats["resyncs"])
         m.advance(m.dead_letters, stats["dead_letters"])
+        for kind, n in list(self.feed.dead_letter_kinds.items()):
+            m.advance(self._dead_letter_kinds, n, kind)
         m.advance(m.reconnects, sum(max(0, c.connects - 1) for c in self.connections))
 
     def status(self) -> dict[str, Any]:
@@ -350,6 +368,7 @@ class Collector:
                 await self._run_tasks(stop, store)
         finally:
             self.feed.flush(self._out)
+            self.feed.release_held(self._out)
             self._drain()
             self.writer.close()
             store.heartbeat(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
@@ -31,6 +32,7 @@ from ccf.records import (
     Record,
     Trade,
     book_columns,
+    refuse_unstorable,
 )
 from ccf.storage.base import StreamSummary
 
@@ -158,6 +160,7 @@ class SqliteStore:
             )
         self._con = connect(self.path, readonly=readonly)
         self._book_sql: dict[int, str] = {}
+        self.refused_rows = 0  # rows written as dead letters instead (see _write_refusing)
         if not readonly:
             # one transaction: a reader never sees a half-made schema
             self._con.execute("BEGIN IMMEDIATE")
@@ -259,21 +262,45 @@ class SqliteStore:
         con.execute("BEGIN IMMEDIATE")
         try:
             for kind, rows in groups.items():
-                if kind is Book:
-                    self._write_books(rows)  # type: ignore[arg-type]
-                elif kind is DeadLetter:
-                    con.executemany(
-                        "INSERT INTO dead_letter (exchange, symbol, reason, frame, ts_recv) "
-                        "VALUES (?, ?, ?, ?, ?)",
-                        rows,
-                    )
-                else:
-                    con.executemany(self._insert_sql(kind), rows)
+                con.execute("SAVEPOINT grp")
+                try:
+                    self._write_group(kind, rows)
+                except OverflowError:  # a value no column holds: refuse that row, not all
+                    con.execute("ROLLBACK TO grp")
+                    self._write_refusing(kind, rows)
+                con.execute("RELEASE grp")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
         return con.total_changes - before
+
+    def _write_group(self, kind: type, rows: list[Record]) -> None:
+        if kind is Book:
+            self._write_books(rows)  # type: ignore[arg-type]
+        elif kind is DeadLetter:
+            self._con.executemany(
+                "INSERT INTO dead_letter (exchange, symbol, reason, frame, ts_recv) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        else:
+            self._con.executemany(self._insert_sql(kind), rows)
+
+    def _write_refusing(self, kind: type, rows: list[Record]) -> None:
+        """Write the rows a column can hold; each other one becomes a dead letter."""
+        good, letters = refuse_unstorable(rows, time.time_ns())
+        self.refused_rows += len(letters)
+        log.warning(
+            "part=storage store=%s refused %d %s row(s) no column can hold (first: %s); "
+            "kept in the dead_letter table",
+            self.path,
+            len(letters),
+            kind.__name__,
+            letters[0].reason if letters else "-",
+        )
+        self._write_group(kind, good)  # anything else wrong with them is not ours to hide
+        self._write_group(DeadLetter, letters)
 
     def _write_books(self, books: list[Book]) -> None:
         by_depth: dict[int, list[tuple[Any, ...]]] = {}

@@ -161,6 +161,18 @@ class LightGBM(Forecaster):
                     rounds.append(booster.best_iteration or booster.current_iteration())
                     if valid:
                         result.val_loss.append(float(booster.best_score["valid_0"]["quantile"]))
+                    log.info(  # progress: a long fit says where it is, booster by booster
+                        "part=ml model=lightgbm fit booster %d/%d target=%s h=%d q=%g "
+                        "rounds=%d val_loss=%s elapsed=%.1f s",
+                        len(self.boosters),
+                        len(self.spec.targets) * len(self.spec.horizons) * len(self.spec.quantiles),
+                        self.spec.targets[k],
+                        horizon,
+                        q,
+                        rounds[-1],
+                        f"{result.val_loss[-1]:.5g}" if valid else "-",
+                        time.perf_counter() - t0,
+                    )
         result.seconds = time.perf_counter() - t0
         result.samples = len(train)
         result.epochs = 1

@@ -7,6 +7,7 @@ The benchmark trains pytorch-forecasting's default pipeline through the same
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 import warnings
@@ -20,6 +21,8 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch import seed_everything as _seed_everything
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pytorch_forecasting.models.base import BaseModel
@@ -116,6 +119,16 @@ class Recorder(Callback):
             self._t = None
         seen = sum(n for _, n in self._epoch)
         self.train_loss.append(sum(v * n for v, n in self._epoch) / seen if seen else float("nan"))
+        log.info(  # progress with or without the bar: one line per epoch
+            "part=ml model=%s fit epoch %d/%d train_loss=%.5g val_loss=%s windows=%d train_s=%.1f",
+            type(pl_module).__name__,
+            trainer.current_epoch + 1,
+            trainer.max_epochs or 0,
+            self.train_loss[-1],
+            f"{self.val_loss[-1]:.5g}" if self.val_loss else "-",
+            self.samples,
+            self.train_s,
+        )
 
 
 def make_trainer(

@@ -17,8 +17,10 @@
  * Binance decimal (13-16 digits) is exact in a double and so is 10**k for
  * k <= 22, so one IEEE division rounds correctly (Clinger's fast path); other
  * numbers go through ``PyOS_string_to_double``, Python's own ``float()``.
- * Anything but plain non-negative JSON numbers is a ValueError, which sends
- * the frame back to the general msgspec decoder.
+ * Anything but plain finite non-negative JSON numbers, with every price > 0,
+ * is a ValueError (the rules of ``schemas.Level``, which msgspec checks on the
+ * general path), which sends the frame back to the general msgspec decoder:
+ * it refuses the same values, and the frame becomes a dead letter.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -61,11 +63,12 @@ is_digit(char c)
     return (unsigned char)(c - '0') < 10;
 }
 
-/* One non-negative JSON number, bare or inside a JSON string, at *pp. The caller
- * guarantees the text ends with ']', so no scan below runs past the end: every
- * loop stops at a character that is not ']' or at that ']' itself. */
+/* One non-negative JSON number, bare or inside a JSON string, at *pp; finite, and
+ * > 0 when ``price``. The caller guarantees the text ends with ']', so no scan
+ * below runs past the end: every loop stops at a character that is not ']' or at
+ * that ']' itself. */
 static int
-parse_number(const char **pp, const char *start, double *out)
+parse_number(const char **pp, const char *start, double *out, int price)
 {
     const char *p = *pp;
     int quoted = *p == '"';
@@ -127,8 +130,12 @@ parse_number(const char **pp, const char *start, double *out)
             return -1;
         if (stop != buf + n)
             return parse_error("bad number", tok - start);
+        if (!isfinite(x)) /* 1e400: out of a double's range */
+            return parse_error("number out of range", tok - start);
         *out = x;
     }
+    if (price && *out == 0.0)
+        return parse_error("a price must be > 0", tok - start);
     *pp = p;
     return 0;
 }
@@ -178,13 +185,13 @@ levels_from_text(const char *start, Py_ssize_t len)
             if (scratch_reserve(n + 2) < 0)
                 return NULL;
             p = skip_ws(p + 1, end);
-            if (parse_number(&p, start, &scratch[n]) < 0)
+            if (parse_number(&p, start, &scratch[n], 1) < 0)
                 return NULL;
             p = skip_ws(p, end);
             if (!(p < end && *p == ','))
                 return parse_error("expected ',' inside a level", p - start), NULL;
             p = skip_ws(p + 1, end);
-            if (parse_number(&p, start, &scratch[n + 1]) < 0)
+            if (parse_number(&p, start, &scratch[n + 1], 0) < 0)
                 return NULL;
             p = skip_ws(p, end);
             if (!(p < end && *p == ']'))

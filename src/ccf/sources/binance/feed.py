@@ -23,12 +23,26 @@ flat arrays instead of a tuple and two floats per level. Whatever that decoder
 refuses (an unknown stream, bad JSON, a bad payload) takes the general path,
 which decides what the frame is and keeps bad ones as dead letters.
 bench/bench_collector.py measures it against cryptofeed.
+
+No input stops the feed. Values are checked where they are decoded (see
+``schemas``); a frame nested too deep for the decoder is a dead letter too.
+Ids are trusted only within ``max_id_jump`` of the stream's last one: a diff
+that jumps further is a dead letter, a gap and a resync (not a book stuck on a
+bogus id that makes every real diff "stale"); a snapshot or buffered diff that
+far away is refused; a trade that far from the last id (ahead or behind) is
+held until a later trade says whether the stream really moved there (then a
+gap and the trade) or the held one was the odd one out (a dead letter), so one
+bogus id never turns the real trades after it into "duplicates". (The very
+first trade, with no last id from the stream or the store, is taken as it is.)
+Each dead letter's reason starts with its kind (``DEAD_LETTER_KINDS``), which
+metrics count.
 """
 
 from __future__ import annotations
 
 import logging
 import operator
+import re
 from collections import Counter
 from collections.abc import Callable
 from functools import reduce
@@ -45,8 +59,21 @@ log = logging.getLogger(__name__)
 EXCHANGE = "binance"
 CADENCE_NS = {"update": 0, "100ms": 100 * NS_PER_MS, "1s": 1000 * NS_PER_MS}
 MAX_BUFFERED_DIFFS = 20_000  # a snapshot that never comes must not eat the memory
+MAX_HELD_TRADES = 8  # trades with unconfirmed ids kept at once (see _trade_out_of_line)
 MAX_DEAD_LETTER_CHARS = 65_536
-SnapshotOutcome = Literal["synced", "stale", "ignored"]
+DEFAULT_MAX_ID_JUMP = 1_000_000  # collect.max_id_jump
+SnapshotOutcome = Literal["synced", "stale", "ignored", "refused"]
+DEAD_LETTER_KINDS = (
+    "malformed_json",  # not JSON
+    "too_deep",  # nested deeper than the decoder goes
+    "unexpected_stream",  # a stream we did not subscribe to
+    "unexpected_frame",  # JSON without a stream that is no control reply or event
+    "bad_payload",  # a subscribed stream's payload of the wrong shape or type
+    "invalid_value",  # NaN, inf, a price <= 0, a negative quantity, an id beyond int64
+    "id_jump",  # an id beyond max_id_jump from the stream's last one
+    "bad_snapshot",  # a REST depth snapshot refused (not JSON, bad values, crossed, ...)
+)
+_CONSTRAINT = re.compile(r"Expected `(?:int|float)` [<>]|Number out of range|out of range")
 Handler = Callable[["SymbolState", Any, int, list[Record]], None]
 DecodeErrors = (msgspec.ValidationError, msgspec.DecodeError)
 # Builds a record NamedTuple from a ready tuple without its keyword-handling __new__
@@ -65,6 +92,7 @@ _decode_envelope = msgspec.json.Decoder(wire.Envelope).decode
 _decode_control = msgspec.json.Decoder(wire.ControlReply).decode
 _decode_event = msgspec.json.Decoder(wire.EventOnly).decode
 _decode_snapshot = msgspec.json.Decoder(wire.DepthSnapshot, strict=False).decode
+_encode = msgspec.json.encode
 _PAYLOADS: dict[str, type] = {
     "book": wire.DepthDiff,
     "partial": wire.PartialDepth,
@@ -82,6 +110,19 @@ _decode_payload = {k: msgspec.json.Decoder(t, strict=False).decode for k, t in _
 def _decode_nothing(frame: str) -> Any:
     """The hot-path decoder of a feed with no streams: every frame takes the slow path."""
     raise msgspec.ValidationError("no stream subscribed")
+
+
+def payload_problem(error: Exception) -> str:
+    """The dead-letter kind of a payload msgspec refused: not JSON (``malformed_json``),
+    a value out of its range (``invalid_value``) or the wrong shape (``bad_payload``)."""
+    if not isinstance(error, msgspec.ValidationError):
+        return "malformed_json"
+    return "invalid_value" if _CONSTRAINT.search(str(error)) else "bad_payload"
+
+
+def dead_letter_kind(reason: str) -> str:
+    """``"invalid_value: ..."`` -> ``"invalid_value"`` (the metrics label)."""
+    return reason.split(":", 1)[0]
 
 
 def stream_kind(stream: str) -> str:
@@ -107,6 +148,7 @@ class SymbolState:
         "last_ts",
         "last_recv",
         "last_trade_id",
+        "held_trades",
     )
 
     def __init__(self, symbol: str, depth: int) -> None:
@@ -120,6 +162,9 @@ class SymbolState:
         self.last_ts: dict[str, int] = {}  # kind -> last event time, ns
         self.last_recv = 0
         self.last_trade_id: int | None = None
+        # trades whose ids are not within max_id_jump of the last one, until a trade
+        # that follows one of them confirms it (see BinanceFeed._trade_out_of_line)
+        self.held_trades: list[tuple[wire.TradeMsg, int]] = []
 
 
 class BinanceFeed:
@@ -135,6 +180,7 @@ class BinanceFeed:
         request_snapshot: Callable[[str], None] = lambda symbol: None,
         on_server_shutdown: Callable[[], None] = lambda: None,
         on_trade_gap: Callable[[str, int, int, Gap], None] = lambda sym, first, last, gap: None,
+        max_id_jump: int = DEFAULT_MAX_ID_JUMP,
     ) -> None:
         self.symbols = symbols
         self.streams = streams
@@ -143,8 +189,10 @@ class BinanceFeed:
         self._request_snapshot = request_snapshot
         self._on_server_shutdown = on_server_shutdown
         self._on_trade_gap = on_trade_gap  # (symbol, first missing id, last missing id, gap)
+        self.max_id_jump = max_id_jump
         self.frames = 0
         self.stats: Counter[str] = Counter()
+        self.dead_letter_kinds: Counter[str] = Counter()  # kind -> dead letters
         self.state = {s: SymbolState(s, book_depth) for s in symbols}
         self.open_gaps: dict[tuple[str, str], Gap] = {}
         self._routes: dict[str, tuple[Callable[[str], Any], str, Handler, SymbolState]] = {}
@@ -181,7 +229,13 @@ class BinanceFeed:
         try:
             msg = self._decode(frame)
         except DecodeErrors:  # not a subscribed stream's well-formed frame: find out what
-            self._slow_path(frame, ts_recv, out)
+            try:
+                self._slow_path(frame, ts_recv, out)
+            except RecursionError:  # raised by msgspec before any handler runs
+                self._dead_letter("", "too_deep", "nested too deep to decode", frame, ts_recv, out)
+            return
+        except RecursionError:
+            self._dead_letter("", "too_deep", "nested too deep to decode", frame, ts_recv, out)
             return
         handler, state = self._by_type[msg.__class__]
         handler(state, msg.data, ts_recv, out)
@@ -194,20 +248,21 @@ class BinanceFeed:
             self._not_a_stream_frame(frame, ts_recv, out)
             return
         except msgspec.DecodeError as e:
-            self._dead_letter("", f"malformed json: {e}", frame, ts_recv, out)
+            self._dead_letter("", "malformed_json", str(e), frame, ts_recv, out)
             return
         route = self._routes.get(env.stream)
         if route is None:
             if env.stream == "!serverShutdown":
                 self._server_shutdown()
                 return
-            self._dead_letter("", f"unexpected stream {env.stream!r}", frame, ts_recv, out)
+            self._dead_letter("", "unexpected_stream", repr(env.stream), frame, ts_recv, out)
             return
         _, kind, handler, state = route
         try:
             msg = _decode_payload[kind](env.data)
         except DecodeErrors as e:
-            self._dead_letter(state.symbol, f"bad {env.stream} payload: {e}", frame, ts_recv, out)
+            kind = payload_problem(e)
+            self._dead_letter(state.symbol, kind, f"{env.stream} payload: {e}", frame, ts_recv, out)
             return
         handler(state, msg, ts_recv, out)
 
@@ -235,7 +290,7 @@ class BinanceFeed:
         if event is not None and event.e == "serverShutdown":
             self._server_shutdown()
             return
-        self._dead_letter("", "unexpected frame (no stream)", frame, ts_recv, out)
+        self._dead_letter("", "unexpected_frame", "no stream", frame, ts_recv, out)
 
     def _server_shutdown(self) -> None:
         self.stats["server_shutdowns"] += 1
@@ -243,8 +298,11 @@ class BinanceFeed:
         self._on_server_shutdown()
 
     def _dead_letter(
-        self, symbol: str, reason: str, frame: str, ts_recv: int, out: list[Record]
+        self, symbol: str, kind: str, detail: str, frame: str, ts_recv: int, out: list[Record]
     ) -> None:
+        """Keep ``frame`` with its reason, ``"<kind>: <detail>"`` (kind from DEAD_LETTER_KINDS)."""
+        reason = f"{kind}: {detail}"
+        self.dead_letter_kinds[kind] += 1
         n = self.stats["dead_letters"] = self.stats["dead_letters"] + 1
         if n <= 10 or n & (n - 1) == 0:  # the first ten, then every power of two: no log storm
             log.warning(
@@ -273,6 +331,13 @@ class BinanceFeed:
         if s.synced:
             self._apply_diff(s, ev, ts_recv, out)
             return
+        bound = self.max_id_jump
+        if ev.U > ev.u or ev.u - ev.U > bound or (s.buffer and ev.U - s.buffer[-1][0].u > bound):
+            # Not buffered: one bogus diff at the head of the buffer would make every
+            # snapshot look stale. A bogus first diff is caught when the snapshot comes.
+            after = f" after buffered u={s.buffer[-1][0].u}" if s.buffer else ""
+            self._bad_diff_ids(s, ev, f"diff U={ev.U} u={ev.u}{after}", ts_recv, out)
+            return
         s.buffer.append((ev, ts_recv))
         if len(s.buffer) > MAX_BUFFERED_DIFFS:
             del s.buffer[: len(s.buffer) // 2]
@@ -286,7 +351,13 @@ class BinanceFeed:
     ) -> None:
         book = s.book
         if ev.u <= book.update_id:
+            if book.update_id - ev.u > self.max_id_jump:  # the book's id itself is bogus
+                self._id_jump_resync(s, ev, f"diff u={ev.u} far behind the book", ts_recv, out)
+                return
             self.stats["stale_diffs"] += 1
+            return
+        if ev.u - book.update_id > self.max_id_jump or ev.U > ev.u:
+            self._id_jump_resync(s, ev, f"diff U={ev.U} u={ev.u}", ts_recv, out)
             return
         ts = ev.E * NS_PER_MS
         if ev.U > book.update_id + 1:
@@ -336,6 +407,35 @@ class BinanceFeed:
         else:
             out.append(_new(Book, (EXCHANGE, s.symbol, "diff", ev.u, ts, ts_recv, book.top())))
 
+    def _bad_diff_ids(
+        self, s: SymbolState, ev: wire.DepthDiff, what: str, ts_recv: int, out: list[Record]
+    ) -> None:
+        """A dead letter for a diff whose ids are impossible or too far from the stream's."""
+        self.stats["id_jumps"] += 1
+        detail = (
+            f"{what}: U > u or beyond collect.max_id_jump={self.max_id_jump}"
+            f" of update id {s.book.update_id}"
+        )
+        data = {"E": ev.E, "U": ev.U, "u": ev.u, "b": list(ev.b), "a": list(ev.a)}
+        frame = _encode({"stream": f"{s.symbol}@depth", "data": data}).decode()
+        self._dead_letter(s.symbol, "id_jump", detail, frame, ts_recv, out)
+
+    def _id_jump_resync(
+        self, s: SymbolState, ev: wire.DepthDiff, what: str, ts_recv: int, out: list[Record]
+    ) -> None:
+        """A synced book met a diff beyond the id bound: the diff is a dead letter, the
+        book a gap and a resync (whichever of the two is wrong, the book is not trusted)."""
+        last = s.book.update_id
+        self._bad_diff_ids(s, ev, what, ts_recv, out)
+        self.lose_sync(
+            s.symbol,
+            "id_jump",
+            f"{what} after update id {last}: beyond collect.max_id_jump={self.max_id_jump}",
+            s.last_ts.get("book", ts_recv),
+            ts_recv,
+            out,
+        )
+
     def on_snapshot(
         self, symbol: str, frame: str | bytes, ts_recv: int, out: list[Record]
     ) -> SnapshotOutcome:
@@ -343,12 +443,34 @@ class BinanceFeed:
 
         Returns ``stale`` when the snapshot is older than the first buffered
         diff (step 4 of the procedure): the caller must fetch another one.
+        Returns ``refused`` for an answer that cannot seed a book (not JSON,
+        bad values, a crossed book, an id far from the buffered diffs'): it is
+        kept as a dead letter and logged, and the caller must retry later.
         """
         s = self.state[symbol]
         s.snapshot_pending = False
         if s.synced:
             return "ignored"
-        snap = _decode_snapshot(frame)
+        try:
+            snap = _decode_snapshot(frame)
+        except DecodeErrors as e:
+            return self._refuse_snapshot(s, f"{payload_problem(e)}: {e}", frame, ts_recv, out)
+        except RecursionError:
+            return self._refuse_snapshot(s, "too_deep: nested too deep", frame, ts_recv, out)
+        bound = self.max_id_jump
+        buf = s.buffer
+        while len(buf) > 1 and abs(buf[1][0].U - buf[0][0].u) > bound:
+            ev, recv = buf.pop(0)  # a bogus first diff, far from the next (see _on_diff)
+            self._bad_diff_ids(s, ev, f"buffered diff U={ev.U} u={ev.u}", recv, out)
+        if buf and not buf[0][0].U - bound <= snap.lastUpdateId <= buf[-1][0].u + bound:
+            return self._refuse_snapshot(
+                s,
+                f"id_jump: lastUpdateId={snap.lastUpdateId} beyond collect.max_id_jump="
+                f"{bound} of the buffered diffs' U={buf[0][0].U}..u={buf[-1][0].u}",
+                frame,
+                ts_recv,
+                out,
+            )
         if s.buffer and snap.lastUpdateId < s.buffer[0][0].U:
             self.stats["stale_snapshots"] += 1
             log.info(
@@ -360,7 +482,17 @@ class BinanceFeed:
             )
             s.snapshot_pending = True
             return "stale"
-        s.book.reset(snap.bids, snap.asks, snap.lastUpdateId)
+        book = OrderBook(self.depth)
+        book.reset(snap.bids, snap.asks, snap.lastUpdateId)
+        if book.crossed():
+            return self._refuse_snapshot(
+                s,
+                f"crossed: best bid {book.best_bid()} >= best ask {book.best_ask()}",
+                frame,
+                ts_recv,
+                out,
+            )
+        s.book = book
         s.synced = True
         s.unsent = False
         s.bucket = -1
@@ -380,6 +512,21 @@ class BinanceFeed:
             else:  # a hole inside the buffer: keep the rest for the next snapshot
                 s.buffer.append((ev, recv))
         return "synced"
+
+    def _refuse_snapshot(
+        self, s: SymbolState, why: str, frame: str | bytes, ts_recv: int, out: list[Record]
+    ) -> SnapshotOutcome:
+        self.stats["refused_snapshots"] += 1
+        log.warning(
+            "part=collect exchange=binance symbol=%s depth snapshot refused (%s): fetching "
+            "another after a backoff",
+            s.symbol,
+            why[:300],
+        )
+        text = frame if isinstance(frame, str) else bytes(frame).decode("utf-8", "replace")
+        self._dead_letter(s.symbol, "bad_snapshot", why, text, ts_recv, out)
+        s.snapshot_pending = True
+        return "refused"
 
     def lose_sync(
         self,
@@ -507,6 +654,13 @@ class BinanceFeed:
     ) -> None:
         book = OrderBook(self.depth)
         book.reset(m.bids, m.asks, m.lastUpdateId)
+        if book.crossed():  # the exchange's own top levels never cross: not a book
+            frame = _encode({"stream": f"{s.symbol}@{source}", "data": m}).decode()
+            detail = f"crossed partial book: best bid {book.best_bid()} >= best ask " + str(
+                book.best_ask()
+            )
+            self._dead_letter(s.symbol, "invalid_value", detail, frame, ts_recv, out)
+            return
         # Spot partial depth has no event time: our receive time stands in.
         self._resume(s, "partial", ts_recv, ts_recv, out)
         out.append(Book(EXCHANGE, s.symbol, source, m.lastUpdateId, ts_recv, ts_recv, book.top()))
@@ -514,14 +668,12 @@ class BinanceFeed:
     def _on_trade(self, s: SymbolState, m: wire.TradeMsg, ts_recv: int, out: list[Record]) -> None:
         ts = m.T * NS_PER_MS
         last = s.last_trade_id
-        if last is not None and m.t != last + 1:
-            if m.t <= last:
-                self.stats["duplicate_trades"] += 1
+        if last is None or m.t != last + 1 or s.held_trades:
+            if not self._trade_out_of_line(s, m, ts, ts_recv, out):
                 return
-            self._trade_gap(s, last, m.t, ts, ts_recv, out)
         elif self.open_gaps and (s.symbol, "trade") in self.open_gaps:
             self.close_gap(s.symbol, "trade", ts, ts_recv, out, "no trade ids missing")
-        s.last_trade_id = m.t
+        s.last_trade_id = m.t  # as _append_trade, inlined on the hot path
         s.last_ts["trade"] = ts
         out.append(
             _new(
@@ -529,6 +681,95 @@ class BinanceFeed:
                 (EXCHANGE, s.symbol, m.t, m.p, m.q, "sell" if m.m else "buy", ts, ts_recv, False),
             )
         )  # live, not backfilled
+
+    def _append_trade(
+        self, s: SymbolState, m: wire.TradeMsg, ts: int, ts_recv: int, out: list[Record]
+    ) -> None:
+        s.last_trade_id = m.t
+        s.last_ts["trade"] = ts
+        side = "sell" if m.m else "buy"
+        out.append(Trade(EXCHANGE, s.symbol, m.t, m.p, m.q, side, ts, ts_recv, False))
+
+    def _trade_out_of_line(
+        self, s: SymbolState, m: wire.TradeMsg, ts: int, ts_recv: int, out: list[Record]
+    ) -> bool:
+        """A trade that is not simply the next id: True when the caller is to write it.
+
+        Within max_id_jump after the last id: written (with a gap for ids skipped); at
+        or before it (within the bound): a duplicate. Anything else is held until a
+        later trade follows one held trade within the bound: that
+        one is then written, a gap for what it skipped, and the other held ones are
+        dead letters; so are held ones the stream goes on without. The first trade
+        (no last id) is written as it is."""
+        last = s.last_trade_id
+        if last is None:
+            if (s.symbol, "trade") in self.open_gaps:
+                self.close_gap(s.symbol, "trade", ts, ts_recv, out, "no trade ids missing")
+            return True
+        bound = self.max_id_jump
+        if last < m.t <= last + bound:
+            self._drop_held(s, out, f"the trades went on from {last}")
+            if m.t == last + 1:
+                if (s.symbol, "trade") in self.open_gaps:
+                    self.close_gap(s.symbol, "trade", ts, ts_recv, out, "no trade ids missing")
+            else:
+                self._trade_gap(s, last, m.t, ts, ts_recv, out)
+            return True
+        if last - bound <= m.t <= last:
+            self.stats["duplicate_trades"] += 1
+            return False
+        for k, (h, h_recv) in enumerate(s.held_trades):
+            if h.t < m.t <= h.t + bound:  # the stream is where h is: h was no odd one out
+                del s.held_trades[k]
+                self._drop_held(s, out, f"the trades went on from {h.t}")
+                h_ts = h.T * NS_PER_MS
+                if h.t > last + 1:
+                    self._trade_gap(s, last, h.t, h_ts, h_recv, out)
+                else:
+                    log.warning(
+                        "part=collect exchange=binance symbol=%s trade ids went back from %d "
+                        "to %d: the trades after %d follow the new ids",
+                        s.symbol,
+                        last,
+                        h.t,
+                        h.t,
+                    )
+                self._append_trade(s, h, h_ts, h_recv, out)
+                if m.t != h.t + 1:
+                    self._trade_gap(s, h.t, m.t, ts, ts_recv, out)
+                elif (s.symbol, "trade") in self.open_gaps:
+                    self.close_gap(s.symbol, "trade", ts, ts_recv, out, "no trade ids missing")
+                return True
+        s.held_trades.append((m, ts_recv))
+        self.stats["held_trades"] += 1
+        if len(s.held_trades) > MAX_HELD_TRADES:
+            h, h_recv = s.held_trades.pop(0)
+            self._held_dead_letter(s, h, h_recv, "too many trades held", out)
+        return False
+
+    def _drop_held(self, s: SymbolState, out: list[Record], why: str) -> None:
+        for h, h_recv in s.held_trades:
+            self._held_dead_letter(s, h, h_recv, f"no trade followed it ({why})", out)
+        s.held_trades.clear()
+
+    def _held_dead_letter(
+        self, s: SymbolState, h: wire.TradeMsg, h_recv: int, why: str, out: list[Record]
+    ) -> None:
+        self.stats["id_jumps"] += 1
+        self._dead_letter(
+            s.symbol,
+            "id_jump",
+            f"trade id {h.t} after {s.last_trade_id}: beyond collect.max_id_jump="
+            f"{self.max_id_jump}, and {why}",
+            _encode({"stream": f"{s.symbol}@trade", "data": h}).decode(),
+            h_recv,
+            out,
+        )
+
+    def release_held(self, out: list[Record]) -> None:
+        """At the end: trades still held (no later trade confirmed them) are dead letters."""
+        for s in self.state.values():
+            self._drop_held(s, out, "the stream ended")
 
     def _trade_gap(
         self, s: SymbolState, last: int, tid: int, ts: int, ts_recv: int, out: list[Record]

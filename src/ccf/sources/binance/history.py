@@ -17,7 +17,8 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from ccf.records import NS_PER_MS, AggTrade, Candle, Trade
-from ccf.sources.binance.rest import BinanceRest
+from ccf.sources.binance.rest import BinanceRest, RestError
+from ccf.sources.binance.schemas import Id, Price, TimeMs, TradeQty
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +75,27 @@ class _AggTradeRow(msgspec.Struct):
 
 
 class _TradeRow(msgspec.Struct):
-    id: int
-    price: str
-    qty: str
-    time: int
+    id: Id
+    price: Price  # checked as the live stream's (schemas): finite, > 0
+    qty: TradeQty
+    time: TimeMs
     isBuyerMaker: bool
 
 
 _decode_klines = msgspec.json.Decoder(list[KlineRow]).decode
 _decode_agg = msgspec.json.Decoder(list[_AggTradeRow]).decode
-_decode_trades = msgspec.json.Decoder(list[_TradeRow]).decode
+_decode_trade_rows = msgspec.json.Decoder(list[_TradeRow], strict=False).decode
+
+
+def _decode_trades(body: bytes) -> list[_TradeRow]:
+    """A historicalTrades page; an answer that is not one (an HTML error page, bad
+    values) is a RestError naming why, which the caller reports, not a crash."""
+    try:
+        return _decode_trade_rows(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as e:
+        raise RestError(f"historicalTrades answer refused: {e}: {body[:120]!r}") from e
+
+
 _decode_time = msgspec.json.Decoder(dict[str, int]).decode
 
 
@@ -205,8 +217,8 @@ async def trades_by_id(
                 EXCHANGE,
                 symbol,
                 r.id,
-                float(r.price),
-                float(r.qty),
+                r.price,
+                r.qty,
                 "sell" if r.isBuyerMaker else "buy",
                 r.time * NS_PER_MS,
                 ts_recv,

@@ -3,13 +3,16 @@
 Every answer carries ``X-MBX-USED-WEIGHT-1M``; the client keeps the last
 value and, before a call that would exceed the limit, waits for the next
 minute instead of collecting a 429. A 429 or 418 waits ``Retry-After``
-seconds (Binance bans an IP that keeps calling after a 429) and tries again.
+seconds (Binance bans an IP that keeps calling after a 429) and tries again;
+a ``Retry-After`` that is no number of seconds (text, NaN, negative, huge)
+waits a bounded backoff instead, with a warning, never an exception.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -18,6 +21,7 @@ import aiohttp
 log = logging.getLogger(__name__)
 
 DEPTH_WEIGHTS = ((100, 5), (500, 25), (1000, 50), (5000, 250))
+MAX_RETRY_AFTER_S = 300.0  # a longer Retry-After is taken as this: keep trying, slowly
 
 
 def depth_weight(limit: int) -> int:
@@ -34,6 +38,32 @@ def weight_wait_s(used: int, weight: int, limit: int, now_s: float) -> float:
     if used + weight <= limit:
         return 0.0
     return 60 - now_s % 60 + 0.05
+
+
+def retry_after_s(header: str | None, attempt: int) -> float:
+    """Seconds a ``Retry-After`` header asks for; a missing or unreadable one (an HTTP
+    date, text, NaN, a negative number) gives a backoff of ``2**attempt`` seconds, and
+    any answer is capped at MAX_RETRY_AFTER_S.
+
+    >>> retry_after_s("7", 0), retry_after_s("soon", 2), retry_after_s("1e9", 0)
+    (7.0, 4.0, 300.0)
+    """
+    fallback = min(MAX_RETRY_AFTER_S, float(2 ** min(attempt, 16)))
+    if header is None:
+        return fallback
+    try:
+        value = float(header)
+    except ValueError:
+        log.warning(
+            "part=collect exchange=binance Retry-After %r is not a number of seconds: "
+            "waiting %.0f s",
+            header[:50],
+            fallback,
+        )
+        return fallback
+    if not math.isfinite(value) or value < 0:
+        return fallback
+    return min(value, MAX_RETRY_AFTER_S)
 
 
 class RestError(RuntimeError):
@@ -83,7 +113,7 @@ class BinanceRest:
         for attempt in range(self._max_tries):
             await self._wait_for_weight(weight)
             try:
-                return await self._get_once(path, params)
+                return await self._get_once(path, params, attempt)
             except RateLimited as e:
                 self.stats["banned" if e.status == 418 else "rate_limited"] += 1
                 log.warning(
@@ -102,7 +132,9 @@ class BinanceRest:
                 await asyncio.sleep(delay)
         raise RestError(f"GET {path} {params} failed {self._max_tries} times; giving up")
 
-    async def _get_once(self, path: str, params: dict[str, Any]) -> tuple[bytes, int]:
+    async def _get_once(
+        self, path: str, params: dict[str, Any], attempt: int = 0
+    ) -> tuple[bytes, int]:
         self.stats["calls"] += 1
         async with self._session.get(
             self._base + path, params=params, timeout=self._timeout
@@ -114,7 +146,8 @@ class BinanceRest:
                 self.used_weight = int(used)
                 self._weight_minute = int(time.time() // 60)
             if resp.status in (418, 429):
-                raise RateLimited(resp.status, float(resp.headers.get("Retry-After", "1") or 1))
+                wait = retry_after_s(resp.headers.get("Retry-After"), attempt)
+                raise RateLimited(resp.status, wait)
             if resp.status >= 500:
                 raise aiohttp.ClientResponseError(
                     resp.request_info,

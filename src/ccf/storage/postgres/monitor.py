@@ -34,6 +34,7 @@ from ccf.monitoring.store import (
     unscored_row,
 )
 from ccf.records import Prediction, Score
+from ccf.serving.store import LEAD_COLUMNS, RAW
 from ccf.storage.postgres.connect import describe
 from ccf.storage.postgres.predictions import (
     PREDICTIONS,
@@ -60,7 +61,13 @@ def _cols(spec: str) -> tuple[Col, ...]:
 
 
 PROGRESS = Table("progress", _cols("name text, value int"), key=("name",))
-PENDING = Table("pending", PREDICTIONS.columns[:16], key=_KEY)  # without the lead times
+# a pending prediction is scored on its served quantiles: the raw ones and the lead times
+# stay behind
+PENDING = Table(
+    "pending",
+    tuple(c for c in PREDICTIONS.columns if c.name != RAW and c.name not in LEAD_COLUMNS),
+    key=_KEY,
+)
 SCORES = Table(
     "scores",
     _cols(

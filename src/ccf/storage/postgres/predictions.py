@@ -11,6 +11,10 @@ of order could let a follower step past a row not yet visible; every write
 therefore holds one transaction-scoped advisory lock, and ids become visible in
 the order they were given.
 
+``raw_quantiles`` (the model's own quantiles beside the served, calibrated ones)
+came later: a writer adds it to a table made before (``ADD COLUMN IF NOT EXISTS``),
+and its NULLs read as the served quantiles, as in SQLite.
+
 As in SQLite, a NaN scalar (``point``, ``last_value`` of a flagged forecast) is
 stored as NULL and read back as NaN; arrays keep their NaNs.
 
@@ -27,7 +31,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ccf.config import PostgresConfig
 from ccf.records import Prediction
-from ccf.serving.store import COLUMNS, LEAD_COLUMNS, ServingInfo, predictions_frame
+from ccf.serving.store import (
+    COLUMNS,
+    LEAD_COLUMNS,
+    RAW,
+    Kind,
+    Resolved,
+    ServingInfo,
+    predictions_frame,
+)
 from ccf.storage.postgres.connect import connect, describe, symbol_time_filter
 
 if TYPE_CHECKING:
@@ -40,7 +52,6 @@ log = logging.getLogger(__name__)
 # never meet
 SCHEMA_LOCK = 0x636366_01  # DDL: concurrent CREATE TABLE IF NOT EXISTS can collide
 PREDICTIONS_WRITE_LOCK = 0x636366_02  # ids commit in the order they were given
-LEAD = LEAD_COLUMNS
 
 
 class Col(NamedTuple):
@@ -110,6 +121,7 @@ class Table:
     key: tuple[str, ...]
     identity: str | None = None  # a bigint identity primary key (the readers' cursor)
     indexes: tuple[tuple[str, ...], ...] = ()
+    added: tuple[str, ...] = ()  # columns added after the first release: ALTER TABLE adds them
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -135,6 +147,12 @@ class Table:
         else:
             cols.append(f"PRIMARY KEY ({keys})")
         out = [f"CREATE TABLE IF NOT EXISTS {self.name} ({', '.join(cols)})"]
+        for c in self.columns:
+            if c.name in self.added:
+                out.append(
+                    f"ALTER TABLE {self.name} ADD COLUMN IF NOT EXISTS {ident(c.name)} "
+                    f"{_PG_TYPES[c.kind]}"
+                )
         for idx in self.indexes:
             name = f"{self.name}_{'_'.join(idx)}"
             out.append(
@@ -246,10 +264,12 @@ PREDICTIONS = Table(
             ),
             strict=True,
         )
-    ),
+    )
+    + (Col(RAW, "reals"),),
     key=("symbol", "target", "ts", "horizon", "role"),
     identity="id",
     indexes=(("symbol", "ts"), ("target_ts",)),
+    added=(RAW, *LEAD_COLUMNS),
 )
 SERVING = Table(
     "serving",
@@ -284,21 +304,37 @@ class PgPredictionStore:
         self._con = open_connection(
             cfg, (PREDICTIONS, SERVING), readonly=readonly, part="predict", hint="run `ccf predict`"
         )
-        if not readonly:  # a table from before lead times gets their columns (NULL: NaN)
-            with self._con.transaction():
-                self._con.execute(
-                    "ALTER TABLE predictions "
-                    + ", ".join(f"ADD COLUMN IF NOT EXISTS {c} double precision" for c in LEAD)
-                )
-        self._select = ", ".join(ident(n) for n in COLUMNS)
+        self._raw = not readonly or self._has_raw()
+        self._select = self._columns("calibrated")
 
-    def write(self, rows: Sequence[Prediction]) -> int:
-        """Store in one transaction; returns how many were new."""
+    def _has_raw(self) -> bool:
+        row = self._con.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_name = 'predictions' "
+            "AND column_name = %s",
+            (RAW,),
+        ).fetchone()
+        return row is not None
+
+    def _columns(self, kind: Kind) -> str:
+        """A record's columns, with the quantiles of ``kind`` in the quantiles' place."""
+        cols = [ident(n) for n in COLUMNS]
+        if kind == "raw" and self._raw:
+            cols[COLUMNS.index("quantiles")] = f"coalesce({ident(RAW)}, quantiles)"
+        return ", ".join(cols)
+
+    def write(
+        self, rows: Sequence[Prediction], raw: Sequence[Sequence[float]] | None = None
+    ) -> int:
+        """Store in one transaction; returns how many were new. ``raw``: per row the model's
+        own quantiles where ``quantiles`` are calibrated (default: the same)."""
         if not rows:
             return 0
+        if raw is not None and len(raw) != len(rows):
+            raise ValueError(f"write: {len(raw)} raw quantile rows for {len(rows)} predictions")
+        data = [(*r, r.quantiles if raw is None else raw[i]) for i, r in enumerate(rows)]
         with self._con.transaction(), self._con.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (PREDICTIONS_WRITE_LOCK,))
-            return copy_insert(cur, PREDICTIONS, rows)
+            return copy_insert(cur, PREDICTIONS, data)
 
     def set_serving(self, info: ServingInfo) -> None:
         """Record which model serves a role from which bucket on (one row per role)."""
@@ -317,6 +353,19 @@ class PgPredictionStore:
         ).fetchone()
         return None if row is None else row[0]
 
+    def resolved(self, symbol: str, role: str, start_ns: int, end_ns: int) -> list[Resolved]:
+        """``role``'s forecasts of ``symbol`` with origin in [start, end), oldest first, with
+        both quantile sets: what the calibration replays after a restart."""
+        raw = f"coalesce({ident(RAW)}, quantiles)" if self._raw else "quantiles"
+        rows = self._con.execute(
+            f"SELECT target, ts, horizon, version, quantiles, {raw} FROM predictions "
+            "WHERE symbol = %s AND role = %s AND ts >= %s AND ts < %s "
+            "ORDER BY ts, horizon, target",
+            (symbol, role, start_ns, end_ns),
+            binary=True,
+        ).fetchall()
+        return [Resolved(r[0], r[1], r[2], r[3], tuple(r[4]), tuple(r[5])) for r in rows]
+
     def since(self, rowid: int, limit: int = 100_000) -> tuple[list[Prediction], int]:
         """Rows stored after id ``rowid`` (oldest first) and the last id read."""
         rows = self._con.execute(
@@ -332,14 +381,16 @@ class PgPredictionStore:
         start_ns: int | None = None,
         end_ns: int | None = None,
         role: str | None = None,
+        kind: Kind = "calibrated",
     ) -> pd.DataFrame:
-        """Predictions with origin in [start, end) as a frame, one quantile column each."""
+        """Predictions with origin in [start, end) as a frame, one quantile column each:
+        the served (``calibrated``) quantiles, or the model's own (``raw``)."""
         where, params = symbol_time_filter(symbols, start_ns, end_ns)
         if role is not None:
             where.append("role = %s")
             params.append(role)
         rows = self._con.execute(
-            f"SELECT {self._select} FROM predictions WHERE {' AND '.join(where)} "
+            f"SELECT {self._columns(kind)} FROM predictions WHERE {' AND '.join(where)} "
             "ORDER BY symbol, ts, horizon, role, target",
             params,
             binary=True,

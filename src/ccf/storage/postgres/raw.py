@@ -24,6 +24,8 @@ event time grows with insertion order, which is what BRIN needs.
 from __future__ import annotations
 
 import logging
+import struct
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -43,6 +45,7 @@ from ccf.records import (
     Record,
     Trade,
     book_columns,
+    refuse_unstorable,
 )
 from ccf.storage.base import StreamSummary
 from ccf.storage.postgres.connect import connect, describe
@@ -259,6 +262,7 @@ class PgRawStore:
         self.where = describe(cfg)
         self._con = connect(cfg)
         self._book_depths: set[int] = set()
+        self.refused_rows = 0  # rows written as dead letters instead (see write)
         try:
             if readonly:
                 self._con.execute("SET default_transaction_read_only = on")
@@ -371,7 +375,28 @@ class PgRawStore:
 
     def write(self, records: Sequence[Record]) -> int:
         """Store a batch in one transaction, grouped by table; returns the rows it changed
-        (0 for a batch the store already held)."""
+        (0 for a batch the store already held). A row no column can hold (an int beyond
+        int64, which the binary COPY cannot send) fails the batch, which is then written
+        again with that row as a dead letter instead: one bad row never loses its batch."""
+        import psycopg
+
+        try:
+            return self._write(records)
+        except (struct.error, OverflowError, psycopg.errors.NumericValueOutOfRange):
+            good, letters = refuse_unstorable(list(records), time.time_ns())
+            if not letters:
+                raise
+            self.refused_rows += len(letters)
+            log.warning(
+                "part=storage store=%s refused %d row(s) no column can hold (first: %s); "
+                "kept in the dead_letter table",
+                self.where,
+                len(letters),
+                letters[0].reason,
+            )
+            return self._write([*good, *letters])
+
+    def _write(self, records: Sequence[Record]) -> int:
         if not records:
             return 0
         groups: dict[type, list[Record]] = {}

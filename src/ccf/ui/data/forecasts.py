@@ -16,6 +16,7 @@ import pandas as pd
 from ccf.config import Settings
 from ccf.features.store import StoredSet
 from ccf.monitoring.scoring import SignalRule, signal_of
+from ccf.serving.store import Kind
 from ccf.storage.backends import list_feature_sets, open_feature_store, open_prediction_store
 from ccf.ui.data.db import Store, has_tables, readonly, to_time
 
@@ -46,13 +47,16 @@ def newest_origin(store: Store, symbol: str) -> int | None:
         return None if row is None else row[0]
 
 
-def predictions(store: Store, symbol: str, start_ns: int, end_ns: int) -> pd.DataFrame:
-    """Every role's forecasts with origin in [start, end), with prices for each quantile."""
+def predictions(
+    store: Store, symbol: str, start_ns: int, end_ns: int, kind: Kind = "calibrated"
+) -> pd.DataFrame:
+    """Every role's forecasts with origin in [start, end), with prices for each quantile:
+    the quantiles served (``calibrated``) or the models' own (``raw``)."""
     if not has_tables(store, "predictions"):
         return pd.DataFrame()
     preds = open_prediction_store(store.settings, readonly=True)
     try:
-        df = preds.frame([symbol], start_ns, end_ns)
+        df = preds.frame([symbol], start_ns, end_ns, kind=kind)
     finally:
         preds.close()
     return with_prices(df)

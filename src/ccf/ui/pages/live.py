@@ -1,5 +1,6 @@
 """Live: per symbol the last price, the champion's forecast at each horizon with its change
-and BUY/SELL/HOLD signal, and the price chart with the fans as they were made."""
+and BUY/SELL/HOLD signal, and the price chart with the fans as they were made: the
+intervals served (calibrated online) or, with the toggle, the models' own."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ccf.ui.data.forecasts import bands, latest, model_label
 SECOND = 1_000_000_000
 SPANS = {"5 min": 300, "10 min": 600, "30 min": 1800, "1 h": 3600}
 SIGNAL_COLORS = {"BUY": "green", "SELL": "red", "HOLD": "gray", "-": "gray"}
+INTERVALS = {"calibrated": "calibrated", "model's own": "raw"}  # label -> the store's kind
 
 
 def render(settings: Settings) -> None:
@@ -28,10 +30,18 @@ def render(settings: Settings) -> None:
 
 
 def _live(settings: Settings) -> None:
-    c1, c2, c3 = st.columns([1, 1, 2])
+    c1, c2, c3, c4 = st.columns([1, 1, 2, 1])
     with c1:
         symbol = symbol_picker(settings, "live_symbol")
     span_s = SPANS[c2.selectbox("window", list(SPANS), key="live_span")]
+    with c4:
+        shown = (
+            st.segmented_control(
+                "intervals", list(INTERVALS), default="calibrated", key="live_intervals"
+            )
+            or "calibrated"
+        )
+    kind = INTERVALS[shown]
     price = cache.last_price(
         Store(settings, "raw"), settings.exchange, symbol, settings.features.book_source
     )
@@ -40,7 +50,7 @@ def _live(settings: Settings) -> None:
     if origin is None:
         _price_only(settings, symbol, price)
         return
-    preds = cache.predictions(predictions, symbol, origin - span_s * SECOND, origin + 1)
+    preds = cache.predictions(predictions, symbol, origin - span_s * SECOND, origin + 1, kind)
     horizons = sorted(int(h) for h in preds["horizon"].unique())
     with c3:
         horizon = (
@@ -79,9 +89,17 @@ def _live(settings: Settings) -> None:
         origin + (max_h + 1) * int(bucket_s * SECOND),
     )
     st.plotly_chart(fan(realized, preds, horizon, ev.threshold_bps), key="live_fan")
+    cal = settings.serve.calibration
     st.caption(
         f"Bands: the champion's central intervals for h={horizon} ({horizon * bucket_s:g} s), "
-        "each drawn at the time it forecast, as made then; lines: the medians of the "
+        "each drawn at the time it forecast, as made then"
+        + (
+            f" and calibrated online (`serve.calibration.method={cal.method}`: conformal, "
+            "per volatility tercile, from the forecasts already resolved)"
+            if kind == "calibrated"
+            else ", as the model made them, before calibration"
+        )
+        + "; lines: the medians of the "
         "champion, the challenger (shadow) and the naive yardstick. Right: the newest "
         "forecast over every horizon, with the BUY/SELL threshold around its price."
     )
