@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt setup.py src/ccf/sources/binance/_cbook.c
+$(STAMP): pyproject.toml constraints.txt setup.py src/ccf/sources/binance/_cbook.c src/ccf/sources/venues/_strlevels.c
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[all,dev]'

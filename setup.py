@@ -13,6 +13,11 @@ setup(
             "ccf.sources.binance._cbook",
             sources=["src/ccf/sources/binance/_cbook.c"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        )
+        ),
+        Extension(  # the string-keeping book of OKX, Coinbase, Kraken (venues/strbook.py)
+            "ccf.sources.venues._strlevels",
+            sources=["src/ccf/sources/venues/_strlevels.c"],
+            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
     ]
 )

@@ -4,7 +4,7 @@ pytorch-forecasting's ``model.predict``.
 
     python bench/bench_predict.py e2e --seconds 90          # 1x and flat-out replay
     python bench/bench_predict.py serve --forecasts 50000   # memory over 50k forecasts
-    python bench/bench_predict.py window                    # TFT fast path vs model.predict
+    python bench/bench_predict.py window                    # TFT: model.predict, eager, ONNX
 
 ``e2e`` runs the real parts as processes (replay exchange serving the recordings, the
 collector, features and the predictor) with a model trained beforehand on the same
@@ -23,8 +23,9 @@ step (read the window, build the arrays, forecast every served model, write) and
 sampling the process's resident memory.
 
 ``window`` times one window through the fast path (``Forecaster.predict`` on the
-arrays) and through pytorch-forecasting's ``model.predict`` on a one-window
-TimeSeriesDataSet, in the same run.
+arrays), eager and through ONNX Runtime (the serving default, ``serve.compiled``), and
+through pytorch-forecasting's ``model.predict`` on a one-window TimeSeriesDataSet,
+interleaved in the same run.
 """
 
 from __future__ import annotations
@@ -395,45 +396,64 @@ def bench_window(args: argparse.Namespace) -> None:
     t = int(sp.test.t[0])
     frame = rows.frame.iloc[t - model.spec.history + 1 : t + 1]
     one = dataset.Origins(np.zeros(1, int), np.array([len(frame) - 1]))
-    torch.set_num_threads(s.serve.torch_threads)  # as the predictor runs (both paths)
-    fast, built, slow = [], [], []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        win = dataset.build(frame, model.spec)
-        t1 = time.perf_counter()
-        model.predict(win, one)
-        t2 = time.perf_counter()
-        fast.append((t2 - t1) * 1e3)
-        built.append((t2 - t0) * 1e3)
+    torch.set_num_threads(s.serve.torch_threads)  # as the predictor runs (every path)
+    assert model.serve_compiled(s.serve.torch_threads), "the ONNX export fell back to eager"
+    onnx = model.onnx
     # the library's dataset needs the decoder's targets to exist (it never feeds them in):
     # the same window with the horizon's rows after it
     ahead = rows.frame.iloc[t - model.spec.history + 1 : t + 1 + model.spec.max_horizon]
     full = dataset.build(ahead, model.spec)
     ref = windows.reference_dataset(full, windows.forecast_windows(full, one), model.layout)
+    win = dataset.build(frame, model.spec)
+    model.onnx = None
+    want = model.predict(win, one)
+    model.onnx = onnx
+    diff = float(np.abs(model.predict(win, one) - want).max())
+    fast, built, comp, slow = [], [], [], []
     cwd = os.getcwd()
+    # interleaved (the VM is shared): each repeat runs eager and compiled in turn, in
+    # alternating order, and every tenth one model.predict too
     with tempfile.TemporaryDirectory() as d:
         os.chdir(d)  # model.predict leaves a lightning_logs folder behind on every call
         try:
-            for _ in range(max(args.repeats // 10, 5)):
-                t0 = time.perf_counter()
-                model.net.predict(
-                    ref, mode="quantiles", trainer_kwargs={"enable_progress_bar": False}
-                )
-                slow.append((time.perf_counter() - t0) * 1e3)
+            for i in range(args.repeats):
+                for path in ("eager", "onnx") if i % 2 else ("onnx", "eager"):
+                    model.onnx = onnx if path == "onnx" else None
+                    t0 = time.perf_counter()
+                    win = dataset.build(frame, model.spec)
+                    t1 = time.perf_counter()
+                    model.predict(win, one)
+                    t2 = time.perf_counter()
+                    (comp if path == "onnx" else fast).append((t2 - t1) * 1e3)
+                    if path == "eager":
+                        built.append((t2 - t0) * 1e3)
+                if i % 10 == 0:
+                    t0 = time.perf_counter()
+                    model.net.predict(
+                        ref, mode="quantiles", trainer_kwargs={"enable_progress_bar": False}
+                    )
+                    slow.append((time.perf_counter() - t0) * 1e3)
             folders = len(list(Path(d).rglob("version_*")))
         finally:
             os.chdir(cwd)
     print(f"machine: {machine()}")
     head = "one TFT window (hidden 16, encoder 60)"
-    print(f"{head:<44} {'calls':>6} {'median ms':>10} {'p99 ms':>8}")
+    print(f"{head:<44} {'calls':>6} {'median ms':>10} {'p99 ms':>8} {'/ predict':>10}")
+    ref_ms = statistics.median(slow)
     for name, v in (
-        ("fast path: Forecaster.predict on the arrays", fast),
-        ("fast path incl. building the arrays", built),
         ("pytorch-forecasting model.predict", slow),
+        ("eager fast path: Forecaster.predict", fast),
+        ("eager fast path incl. building the arrays", built),
+        ("compiled path: ONNX Runtime", comp),
     ):
-        print(f"{name:<44} {len(v):>6} {statistics.median(v):>10.2f} {pct(v, 99):>8.2f}")
-    ratio = statistics.median(fast) / statistics.median(slow)
-    print(f"fast / model.predict: {ratio:.3f}; log folders model.predict left: {folders}")
+        med = statistics.median(v)
+        print(f"{name:<44} {len(v):>6} {med:>10.2f} {pct(v, 99):>8.2f} {med / ref_ms:>10.3f}")
+    print(
+        f"eager / model.predict: {statistics.median(fast) / ref_ms:.3f}; compiled / model.predict:"
+        f" {statistics.median(comp) / ref_ms:.3f}; compiled / eager: "
+        f"{statistics.median(comp) / statistics.median(fast):.3f}; max |compiled - eager| "
+        f"{diff:.2g}; log folders model.predict left: {folders}"
+    )
 
 
 def main() -> None:

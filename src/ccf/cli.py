@@ -114,7 +114,11 @@ def _collect_all(settings: Settings, record: bool) -> None:
     metrics = _serve(PartMetrics("collect", settings))
 
     async def main(stop: asyncio.Event) -> None:
-        parts = [Collector(settings, record=record, metrics=metrics).run(stop)]
+        group: list[Collector] = []  # one metrics endpoint: part-wide counts are summed
+        parts = [
+            Collector(settings, record=record, metrics=metrics, venue=v, group=group).run(stop)
+            for v in settings.venue_list()
+        ]
         if news_wanted(settings):
             parts.append(NewsCollector(settings).run(stop))
         await asyncio.gather(*parts)
@@ -147,8 +151,9 @@ def record(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> Non
 def exchange(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> None:
     """Serve recordings over the Binance protocol on replay.host:replay.port (https/wss with
     replay.tls=true). Exits non-zero, naming the cause, when it cannot start."""
-    from ccf.sources.replay.exchange import ReplayStartError, serve
+    from ccf.sources.replay.exchange import ReplayStartError, replay_venues, serve
     from ccf.sources.replay.metrics import ExchangeMetrics
+    from ccf.sources.replay.venues.server import venue_servers
 
     settings = _settings(overrides, config)
     _missing_recordings(settings)
@@ -156,13 +161,18 @@ def exchange(overrides: list[str] = OVERRIDES, config: list[Path] = CONFIG) -> N
 
     async def main(stop: asyncio.Event) -> None:
         server = asyncio.create_task(serve(settings.replay, on_start=metrics.attach))
+        # further venues (settings.venues) with their own recordings: one exchange each
+        others = [asyncio.create_task(serve(cfg)) for cfg in replay_venues(settings)]
+        # OKX, Coinbase, Kraken: their own protocols (ccf.sources.replay.venues)
+        others += [asyncio.create_task(run) for run in venue_servers(settings)]
         waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait([server, waiter], return_when=asyncio.FIRST_COMPLETED)
-        server.cancel()
-        waiter.cancel()
-        await asyncio.gather(server, waiter, return_exceptions=True)
-        if not server.cancelled() and server.exception() is not None:
-            raise server.exception()  # type: ignore[misc]
+        await asyncio.wait([server, *others, waiter], return_when=asyncio.FIRST_COMPLETED)
+        for task in (server, *others, waiter):
+            task.cancel()
+        await asyncio.gather(server, *others, waiter, return_exceptions=True)
+        for task in (server, *others):
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
     try:
         run_until_stopped(main)
@@ -604,6 +614,12 @@ def train(
         "--retry",
         help="with --every: while there is no champion, retry a failed round after this long",
     ),
+    first_model: bool = typer.Option(
+        False,
+        "--first-model",
+        help="with --retry: a first naive model on a short spec while there is no champion, "
+        "replaced by the first full round (run.first_model)",
+    ),
 ) -> None:
     """Train each model on the train split, walk it forward on the test split against
     naive, write its report, log an MLflow run and register a version (alias challenger;
@@ -651,6 +667,7 @@ def train(
                 warm_start=warm_start,
                 retry_s=retry_s,
                 on_round=lambda n, rnd: _print_round(rnd),
+                first_model=first_model,
             )
         )
     except KeyboardInterrupt:

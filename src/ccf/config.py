@@ -32,7 +32,7 @@ from ccf.secrets import SecretRef
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # conf/ at the top links here
 ENV_PREFIX = "CCF__"
 _STREAM_RE = re.compile(
-    r"^(depth(@100ms|@1000ms)?|depth(5|10|20)(@100ms|@1000ms)?|trade|bookTicker"
+    r"^(depth(@0ms|@100ms|@250ms|@500ms|@1000ms)?|depth(5|10|20)(@100ms|@1000ms)?|trade|bookTicker"
     r"|kline_(1s|1m|3m|5m|15m|30m|1h|2h|4h|6h|8h|12h|1d|3d|1w|1M))$"
 )
 
@@ -234,6 +234,9 @@ class FaultConfig(_Section):
         "startTime/fromId) start half a page early, repeating rows: clients must dedupe",
     )
     shutdown_after_frames: int = Field(0, ge=0, description="send serverShutdown after N frames")
+    corrupt_checksum_every: int = Field(
+        0, ge=0, description="alter the checksum of one checksummed book update in N (OKX, Kraken)"
+    )
 
 
 class ReplayConfig(_Section):
@@ -656,6 +659,11 @@ class ServeConfig(_Section):
     torch_threads: int = Field(
         1, gt=0, description="CPU threads for a deep model's forecasts (one window: 1 is fastest)"
     )
+    compiled: bool = Field(
+        True,
+        description="deep models forecast through ONNX Runtime (eager PyTorch when the export "
+        "fails, or with false)",
+    )
     wait_for_model: bool = Field(
         False, description="wait for a champion (and enough history) instead of stopping"
     )
@@ -727,15 +735,63 @@ class RunConfig(_Section):
     )
     retrain_every: Duration = Field("1h", description="retrain (warm start) and promote this often")
     first_train_retry: Duration = Field(
-        "30s", description="retry the first training this often until data allows one"
+        "5s", description="retry the first training this often until data allows one"
     )
+    first_model: bool = Field(
+        True,
+        description="while there is no champion, train naive alone on a short spec first "
+        "(a forecast within a minute), replaced once the configured models train",
+    )
+    first_encoder_length: int = Field(5, gt=0, description="the first model's encoder_length")
+    first_vol_halflife: int = Field(10, gt=0, description="the first model's vol_halflife")
     status_every_s: float = Field(10.0, ge=0, description="a status line per part; 0 = quiet")
+
+
+class VenueConfig(_Section):
+    """One venue to collect (issue 15): its name in ``ccf.sources.venues`` (the records'
+    ``exchange``), its symbols and streams; with source=replay, the recordings a replay
+    exchange serves for it and that exchange's port. Unset ``venues`` = one venue,
+    ``exchange`` with ``symbols`` and ``collect.streams``, exactly as before."""
+
+    name: str
+    symbols: tuple[str, ...]
+    streams: tuple[str, ...] = Field((), description="() = collect.streams")
+    ws_url: str = Field("", description="live websocket base; '' = the venue's own")
+    rest_url: str = Field("", description="live REST base; '' = the venue's own")
+    replay_files: tuple[Path, ...] = Field(
+        (), description="recordings served for this venue; () = replay.files (first venue only)"
+    )
+    replay_port: int = Field(0, ge=0, le=65535, description="0 = replay.port (first venue only)")
+
+    @field_validator("symbols")
+    @classmethod
+    def _lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("a venue needs at least one symbol")
+        return tuple(s.lower() for s in v)
+
+    @model_validator(mode="after")
+    def _known(self) -> VenueConfig:
+        from ccf.sources import venues
+
+        try:
+            venue = venues.get(self.name)
+        except KeyError as e:
+            raise ValueError(str(e).strip("'\"")) from None
+        bad = [s for s in self.streams if not venue.supports(s)]
+        if bad:
+            raise ValueError(f"venue {self.name} has no stream(s) {bad}")
+        return self
 
 
 class Settings(_Section):
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    exchange: Literal["binance"] = "binance"
+    exchange: str = Field(
+        "binance",
+        description="the venue (ccf.sources.venues) the parts read and key their rows by: "
+        "binance (spot) or binance_usdm; the collector's default venue",
+    )
     source: Literal["replay", "binance"] = "replay"
     symbols: tuple[str, ...] = ("btcusdt", "ethusdt")
     storage: StorageConfig = StorageConfig()
@@ -753,6 +809,18 @@ class Settings(_Section):
     metrics: MetricsConfig = MetricsConfig()
     run: RunConfig = RunConfig()
     ui: UIConfig = UIConfig()
+    venues: tuple[VenueConfig, ...] = Field(
+        (), description="venues collected at once; () = exchange with symbols (see VenueConfig)"
+    )
+
+    @field_validator("exchange")
+    @classmethod
+    def _known_venue(cls, v: str) -> str:
+        from ccf.sources import venues
+
+        if v not in venues.names():
+            raise ValueError(f"unknown venue {v!r}: known venues are {', '.join(venues.names())}")
+        return v
 
     @field_validator("symbols")
     @classmethod
@@ -805,6 +873,29 @@ class Settings(_Section):
     @property
     def recordings_dir(self) -> Path:
         return self.record.dir or self.data_dir / "recordings"
+
+    def venue_list(self) -> tuple[VenueConfig, ...]:
+        """The venues collected: ``venues``, or the one ``exchange`` with ``symbols``."""
+        return self.venues or (VenueConfig(name=self.exchange, symbols=self.symbols),)
+
+    def venue_urls(self, v: VenueConfig) -> tuple[str, str]:
+        """(websocket base, REST base) of venue ``v``: the replay exchange serving it with
+        source=replay (the first venue on replay.port), else the venue's live endpoints."""
+        first = v == self.venue_list()[0]
+        if self.source == "replay":
+            port = v.replay_port or (self.replay.port if first else 0)
+            if not port:
+                raise ConfigError(
+                    f"venue {v.name}: set replay_port (only the first venue uses replay.port)"
+                )
+            ws, rest = ("wss", "https") if self.replay.tls else ("ws", "http")
+            return f"{ws}://{self.replay.host}:{port}", f"{rest}://{self.replay.host}:{port}"
+        if v.name == "binance":  # the `binance` section holds the spot endpoints
+            return v.ws_url or self.binance.ws_url, v.rest_url or self.binance.rest_url
+        from ccf.sources import venues
+
+        ends = venues.get(v.name).endpoints
+        return v.ws_url or ends.ws_url, v.rest_url or ends.rest_url
 
     def ws_url(self) -> str:
         if self.source == "replay":

@@ -23,6 +23,7 @@ GapReason = Literal[
     "crossed_book",
     "stale_snapshot",
     "missing_history",  # the exchange's own history has a hole (found by a backfill)
+    "checksum_mismatch",  # the local book disagrees with the venue's checksum (OKX, Kraken)
     "id_jump",  # an update id beyond collect.max_id_jump of the last one: the book resyncs
 ]
 

@@ -63,6 +63,7 @@ def plan_parts(settings: Settings, overrides: list[str], config: list[Path]) -> 
             "--warm-start",
             "--models",
             ",".join(run.train_models),
+            *(["--first-model"] if run.first_model else []),
         ],
         "predict": ["serve.wait_for_model=true"],
     }

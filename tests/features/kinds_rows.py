@@ -31,6 +31,7 @@ KINDS = (
     "m_p get relative resample ema vwap_ask vwap_bid vwap_mid spread rel_spread micro_price "
     "depth_imbalance ofi trade_flow_imbalance realized_vol time_since_last_trade "
     "candle_return candle_range volume_zscore news_count news_recency"
+    " basis mid_deviation lead_lag_return"
 ).split()
 TRADES = ("buy_count", "buy_qty", "buy_notional", "sell_count", "sell_qty", "sell_notional")
 

@@ -279,3 +279,34 @@ def test_with_market_data_only_live_waits_for_the_first_closed_bucket(
 def test_a_bad_setting_is_reported_by_its_key(empty: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = open_page(monkeypatch, [f"data_dir={empty}", "symbols=[BTC-USDT]"], "live")
     assert "symbols: not a Binance symbol" in at.error[0].value
+
+
+def test_with_features_but_no_forecast_live_says_what_the_first_model_waits_for(
+    filled: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Live page before the first forecast: the buckets stored, the buckets a first
+    model needs (``ccf.ml.first.needs``) and how long that should take."""
+    from ccf.features.spec import feature_set
+    from ccf.features.store import FeatureStore
+    from ccf.ml.first import needs
+
+    data = tmp_path / "no-forecast"
+    data.mkdir()
+    for f in ("ccf.sqlite", "features.sqlite"):
+        shutil.copy(filled / f, data / f)
+    settings = settings_at(data)
+    need_first, _ = needs(settings)
+    fs = feature_set(settings.features)
+    store = FeatureStore(settings.features_path, fs)
+    lo = store.first_bucket("btcusdt")
+    stored = 20
+    con = sqlite3.connect(settings.features_path)  # keep the first 20 one-second buckets
+    con.execute(f"DELETE FROM {fs.table} WHERE ts >= ?", (lo + stored * fs.bucket_ns,))
+    con.commit()
+    con.close()
+    store.close()
+    at = open_page(monkeypatch, overrides(data), "live")
+    text = texts(at)
+    assert "Waiting for the first forecast: 20 buckets of BTCUSDT stored" in text, text
+    assert f"needs about {need_first}: about {need_first - stored} s more" in text
+    assert "`run.first_model`" in text and "serve.alias_check_s" in text

@@ -552,6 +552,8 @@ def _signal(c: _Cell, mid: int, cfg: EvaluateConfig) -> dict[str, Any]:
 
 
 def _blocks(c: _Cell, abs_err, abs_base, pin, pin_base) -> dict[str, Any]:
+    if not c.ts.size:  # no test origin has this horizon's target yet (a first model): no blocks
+        return {"from": [], "mae_ratio": [], "pinball_skill": []}
     b = m.block_skill(abs_err, abs_base, pin, pin_base, BLOCKS)
     return {
         "from": [_iso(int(c.ts[i])) for i in b.start] if c.ts.size else [],

@@ -377,6 +377,7 @@ def train_loop(
     warm_start: bool = False,
     retry_s: float | None = None,
     on_round: Callable[[int, Round], None] = lambda n, r: None,
+    first_model: bool = False,
 ) -> int:
     """Retrain every ``every_s`` (start to start) on fresh data until ``stop`` is set, which
     is checked between rounds; each round's challenger is promoted by the rule of
@@ -384,7 +385,11 @@ def train_loop(
 
     With ``retry_s``, a failed round is retried after that long while the registry has
     no champion yet: ``ccf run`` trains its first model as soon as the live data allows.
+    With ``first_model`` (and ``retry_s``) that first model is naive on a short spec,
+    replaced by the first full round (:mod:`ccf.ml.first`).
     """
+    from ccf.ml import first
+
     if source.end_ns is not None:
         log.warning("part=ml loop --to is fixed: every round reads the same rows")
     check_source(source)  # a candle file that is not there stops the loop at once...
@@ -394,17 +399,29 @@ def train_loop(
     while not stop.is_set():
         started = time.monotonic()
         n += 1
+        soon = False  # the next round at retry pace: the champion is a first model
         try:
             had_champion = reg.alias(CHAMPION) is not None
-            rnd = train_round(
-                settings, source, kinds, warm_start=warm_start, command="loop", reg=reg
-            )
-            if had_champion:
+            replacing = retry_s is not None and first.provisional(reg)
+            if first_model and retry_s is not None and not had_champion:
+                rnd, soon = first.first_round(settings, source, reg), True
+            else:  # no warm start from a first model: its spec is not the configured one
+                rnd = train_round(
+                    settings,
+                    source,
+                    kinds,
+                    warm_start=warm_start and not replacing,
+                    command="loop",
+                    reg=reg,
+                )
+            if replacing:
+                rnd.aliases = first.replace_first(reg, rnd)
+            elif had_champion:
                 rnd.decision = promotion.compare(settings, reg, rnd.rows, CHALLENGER)
                 promotion.apply(reg, rnd.decision)
                 rnd.aliases = reg.aliases()
         except MLError as e:
-            if retry_s is not None and reg.alias(CHAMPION) is None:
+            if retry_s is not None and (reg.alias(CHAMPION) is None or first.provisional(reg)):
                 log.info(
                     "part=ml loop round=%d: %s (no champion yet: retry in %.0f s)", n, e, retry_s
                 )
@@ -415,7 +432,8 @@ def train_loop(
         else:
             on_round(n, rnd)
             log.info("part=ml loop round=%d done aliases=%s", n, rnd.aliases)
-        if stop.wait(max(0.0, every_s - (time.monotonic() - started))):
+        wait = retry_s if soon and retry_s is not None else every_s
+        if stop.wait(max(0.0, wait - (time.monotonic() - started))):
             break
     log.info("part=ml loop stopped after %d round(s)", n)
     return n

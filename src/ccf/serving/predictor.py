@@ -204,6 +204,9 @@ class Predictor:
                     have.version,
                     version,
                 )
+            serve_compiled = getattr(model, "serve_compiled", None)  # the deep kinds
+            if cfg.compiled and serve_compiled is not None:
+                serve_compiled(cfg.torch_threads)  # False: it logged why, and eager stays
             self.served[role] = Served(role, model, name, version)
             _limit_torch_threads(cfg.torch_threads)
             changed |= role == "champion"

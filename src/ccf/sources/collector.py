@@ -1,8 +1,11 @@
-"""``ccf collect``: Binance market data into the raw store.
+"""``ccf collect``: one venue's market data into the raw store.
 
-One asyncio loop owns everything: a :class:`StreamConnection` per group of
-at most ``max_streams_per_connection`` streams, a few snapshot workers
-answering the feed's resync requests over REST, a drain task handing records
+The collector names no venue: it gets the feed, REST client, stream names,
+URLs and limits from the :mod:`ccf.sources.venues` entry its
+:class:`~ccf.config.VenueConfig` names (``ccf collect`` runs one collector
+per configured venue in the same loop). One asyncio loop owns everything: a
+:class:`StreamConnection` per group of at most ``max_streams_per_connection`` streams, a few
+snapshot workers answering the feed's resync requests over REST, a drain task handing records
 to the store's writer thread, and a progress task. Stopping (Ctrl-C,
 SIGTERM) closes the connections, emits pending books, and waits for the
 writer to commit everything.
@@ -22,15 +25,16 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from prometheus_client import Counter as MetricCounter
 
-from ccf.config import Settings
+from ccf.config import Settings, VenueConfig
 from ccf.monitoring.metrics import PartMetrics
 from ccf.records import Book, Candle, DeadLetter, Gap, Quote, Record, Trade
+from ccf.sources import venues
 from ccf.sources.backoff import backoff_s
 from ccf.sources.binance.connection import StreamConnection
-from ccf.sources.binance.feed import BinanceFeed, stream_kind
 from ccf.sources.binance.history import NoProgress, trades_by_id
-from ccf.sources.binance.rest import BinanceRest, RestError
+from ccf.sources.binance.rest import RestError
 from ccf.sources.recorder import Recorder
+from ccf.sources.venues.base import FeedCallbacks, RestClient
 from ccf.storage import StoreWriter
 from ccf.storage.backends import open_raw_store, record_writer, uses_postgres
 from ccf.storage.postgres.connect import describe
@@ -73,30 +77,56 @@ def plan_connections(
 
 class Collector:
     def __init__(
-        self, settings: Settings, *, record: bool = False, metrics: PartMetrics | None = None
+        self,
+        settings: Settings,
+        *,
+        record: bool = False,
+        metrics: PartMetrics | None = None,
+        venue: VenueConfig | None = None,
+        group: list[Collector] | None = None,
     ) -> None:
+        """``group``: the collectors sharing ``metrics`` (one per venue, ``ccf collect``):
+        the part-wide counters (gaps, resyncs, ...) count the sum over the group."""
         self.settings = settings
+        self.venue_cfg = venue or settings.venue_list()[0]
+        self.venue = venues.get(self.venue_cfg.name)
+        self.symbols = self.venue_cfg.symbols
+        cfg = settings.collect
+        self.streams = self.venue_cfg.streams or cfg.streams
+        # the default venue keeps its old names: part "collect", metric labels = symbols
+        self._primary = self.venue.name == settings.exchange
+        self.part = "collect" if self._primary else f"collect:{self.venue.name}"
         # Prometheus; `ccf collect` serves it on metrics.ports.collect
         self.metrics = metrics or PartMetrics("collect", settings)
         self.metrics.add_refresh(self._sync_metrics)
-        cfg = settings.collect
-        self.feed = BinanceFeed(
-            settings.symbols,
-            cfg.streams,
+        self._group = group if group is not None else []
+        self._group.append(self)
+        # one per metrics registry: the group's first collector makes it, the others share it
+        self._dead_letter_kinds = (
+            self._group[0]._dead_letter_kinds
+            if len(self._group) > 1
+            else MetricCounter(
+                "ccf_dead_letter_reasons",
+                "Dead letters by the kind of their reason (invalid_value, id_jump, ...)",
+                ["reason"],
+                registry=self.metrics.registry,
+            )
+        )
+        self.feed = self.venue.make_feed(
+            self.symbols,
+            self.streams,
             book_depth=cfg.book_depth,
             book_cadence=cfg.book_cadence,
-            request_snapshot=self._request_snapshot,
-            on_server_shutdown=self._server_shutdown,
-            on_trade_gap=self._on_trade_gap,
+            callbacks=FeedCallbacks(
+                request_snapshot=self._request_snapshot,
+                on_server_shutdown=self._server_shutdown,
+                on_trade_gap=self._on_trade_gap,
+            ),
             max_id_jump=cfg.max_id_jump,
         )
-        self._dead_letter_kinds = MetricCounter(
-            "ccf_dead_letter_reasons",
-            "Dead letters by the kind of their reason (invalid_value, id_jump, ...)",
-            ["reason"],
-            registry=self.metrics.registry,
-        )
-        self.recorder = Recorder(settings.recordings_dir, settings.exchange) if record else None
+        self.recorder = Recorder(settings.recordings_dir, self.venue.name) if record else None
+        # venues whose books resync by resubscribing queue messages for the connection to send
+        self._resubscribes = hasattr(self.feed, "take_outgoing")
         self.connections: list[StreamConnection] = []
         self._conn_of: dict[str, StreamConnection] = {}
         self._current: StreamConnection | None = None
@@ -107,7 +137,7 @@ class Collector:
         self.counts: Counter[tuple[str, str]] = Counter()  # (symbol, kind) -> records
         self._latency_ms: deque[float] = deque(maxlen=2000)  # recent trades' recv - event
         self.writer: StoreWriter | None = None
-        self.rest: BinanceRest | None = None
+        self.rest: RestClient | None = None
         self.started_at = time.time_ns()
 
     # -- callbacks from the feed and the connections ----------------------------------------
@@ -127,11 +157,13 @@ class Collector:
             self.recorder.frame(ts_recv, frame)
         self._current = conn
         self.feed.handle(frame, ts_recv, self._out)
+        if self._resubscribes and self.feed.outgoing:  # OKX, Coinbase, Kraken: resync one book
+            conn.outbox.extend(self.feed.take_outgoing())
         if len(self._out) >= DRAIN_ROWS:
             self._drain()
 
     def _on_down(self, conn: StreamConnection, why: str, was_live: bool) -> None:
-        symbols = tuple(s for s in self.settings.symbols if self._conn_of[s] is conn)
+        symbols = tuple(s for s in self.symbols if self._conn_of[s] is conn)
         for s in symbols:
             self._epoch[s] += 1
         if was_live:
@@ -140,7 +172,7 @@ class Collector:
 
     # -- tasks ------------------------------------------------------------------------------
 
-    async def _snapshot_worker(self, rest: BinanceRest) -> None:
+    async def _snapshot_worker(self, rest: RestClient) -> None:
         limit = self.settings.collect.snapshot_limit
         refusals: Counter[str] = Counter()  # symbol -> refused answers in a row
         while True:
@@ -150,7 +182,8 @@ class Collector:
                 body, ts_recv = await rest.depth(symbol, limit)
             except RestError as e:
                 log.error(
-                    "part=collect exchange=binance symbol=%s snapshot failed: %s; retrying in 5 s",
+                    "part=collect exchange=%s symbol=%s snapshot failed: %s; retrying in 5 s",
+                    self.venue.name,
                     symbol,
                     e,
                 )
@@ -172,7 +205,7 @@ class Collector:
                 await asyncio.sleep(0.25)
                 self._snapshots.put_nowait(symbol)
 
-    async def _trade_fill_worker(self, rest: BinanceRest) -> None:
+    async def _trade_fill_worker(self, rest: RestClient) -> None:
         """Fetch trades missed across a gap over REST and mark the gap filled."""
         while True:
             symbol, first, last, gap = await self._trade_fills.get()
@@ -186,7 +219,13 @@ class Collector:
                 continue
             got, error = 0, ""
             try:
-                async for page in trades_by_id(rest, symbol, first, last):
+                async for page in trades_by_id(
+                    rest,  # type: ignore[arg-type]
+                    symbol,
+                    first,
+                    last,
+                    exchange=self.venue.name,
+                ):
                     self._out.extend(page)
                     got += len(page)
             except (RestError, NoProgress) as e:
@@ -194,8 +233,9 @@ class Collector:
             self.feed.stats["trades_backfilled"] += got
             log.log(
                 logging.INFO if got == wanted else logging.WARNING,
-                "part=collect exchange=binance symbol=%s backfilled %d of %d missing trades "
+                "part=collect exchange=%s symbol=%s backfilled %d of %d missing trades "
                 "(ids %d..%d)%s",
+                self.venue.name,
                 symbol,
                 got,
                 wanted,
@@ -228,7 +268,7 @@ class Collector:
         for r in batch[-200:]:
             if type(r) is Trade:
                 self._latency_ms.append((r.ts_recv - r.ts_event) / 1e6)
-                observe("receive", (r.ts_recv - r.ts_event) / 1e9, r.symbol)
+                observe("receive", (r.ts_recv - r.ts_event) / 1e9, self._label(r.symbol))
         self.writer.submit(batch)
 
     async def _progress_loop(self, store: SqliteStore | PgRawStore) -> None:
@@ -238,7 +278,7 @@ class Collector:
             await asyncio.sleep(every or 5.0)
             detail = self.status()
             store.heartbeat(
-                "collect",
+                self.part,
                 os.getpid(),
                 self.started_at,
                 time.time_ns(),
@@ -246,14 +286,16 @@ class Collector:
                 json.dumps(detail),
             )
             if every:
-                for sym in self.settings.symbols:
+                for sym in self.symbols:
                     parts = [
                         f"{k}={self.counts[(sym, k)] - last[(sym, k)]}"
                         for k in ("book", "trade", "quote", "candle")
                         if self.counts[(sym, k)]
                     ]
                     log.info(
-                        "part=collect symbol=%s last %.0fs: %s open_gaps=%d dead_letters=%d",
+                        "part=collect exchange=%s symbol=%s last %.0fs: %s open_gaps=%d "
+                        "dead_letters=%d",
+                        self.venue.name,
                         sym,
                         every,
                         " ".join(parts) or "nothing yet",
@@ -266,22 +308,32 @@ class Collector:
         """The running counts into the Prometheus counters (events in: exchange events per
         symbol; out: every record handed to the store, gaps and dead letters too)."""
         m = self.metrics
-        for sym in self.settings.symbols:
+        for sym in self.symbols:
             market = sum(self.counts[(sym, k)] for k in ("book", "trade", "quote", "candle"))
-            m.advance(m.events_in, market, sym)
+            m.advance(m.events_in, market, self._label(sym))
             written = market + self.counts[(sym, "gap")] + self.counts[(sym, "dead_letter")]
-            m.advance(m.events_out, written, sym)
-        stats = self.feed.stats
-        m.advance(m.gaps, stats["gaps"])
-        m.advance(m.resyncs, stats["resyncs"])
-        m.advance(m.dead_letters, stats["dead_letters"])
-        for kind, n in list(self.feed.dead_letter_kinds.items()):
+            m.advance(m.events_out, written, self._label(sym))
+        if self._group[0] is not self:
+            return  # the group's first collector counts the part-wide totals for all
+        group = self._group
+        for key in ("gaps", "resyncs", "dead_letters"):
+            m.advance(getattr(m, key), sum(c.feed.stats[key] for c in group))
+        reconnects = sum(max(0, n.connects - 1) for c in group for n in c.connections)
+        m.advance(m.reconnects, reconnects)
+        kinds: Counter[str] = Counter()
+        for c in group:
+            kinds.update(c.feed.dead_letter_kinds)
+        for kind, n in kinds.items():
             m.advance(self._dead_letter_kinds, n, kind)
-        m.advance(m.reconnects, sum(max(0, c.connects - 1) for c in self.connections))
+
+    def _label(self, symbol: str) -> str:
+        """The metrics' symbol label: ``venue:symbol`` beside the default venue."""
+        return symbol if self._primary else f"{self.venue.name}:{symbol}"
 
     def status(self) -> dict[str, Any]:
         lat = self._latency_ms
         return {
+            "venue": self.venue.name,
             "frames": self.feed.frames,
             "feed": dict(self.feed.stats),
             "rest": dict(self.rest.stats) if self.rest else {},
@@ -307,14 +359,14 @@ class Collector:
     def _resume_from_store(self, store: SqliteStore | PgRawStore) -> None:
         """After a restart: a gap from what the store last holds to what comes next."""
         now = time.time_ns()
-        kinds = {stream_kind(st) for st in self.settings.collect.streams}
+        kinds = {self.venue.stream_kind(st) for st in self.streams}
         for summary in store.summaries():
             kind = summary.kind
             if (
                 summary.symbol in self.feed.state
                 and kind in kinds
                 and summary.last_ts
-                and summary.exchange == self.settings.exchange
+                and summary.exchange == self.venue.name
             ):
                 last_id = None
                 if kind == "trade":
@@ -332,35 +384,41 @@ class Collector:
         store = open_raw_store(s)  # heartbeats, and where to resume from
         self._resume_from_store(store)
         self.writer = record_writer(s)
+        ws_url, rest_url = s.venue_urls(self.venue_cfg)
         log.info(
             "part=collect exchange=%s source=%s ws=%s rest=%s symbols=%s streams=%s store=%s",
-            s.exchange,
+            self.venue.name,
             s.source,
-            s.ws_url(),
-            s.rest_url(),
-            ",".join(s.symbols),
-            ",".join(cfg.streams),
+            ws_url,
+            rest_url,
+            ",".join(self.symbols),
+            ",".join(self.streams),
             describe(s.storage.postgres) if uses_postgres(s) else s.db_path,
         )
         try:
             async with aiohttp.ClientSession() as session:
-                self.rest = BinanceRest(
+                self.rest = self.venue.make_rest(
                     session,
-                    s.rest_url(),
+                    rest_url,
                     weight_limit=cfg.rest_weight_limit,
                     timeout_s=cfg.rest_timeout_s,
                 )
+                per_conn = min(
+                    cfg.max_streams_per_connection, self.venue.rules.max_streams_per_connection
+                )
+                prefix = "ws" if self._primary else f"{self.venue.name}-ws"
                 for n, (syms, streams) in enumerate(
-                    plan_connections(s.symbols, cfg.streams, cfg.max_streams_per_connection)
+                    plan_connections(self.symbols, self.streams, per_conn)
                 ):
                     conn = StreamConnection(
-                        f"ws{n}",
+                        f"{prefix}{n}",
                         session,
-                        s.ws_url(),
+                        ws_url,
                         streams,
                         cfg,
                         on_frame=self._on_frame,
                         on_down=self._on_down,
+                        venue=self.venue,
                     )
                     self.connections.append(conn)
                     for sym in syms:
@@ -372,7 +430,7 @@ class Collector:
             self._drain()
             self.writer.close()
             store.heartbeat(
-                "collect",
+                self.part,
                 os.getpid(),
                 self.started_at,
                 time.time_ns(),
@@ -383,7 +441,8 @@ class Collector:
             if self.recorder is not None:
                 self.recorder.close()
             log.info(
-                "part=collect stopped: frames=%d rows_written=%d",
+                "part=collect exchange=%s stopped: frames=%d rows_written=%d",
+                self.venue.name,
                 self.feed.frames,
                 self.writer.rows_written,
             )

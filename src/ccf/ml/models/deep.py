@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from pytorch_forecasting.models.base import BaseModel
 
     from ccf.config import TrainConfig
+    from ccf.ml.models.export import OnnxNet
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class DeepForecaster(Forecaster):
         super().__init__(spec, params)
         self.net: BaseModel | None = None
         self.layout: W.Layout | None = None
+        self.onnx: OnnxNet | None = None  # set by serve_compiled: the live forward pass
 
     @staticmethod
     @abstractmethod
@@ -100,6 +102,7 @@ class DeepForecaster(Forecaster):
 
     def _attach(self, net: BaseModel) -> None:
         self.net = net
+        self.onnx = None  # a new network: any exported graph is of the old one
         self.layout = W.layout_of(net.hparams.x_reals, self.spec, self.relative_time_idx)
 
     # -- fit -------------------------------------------------------------------------------
@@ -227,6 +230,20 @@ class DeepForecaster(Forecaster):
                 f"{self.kind}: warm start from a model with other parameters ({e})"
             ) from e
 
+    def serve_compiled(self, threads: int = 1) -> bool:
+        """Forecast through ONNX Runtime from now on (see :mod:`ccf.ml.models.export`);
+        False, with a warning logged, when the network cannot be exported: eager stays."""
+        from ccf.ml.models import export
+
+        if self.net is None or self.layout is None:
+            raise RuntimeError(f"{self.kind}: serve_compiled before fit")
+        if self.net.training:
+            self.net.eval()
+        self.onnx = export.export(
+            self.net, self.layout, len(self.spec.targets), threads=threads, kind=self.kind
+        )
+        return self.onnx is not None
+
     # -- predict -----------------------------------------------------------------------------
 
     def predict(self, data: Dataset, origins: Origins) -> np.ndarray:
@@ -251,7 +268,10 @@ class DeepForecaster(Forecaster):
             for lo in range(0, len(w), PREDICT_BATCH):
                 sl = slice(lo, lo + PREDICT_BATCH)
                 x, _ = W.gather(arrays, self.layout, series[sl], k[sl], t[sl], K)
-                out[sl] = net(x)["prediction"].float().cpu().numpy()
+                if self.onnx is not None:
+                    out[sl] = self.onnx(x)
+                else:
+                    out[sl] = net(x)["prediction"].float().cpu().numpy()
         z = out.reshape(n, K, H, Q)[:, :, h].astype(np.float64)
         return sort_quantiles(z * data.scales(origins)[..., None])
 

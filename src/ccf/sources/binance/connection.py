@@ -13,12 +13,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import aiohttp
 import orjson
 
 from ccf.config import CollectConfig
 from ccf.sources.backoff import backoff_s
+
+if TYPE_CHECKING:
+    from ccf.sources.venues.base import Venue
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +42,23 @@ class StreamConnection:
         *,
         on_frame: Callable[[StreamConnection, str, int], None],
         on_down: Callable[[StreamConnection, str, bool], None],
+        venue: Venue | None = None,
     ) -> None:
         self.name = name
         self.streams = list(streams)
         self._session = session
-        self._url = ws_url.rstrip("/") + "/stream?streams=" + "/".join(streams[:STREAMS_IN_URL])
+        self._venue = venue  # names the streams in the URL and subscriptions; None: spot's way
+        if venue is not None:
+            self._url = venue.stream_url(ws_url, streams)
+        else:
+            self._url = ws_url.rstrip("/") + "/stream?streams=" + "/".join(streams[:STREAMS_IN_URL])
         self._cfg = cfg
         self._on_frame = on_frame
         self._on_down = on_down
         self.live = False  # frames have arrived since the last (re)connect
         self.reconnect_requested: str | None = None
+        self.outbox: list[str] = []  # control messages the feed asked for, sent after the frame
+        self.pings = 0  # keep-alive messages sent (venues with a ping_message)
         self.connects = 0
         self.disconnects = 0
 
@@ -94,21 +105,32 @@ class StreamConnection:
                 opened = time.monotonic()
                 log.info("part=collect conn=%s connected streams=%d", self.name, len(self.streams))
                 await self._subscribe_rest(ws)
+                # venues that expect the client's keep-alive (OKX "ping", Kraken's ping event)
+                ping = getattr(self._venue, "ping_message", None)
+                ping_s = self._venue.rules.ping_interval_s if ping else cfg.silence_timeout_s
+                heard = opened
                 while True:
                     age_left = cfg.max_connection_age_s - (time.monotonic() - opened)
                     if age_left <= 0:
                         return "planned reconnect before the exchange's 24 h cut"
                     try:
-                        msg = await ws.receive(timeout=min(cfg.silence_timeout_s, age_left))
+                        msg = await ws.receive(timeout=min(cfg.silence_timeout_s, age_left, ping_s))
                     except TimeoutError:
                         if time.monotonic() - opened >= cfg.max_connection_age_s:
                             return "planned reconnect before the exchange's 24 h cut"
+                        if ping and time.monotonic() - heard < cfg.silence_timeout_s:
+                            self.pings += 1
+                            await ws.send_str(ping)
+                            continue
                         return f"no frame for {cfg.silence_timeout_s:g} s"
                     if stop.is_set():
                         return "stopping"
+                    heard = time.monotonic()
                     if msg.type is aiohttp.WSMsgType.TEXT:
                         self.live = True
                         self._on_frame(self, msg.data, time.time_ns())
+                        if self.outbox:
+                            await self._send_outbox(ws)
                         if self.reconnect_requested:
                             return f"planned reconnect: {self.reconnect_requested}"
                     elif msg.type is aiohttp.WSMsgType.BINARY:
@@ -124,7 +146,21 @@ class StreamConnection:
         except (TimeoutError, aiohttp.ClientError, OSError) as e:
             return f"connection failed: {e!r}"
 
+    async def _send_outbox(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Send what the feed queued (a venue's resubscription), at its control-message rate."""
+        rate = self._venue.rules.control_messages_per_s if self._venue is not None else 4
+        while self.outbox:
+            await ws.send_str(self.outbox.pop(0))
+            if self.outbox:
+                await asyncio.sleep(1 / rate)
+
     async def _subscribe_rest(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        if self._venue is not None:
+            pause = 1 / max(1.0, self._venue.rules.control_messages_per_s - 1)
+            for message in self._venue.subscribe_messages(self.streams):
+                await ws.send_str(message.decode())  # text frames: what every venue reads
+                await asyncio.sleep(pause)
+            return
         rest = self.streams[STREAMS_IN_URL:]
         for i in range(0, len(rest), STREAMS_PER_SUBSCRIBE):
             params = rest[i : i + STREAMS_PER_SUBSCRIBE]

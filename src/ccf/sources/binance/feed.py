@@ -107,6 +107,22 @@ _decode_frame = {
 _decode_payload = {k: msgspec.json.Decoder(t, strict=False).decode for k, t in _PAYLOADS.items()}
 
 
+class SpotSync:
+    """Binance spot's diff rule: drop ``u <= last``; a diff needs ``U <= last + 1``."""
+
+    @staticmethod
+    def stale(last_id: int, ev: Any, first: bool) -> bool:
+        return ev.u <= last_id
+
+    @staticmethod
+    def breaks(last_id: int, ev: Any, first: bool) -> str | None:
+        if ev.U > last_id + 1:
+            return (
+                f"diff U={ev.U} after update id {last_id}: {ev.U - last_id - 1} update ids missing"
+            )
+        return None
+
+
 def _decode_nothing(frame: str) -> Any:
     """The hot-path decoder of a feed with no streams: every frame takes the slow path."""
     raise msgspec.ValidationError("no stream subscribed")
@@ -148,6 +164,7 @@ class SymbolState:
         "last_ts",
         "last_recv",
         "last_trade_id",
+        "fresh",
         "held_trades",
     )
 
@@ -162,13 +179,26 @@ class SymbolState:
         self.last_ts: dict[str, int] = {}  # kind -> last event time, ns
         self.last_recv = 0
         self.last_trade_id: int | None = None
+        self.fresh = False  # the next diff is the first after a snapshot
         # trades whose ids are not within max_id_jump of the last one, until a trade
         # that follows one of them confirms it (see BinanceFeed._trade_out_of_line)
         self.held_trades: list[tuple[wire.TradeMsg, int]] = []
 
 
 class BinanceFeed:
-    """Turns Binance combined-stream frames into records for a set of symbols."""
+    """Turns Binance combined-stream frames into records for a set of symbols.
+
+    A Binance-protocol venue with other payloads or another diff rule (USD-M
+    futures) subclasses it and sets the class attributes below.
+    """
+
+    exchange: str = EXCHANGE  # the records' exchange = the venue's name
+    PAYLOADS: dict[str, type] = _PAYLOADS
+    PAYLOADS_C: dict[str, type] = _PAYLOADS_C
+    decode_frame: dict[str, Callable[[str], Any]] = _decode_frame
+    decode_payload: dict[str, Callable[[Any], Any]] = _decode_payload
+    sync: Any = SpotSync()  # a venues.base.BookSync
+    kind_of = staticmethod(lambda stream: stream_kind(stream))  # stream name -> record kind
 
     def __init__(
         self,
@@ -198,18 +228,18 @@ class BinanceFeed:
         self._routes: dict[str, tuple[Callable[[str], Any], str, Handler, SymbolState]] = {}
         for sym in symbols:
             for st in streams:
-                kind = stream_kind(st)
+                kind = self.kind_of(st)
                 self._routes[f"{sym}@{st}"] = (
-                    _decode_frame[kind],
+                    self.decode_frame[kind],
                     kind,
                     self._handler(st, kind),
                     self.state[sym],
                 )
         # The hot path: one decoder reads the stream name as a union tag and the payload
         # in the same pass; the frame's struct type then names its handler and symbol.
-        payloads = _PAYLOADS
+        payloads = self.PAYLOADS
         if wire.parse_levels is not None and all(s.book.impl == "c" for s in self.state.values()):
-            payloads = _PAYLOADS_C  # depth levels parsed straight into the C book's format
+            payloads = self.PAYLOADS_C  # depth levels parsed straight into the C book's format
         frame_types = {
             wire.stream_frame(name, payloads[kind]): (handler, state)
             for name, (_, kind, handler, state) in self._routes.items()
@@ -259,7 +289,7 @@ class BinanceFeed:
             return
         _, kind, handler, state = route
         try:
-            msg = _decode_payload[kind](env.data)
+            msg = self.decode_payload[kind](env.data)
         except DecodeErrors as e:
             kind = payload_problem(e)
             self._dead_letter(state.symbol, kind, f"{env.stream} payload: {e}", frame, ts_recv, out)
@@ -275,7 +305,8 @@ class BinanceFeed:
         if reply is not None and (reply.id is not None or reply.code is not None):
             if reply.code is not None:
                 log.warning(
-                    "part=collect exchange=binance control error code=%s msg=%s",
+                    "part=collect exchange=%s control error code=%s msg=%s",
+                    self.exchange,
                     reply.code,
                     reply.msg,
                 )
@@ -294,7 +325,9 @@ class BinanceFeed:
 
     def _server_shutdown(self) -> None:
         self.stats["server_shutdowns"] += 1
-        log.warning("part=collect exchange=binance serverShutdown announced: reconnecting")
+        log.warning(
+            "part=collect exchange=%s serverShutdown announced: reconnecting", self.exchange
+        )
         self._on_server_shutdown()
 
     def _dead_letter(
@@ -306,13 +339,16 @@ class BinanceFeed:
         n = self.stats["dead_letters"] = self.stats["dead_letters"] + 1
         if n <= 10 or n & (n - 1) == 0:  # the first ten, then every power of two: no log storm
             log.warning(
-                "part=collect exchange=binance symbol=%s dead letter #%d: %s (all are kept in "
+                "part=collect exchange=%s symbol=%s dead letter #%d: %s (all are kept in "
                 "the dead_letter table)",
+                self.exchange,
                 symbol or "-",
                 n,
                 reason,
             )
-        out.append(DeadLetter(EXCHANGE, symbol, reason, frame[:MAX_DEAD_LETTER_CHARS], ts_recv))
+        out.append(
+            DeadLetter(self.exchange, symbol, reason, frame[:MAX_DEAD_LETTER_CHARS], ts_recv)
+        )
 
     def _handler(self, stream: str, kind: str) -> Handler:
         if kind == "partial":
@@ -350,7 +386,7 @@ class BinanceFeed:
         self, s: SymbolState, ev: wire.DepthDiff, ts_recv: int, out: list[Record]
     ) -> None:
         book = s.book
-        if ev.u <= book.update_id:
+        if self.sync.stale(book.update_id, ev, s.fresh):
             if book.update_id - ev.u > self.max_id_jump:  # the book's id itself is bogus
                 self._id_jump_resync(s, ev, f"diff u={ev.u} far behind the book", ts_recv, out)
                 return
@@ -360,12 +396,12 @@ class BinanceFeed:
             self._id_jump_resync(s, ev, f"diff U={ev.U} u={ev.u}", ts_recv, out)
             return
         ts = ev.E * NS_PER_MS
-        if ev.U > book.update_id + 1:
+        broken = self.sync.breaks(book.update_id, ev, s.fresh)
+        if broken is not None:
             self.lose_sync(
                 s.symbol,
                 "sequence_gap",
-                f"diff U={ev.U} after update id {book.update_id}: "
-                f"{ev.U - book.update_id - 1} update ids missing",
+                broken,
                 ts,
                 ts_recv,
                 out,
@@ -375,7 +411,7 @@ class BinanceFeed:
         if self._cadence and s.unsent and ts // self._cadence != s.bucket:
             out.append(
                 Book(
-                    EXCHANGE,
+                    self.exchange,
                     s.symbol,
                     "diff",
                     book.update_id,
@@ -386,6 +422,7 @@ class BinanceFeed:
             )
             s.unsent = False
         book.apply(ev.b, ev.a, ev.u)
+        s.fresh = False
         if book.crossed():
             self.stats["crossed_books"] += 1
             self.lose_sync(
@@ -405,7 +442,7 @@ class BinanceFeed:
             s.unsent = True
             s.last_recv = ts_recv
         else:
-            out.append(_new(Book, (EXCHANGE, s.symbol, "diff", ev.u, ts, ts_recv, book.top())))
+            out.append(_new(Book, (self.exchange, s.symbol, "diff", ev.u, ts, ts_recv, book.top())))
 
     def _bad_diff_ids(
         self, s: SymbolState, ev: wire.DepthDiff, what: str, ts_recv: int, out: list[Record]
@@ -474,8 +511,9 @@ class BinanceFeed:
         if s.buffer and snap.lastUpdateId < s.buffer[0][0].U:
             self.stats["stale_snapshots"] += 1
             log.info(
-                "part=collect exchange=binance symbol=%s snapshot lastUpdateId=%d older than "
+                "part=collect exchange=%s symbol=%s snapshot lastUpdateId=%d older than "
                 "first buffered U=%d: fetching again",
+                self.exchange,
                 symbol,
                 snap.lastUpdateId,
                 s.buffer[0][0].U,
@@ -494,13 +532,14 @@ class BinanceFeed:
             )
         s.book = book
         s.synced = True
+        s.fresh = True
         s.unsent = False
         s.bucket = -1
         self.stats["snapshots"] += 1
         buffered, s.buffer = s.buffer, []
         log.info(
-            "part=collect exchange=binance symbol=%s book synced lastUpdateId=%d levels=%d "
-            "buffered=%d",
+            "part=collect exchange=%s symbol=%s book synced lastUpdateId=%d levels=%d buffered=%d",
+            self.exchange,
             symbol,
             snap.lastUpdateId,
             len(s.book),
@@ -548,7 +587,8 @@ class BinanceFeed:
         self.stats["resyncs"] += 1
         self.open_gap(symbol, "book", reason, detail, s.last_ts.get("book", ts_event), ts_recv, out)
         log.warning(
-            "part=collect exchange=binance symbol=%s book out of sync (%s): %s",
+            "part=collect exchange=%s symbol=%s book out of sync (%s): %s",
+            self.exchange,
             symbol,
             reason,
             detail,
@@ -572,7 +612,7 @@ class BinanceFeed:
         key = (symbol, kind)
         if key in self.open_gaps:  # one outage, one gap: keep its first cause
             return
-        gap = Gap(EXCHANGE, symbol, kind, start_ts, None, reason, detail, ts_recv)
+        gap = Gap(self.exchange, symbol, kind, start_ts, None, reason, detail, ts_recv)
         self.open_gaps[key] = gap
         self.stats["gaps"] += 1
         out.append(gap)
@@ -585,7 +625,8 @@ class BinanceFeed:
         closed = gap._replace(end_ts=max(end_ts, gap.start_ts), detail=text, ts_recv=ts_recv)
         out.append(closed)
         log.info(
-            "part=collect exchange=binance symbol=%s stream=%s gap closed after %.3f s",
+            "part=collect exchange=%s symbol=%s stream=%s gap closed after %.3f s",
+            self.exchange,
             symbol,
             kind,
             (end_ts - gap.start_ts) / 1e9,
@@ -602,7 +643,7 @@ class BinanceFeed:
     ) -> None:
         """Open a gap on every stream of ``symbols``; books wait for the next connection."""
         self.flush(out)
-        kinds = {stream_kind(st) for st in self.streams}
+        kinds = {self.kind_of(st) for st in self.streams}
         for sym in symbols:
             s = self.state[sym]
             for kind in kinds:
@@ -636,7 +677,7 @@ class BinanceFeed:
             if s.unsent and s.synced:
                 out.append(
                     Book(
-                        EXCHANGE,
+                        self.exchange,
                         s.symbol,
                         "diff",
                         s.book.update_id,
@@ -663,7 +704,9 @@ class BinanceFeed:
             return
         # Spot partial depth has no event time: our receive time stands in.
         self._resume(s, "partial", ts_recv, ts_recv, out)
-        out.append(Book(EXCHANGE, s.symbol, source, m.lastUpdateId, ts_recv, ts_recv, book.top()))
+        out.append(
+            Book(self.exchange, s.symbol, source, m.lastUpdateId, ts_recv, ts_recv, book.top())
+        )
 
     def _on_trade(self, s: SymbolState, m: wire.TradeMsg, ts_recv: int, out: list[Record]) -> None:
         ts = m.T * NS_PER_MS
@@ -678,7 +721,17 @@ class BinanceFeed:
         out.append(
             _new(
                 Trade,
-                (EXCHANGE, s.symbol, m.t, m.p, m.q, "sell" if m.m else "buy", ts, ts_recv, False),
+                (
+                    self.exchange,
+                    s.symbol,
+                    m.t,
+                    m.p,
+                    m.q,
+                    "sell" if m.m else "buy",
+                    ts,
+                    ts_recv,
+                    False,
+                ),
             )
         )  # live, not backfilled
 
@@ -780,9 +833,9 @@ class BinanceFeed:
         else:
             self.stats["gaps"] += 1
             start = s.last_ts.get("trade", ts)
-            gap = Gap(EXCHANGE, s.symbol, "trade", start, ts, "sequence_gap", missing, ts_recv)
+            gap = Gap(self.exchange, s.symbol, "trade", start, ts, "sequence_gap", missing, ts_recv)
             out.append(gap)
-            log.warning("part=collect exchange=binance symbol=%s %s", s.symbol, missing)
+            log.warning("part=collect exchange=%s symbol=%s %s", self.exchange, s.symbol, missing)
         self._on_trade_gap(s.symbol, last + 1, tid - 1, gap)
 
     def _on_ticker(
@@ -791,7 +844,9 @@ class BinanceFeed:
         if self.open_gaps:
             self._resume(s, "quote", ts_recv, ts_recv, out)
         s.last_ts["quote"] = ts_recv
-        out.append(_new(Quote, (EXCHANGE, s.symbol, m.u, m.b, m.B, m.a, m.A, ts_recv, ts_recv)))
+        out.append(
+            _new(Quote, (self.exchange, s.symbol, m.u, m.b, m.B, m.a, m.A, ts_recv, ts_recv))
+        )
 
     def _on_kline(self, s: SymbolState, m: wire.KlineMsg, ts_recv: int, out: list[Record]) -> None:
         k = m.k
@@ -799,7 +854,7 @@ class BinanceFeed:
         self._resume(s, "candle", ts, ts_recv, out)
         out.append(
             Candle(
-                EXCHANGE,
+                self.exchange,
                 s.symbol,
                 k.i,
                 k.t * NS_PER_MS,

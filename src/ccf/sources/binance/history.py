@@ -199,13 +199,13 @@ async def agg_trades(
 
 
 async def trades_by_id(
-    rest: BinanceRest, symbol: str, first_id: int, last_id: int
+    rest: BinanceRest, symbol: str, first_id: int, last_id: int, exchange: str = EXCHANGE
 ) -> AsyncIterator[list[Trade]]:
     """Trades ``first_id..last_id`` from ``/api/v3/historicalTrades``, marked backfilled."""
     cursor = first_id
     while cursor <= last_id:
         body, ts_recv = await rest.get(
-            "/api/v3/historicalTrades",
+            rest.trades_path,
             {"symbol": symbol.upper(), "fromId": cursor, "limit": min(PAGE, last_id - cursor + 1)},
             25,
         )
@@ -214,7 +214,7 @@ async def trades_by_id(
             return
         yield [
             Trade(
-                EXCHANGE,
+                exchange,  # the venue asked (spot, or USD-M over rest.trades_path)
                 symbol,
                 r.id,
                 r.price,

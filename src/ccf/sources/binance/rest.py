@@ -86,7 +86,11 @@ class BinanceRest:
         weight_limit: int = 6000,
         timeout_s: float = 10.0,
         max_tries: int = 8,
+        depth_path: str = "/api/v3/depth",  # USD-M: /fapi/v1/depth
+        trades_path: str = "/api/v3/historicalTrades",  # USD-M: /fapi/v1/historicalTrades
     ) -> None:
+        self.depth_path = depth_path
+        self.trades_path = trades_path
         self._session = session
         self._base = base_url.rstrip("/")
         self._limit = weight_limit
@@ -103,9 +107,10 @@ class BinanceRest:
         }
 
     async def depth(self, symbol: str, limit: int = 1000) -> tuple[bytes, int]:
-        """``/api/v3/depth``: the raw body and its receive time (ns)."""
+        """``/api/v3/depth`` (or the venue's ``depth_path``): the raw body and its receive
+        time (ns). The weight charged is spot's, which is above USD-M's for every limit."""
         return await self.get(
-            "/api/v3/depth", {"symbol": symbol.upper(), "limit": limit}, depth_weight(limit)
+            self.depth_path, {"symbol": symbol.upper(), "limit": limit}, depth_weight(limit)
         )
 
     async def get(self, path: str, params: dict[str, Any], weight: int) -> tuple[bytes, int]:

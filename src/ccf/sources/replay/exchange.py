@@ -32,7 +32,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
-from ccf.config import ReplayConfig
+from ccf.config import ReplayConfig, Settings
 from ccf.secrets import SecretError, resolve
 from ccf.sources.replay.candles import Candles, load_kline_csv
 from ccf.sources.replay.clock import ReplayClock
@@ -53,7 +53,7 @@ from ccf.sources.replay.ws import WsEndpoint
 if TYPE_CHECKING:
     from ccf.sources.replay.tls import TlsFiles
 
-__all__ = ["ReplayExchange", "ReplayStartError", "running_exchange", "serve"]
+__all__ = ["ReplayExchange", "ReplayStartError", "replay_venues", "running_exchange", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +330,26 @@ async def running_exchange(
         yield ex
     finally:
         await ex.stop()
+
+
+def replay_venues(settings: Settings) -> list[ReplayConfig]:
+    """The replay exchanges of the venues after the first (each on its ``replay_port``,
+    serving its ``replay_files``): the first venue is served on ``replay.port``."""
+    from ccf.sources.replay.venues.protocols import PROTOCOLS  # served by replay.venues
+
+    out = []
+    for v in settings.venue_list()[1:]:
+        if v.name in PROTOCOLS:
+            continue
+        if not v.replay_files or not v.replay_port:
+            raise ReplayStartError(
+                f"venue {v.name}: set replay_files and replay_port to replay it (only the "
+                "first venue is served from replay.files on replay.port)"
+            )
+        out.append(
+            settings.replay.model_copy(update={"port": v.replay_port, "files": v.replay_files})
+        )
+    return out
 
 
 async def serve(

@@ -74,6 +74,8 @@ class Market:
         if item.kind == DEPTH:
             data = loads(item.payload)
             book = self.books[sym]
+            if "pu" in data:  # USD-M: pu is the u sent before this diff
+                data["pu"] = book.last_update_id
             book.apply(data["b"], data["a"])
             book.last_update_id = item.last_id + shift
             if k == 0 and not item.patched:
@@ -82,6 +84,8 @@ class Market:
                 data["E"] += self._dt_ms
                 return Emitted(sym, DEPTH, self._retimed(item, data), data)
             data["E"] += self._dt_ms
+            if "T" in data:  # USD-M: the transaction time moves with the event time
+                data["T"] += self._dt_ms
             data["U"] = item.first_id + shift
             data["u"] = book.last_update_id
             return Emitted(sym, DEPTH, dumps(data), data)
@@ -99,10 +103,14 @@ class Market:
             data["T"] += self._dt_ms
             data["t"] += tshift
             return Emitted(sym, TRADE, dumps(data), data, tape_index=i)
-        if k == 0:
+        timed = self.timeline.symbols[sym].futures  # USD-M bookTicker carries E and T
+        if k == 0 and not (timed and self._dt_ms):
             return Emitted(sym, item.kind, item.payload, None)
         data = loads(item.payload)
         data["u"] += shift
+        if timed:
+            data["E"] += self._dt_ms
+            data["T"] += self._dt_ms
         return Emitted(sym, item.kind, dumps(data), data)
 
     def _retimed(self, item: Frame, shifted: dict[str, Any] | None) -> bytes:
@@ -120,6 +128,7 @@ class Market:
         sym, shift = item.symbol, self._id_shift(item.symbol)
         book = self.books[sym]
         bids, asks = book.diff_to(item.snapshot)
+        previous_u = book.last_update_id
         book.reset(item.snapshot)
         book.last_update_id = item.last_id + shift
         recorded_ms = (item.ts_ns + self.pass_index * self.timeline.period_ns) // NS_PER_MS
@@ -132,6 +141,9 @@ class Market:
             "b": bids,
             "a": asks,
         }
+        if self.timeline.symbols[sym].futures:  # USD-M diffs also carry pu and T
+            data["pu"] = previous_u
+            data["T"] = data["E"]
         return Emitted(sym, DEPTH, dumps(data), data, synthetic=True)
 
     def depth(self, sym: str, limit: int) -> dict[str, Any]:

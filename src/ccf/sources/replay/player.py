@@ -33,11 +33,17 @@ _RAW, _AGG = 0, -1  # stream renderers; a positive number is a partial-depth lev
 Route = tuple[str, bytes, int]  # stream name, its combined-frame prefix, renderer
 
 
-def stream_routes(sym: str) -> dict[str, list[Route]]:
-    """Per frame kind: the stream names it feeds, their combined-frame prefix, and renderer."""
+def stream_routes(sym: str, futures: bool = False) -> dict[str, list[Route]]:
+    """Per frame kind: the stream names it feeds, their combined-frame prefix, and renderer.
+
+    A USD-M recording (``futures``) was taken from ``@depth@0ms``: its diffs go there,
+    and to ``@depth``/``@depth@100ms`` as well (each diff is a valid one of those)."""
+    depth = [(f"{sym}@depth@100ms", _RAW)] + [(f"{sym}@depth{n}@100ms", n) for n in (5, 10, 20)]
+    if futures:
+        depth = [(f"{sym}@depth@0ms", _RAW), (f"{sym}@depth", _RAW), (f"{sym}@depth@100ms", _RAW)]
     names: dict[str, list[tuple[str, int]]] = {
         # the 100 ms streams: one frame per recorded diff (the 1000 ms ones: .seconds)
-        DEPTH: [(f"{sym}@depth@100ms", _RAW)] + [(f"{sym}@depth{n}@100ms", n) for n in (5, 10, 20)],
+        DEPTH: depth,
         TRADE: [(f"{sym}@trade", _RAW), (f"{sym}@aggTrade", _AGG)],
         BOOK_TICKER: [(f"{sym}@bookTicker", _RAW)],
     }
@@ -66,7 +72,7 @@ class Player:
         self._hub = hub
         self._faults = faults
         self._klines = klines
-        self._routes = {s: stream_routes(s) for s in self._timeline.symbols}
+        self._routes = {s: stream_routes(s, i.futures) for s, i in self._timeline.symbols.items()}
         self.tickers: TickerApi | None = None  # set by the exchange, for the ticker streams
         self.seconds = SecondStreams(market, hub.subs, self._stats)
         self.go = asyncio.Event()

@@ -33,6 +33,7 @@ WEIGHTS = {
     "/api/v3/aggTrades": 4,
     "/api/v3/trades": 25,
     "/api/v3/historicalTrades": 25,
+    "/fapi/v1/historicalTrades": 20,
     "/api/v3/uiKlines": 2,
     "/api/v3/avgPrice": 2,
 }
@@ -155,7 +156,7 @@ def ticker_weight(path: str, query: Mapping[str, str]) -> int:
 
 def request_weight(request: web.Request) -> int:
     path = request.path
-    if path == "/api/v3/depth":
+    if path in ("/api/v3/depth", "/fapi/v1/depth"):
         raw = request.query.get("limit", "100")
         return depth_weight(int(raw)) if raw.isdigit() and len(raw) <= 20 else 5
     if path.startswith("/api/v3/ticker/"):
@@ -189,6 +190,7 @@ class RestApi:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/api/v3/depth", self._depth)
+        app.router.add_get("/fapi/v1/depth", self._depth)  # USD-M futures
         app.router.add_get("/api/v3/exchangeInfo", self._info)
         app.router.add_get("/api/v3/time", self._time)
         app.router.add_get("/api/v3/ping", self._ping)
@@ -196,7 +198,7 @@ class RestApi:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith(("/api/", "/sapi/")):
+        if not request.path.startswith(("/api/", "/sapi/", "/fapi/")):
             try:
                 return await handler(request)
             except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as e:

@@ -58,6 +58,7 @@ class HistoryApi:
         app.router.add_get("/api/v3/uiKlines", self._klines)
         app.router.add_get("/api/v3/aggTrades", self._agg_trades)
         app.router.add_get("/api/v3/historicalTrades", self._historical_trades)
+        app.router.add_get("/fapi/v1/historicalTrades", self._historical_trades)  # USD-M
         app.router.add_get("/api/v3/trades", self._trades)
 
     def _back(self, what: str, sym: str, limit: int) -> int:

@@ -6,6 +6,11 @@ after the first replay that list shifted in time and ids
 (:class:`~ccf.sources.replay.market.Market` renders them); each opens with one
 synthetic diff per symbol that turns the book back into the start snapshot,
 so a client following Binance's snapshot + diff procedure never sees a gap.
+
+A USD-M futures recording (its diffs carry ``pu``) is recognised per symbol:
+its update ids jump between events, so continuity is ``pu`` = the previous
+``u`` (the first diff after the snapshot straddles it), and :attr:`SymbolInfo.futures`
+tells the market to render ``pu`` and the player to serve ``@depth@0ms``.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 from ccf.sources.recording import read_frames
 from ccf.sources.replay.frames import SNAPSHOT, Frame, Item, Line, Resync, Snapshot, parse_line
 from ccf.sources.replay.tape import TradeTape
-from ccf.sources.replay.wire import BOOK_TICKER, DEPTH, NS_PER_MS, TRADE
+from ccf.sources.replay.wire import BOOK_TICKER, DEPTH, NS_PER_MS, TRADE, loads
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ class SymbolInfo:
     id_step: int  # depth/bookTicker ids advance this much per pass
     trade_step: int  # trade ids advance this much per pass
     frames: int
+    futures: bool = False  # a USD-M recording: diffs carry pu
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,13 +170,31 @@ def _build_symbol(sym: str, recs: list[Line]) -> tuple[list[Item], SymbolInfo, T
     max_book_id = prev_u
     first_t = last_t = None
     dropped = 0
+    futures = any(r.kind == DEPTH and b'"pu":' in r.payload for r in recs[:200])
+    fresh = True  # no diff kept yet after the snapshot (futures rule)
     for i, r in enumerate(recs):
         if r.kind == SNAPSHOT:
             continue
         ts = r.event_ms * NS_PER_MS if r.kind != BOOK_TICKER else r.recv_ns + offset
         ts = max(ts, last_ts.get(r.kind, ts))  # keep each stream's own order under the merge
         last_ts[r.kind] = ts
-        if r.kind == DEPTH:
+        if r.kind == DEPTH and futures:
+            if r.last_id < prev_u or (not fresh and r.last_id <= prev_u):
+                dropped += 1
+                continue
+            pu = loads(r.payload)["pu"]
+            if (r.first_id > prev_u if fresh else pu != prev_u) and pu != prev_u:
+                log.warning(
+                    "part=exchange recorded gap symbol=%s after_u=%d next_pu=%d kept",
+                    sym,
+                    prev_u,
+                    pu,
+                )
+            fresh = False
+            items.append(Frame(ts, sym, DEPTH, r.payload, r.first_id, r.last_id, False, r.stamps))
+            prev_u = r.last_id
+            max_book_id = max(max_book_id, prev_u)
+        elif r.kind == DEPTH:
             if r.first_id > prev_u + 1:
                 snap = next(
                     (
@@ -220,7 +244,9 @@ def _build_symbol(sym: str, recs: list[Line]) -> tuple[list[Item], SymbolInfo, T
                 tape.add(r.first_id, t_ms, price, qty, maker, ts // NS_PER_MS)
     tape.finish()
     trade_step = (last_t - first_t + 1) if first_t is not None and last_t is not None else 0
-    info = SymbolInfo(start, prev_u, max_book_id - start.last_update_id + 1, trade_step, len(items))
+    info = SymbolInfo(
+        start, prev_u, max_book_id - start.last_update_id + 1, trade_step, len(items), futures
+    )
     log.info(
         "part=exchange timeline symbol=%s frames=%d stale_diffs_dropped=%d snapshot_id=%d "
         "last_u=%d",

@@ -47,6 +47,21 @@ def spread(df: pd.DataFrame) -> go.Figure:
     return layout(fig, height=330)
 
 
+def basis(df: pd.DataFrame) -> go.Figure:
+    """The perpetual-spot basis in basis points of the spot mid."""
+    fig = go.Figure(
+        go.Scatter(
+            x=df["time"],
+            y=df["basis_bps"],
+            mode="lines",
+            name="basis",
+            line={"color": "#2ca02c", "width": 1.2, "shape": "hv"},
+        )
+    )
+    fig.update_yaxes(title_text="perp - spot (bps of spot mid)")
+    return layout(fig, height=330)
+
+
 def candles(df: pd.DataFrame) -> go.Figure:
     """OHLC bars with volume below."""
     fig = make_subplots(

@@ -170,6 +170,19 @@ def newest_bucket(settings: Settings, symbol: str) -> int | None:
         store.close()
 
 
+def stored_buckets(settings: Settings, symbol: str) -> int:
+    """Buckets of ``symbol`` in the feature store, oldest to newest (0 when none)."""
+    fs = _feature_set(settings, champion_spec(Store(settings, "predictions")))
+    if fs is None:
+        return 0
+    store = open_feature_store(settings, fs, readonly=True)
+    try:
+        lo, hi = store.first_bucket(symbol), store.last_bucket(symbol)
+        return 0 if lo is None or hi is None else (hi - lo) // fs.bucket_ns + 1
+    finally:
+        store.close()
+
+
 def serving(store: Store) -> pd.DataFrame:
     """Which model serves each role, since when."""
     cols = ["role", "model", "version", "kind", "loaded", "from_origin"]

@@ -102,6 +102,32 @@ def spread(
     return df[cols]
 
 
+def basis(
+    store: Store,
+    spot: tuple[str, str],
+    perp: tuple[str, str],
+    rows: int = 3000,
+    prefer: str = "diff",
+) -> pd.DataFrame:
+    """The perpetual-spot basis over the newest ``rows`` spot book records: each spot mid
+    against the perpetual's latest mid at or before it (venue, symbol given for each), in
+    basis points of the spot mid. Empty while either venue has no book."""
+    cols = ["ts", "time", "spot", "perp", "basis_bps"]
+    a = spread(store, *spot, rows=rows, prefer=prefer)
+    b = spread(store, *perp, rows=rows, prefer=prefer)
+    if a.empty or b.empty:
+        return pd.DataFrame(columns=cols)
+    joined = pd.merge_asof(
+        a[["ts", "mid"]].rename(columns={"mid": "spot"}),
+        b[["ts", "mid"]].rename(columns={"mid": "perp"}),
+        on="ts",
+        direction="backward",
+    ).dropna()
+    joined["basis_bps"] = (joined["perp"] - joined["spot"]) / joined["spot"] * 1e4
+    joined["time"] = to_time(joined["ts"])
+    return joined[cols].reset_index(drop=True)
+
+
 def trades(store: Store, exchange: str, symbol: str, limit: int = 50) -> pd.DataFrame:
     """The newest trades, newest first, with their notional."""
     cols = ["time", "side", "price", "qty", "notional", "trade_id", "ts"]

@@ -10,6 +10,8 @@ import pandas as pd
 import streamlit as st
 
 from ccf.config import Settings
+from ccf.features.buckets import parse_duration
+from ccf.ml.first import needs
 from ccf.monitoring.scoring import SignalRule
 from ccf.ui import cache
 from ccf.ui.charts.forecast import fan
@@ -122,10 +124,28 @@ def _price_only(settings: Settings, symbol: str, price: dict | None) -> None:
             "(`ccf features` writes one per symbol per bucket)."
         )
     else:
-        waiting(
-            "Waiting for the first forecast: no predictions yet (`ccf predict` serves the "
-            "registry's champion; `ccf train` makes one)."
-        )
+        n = cache.stored_buckets(settings, symbol)
+        bucket_s = parse_duration(settings.features.bucket) / 1e9
+        waiting(first_model_wait(settings, symbol, n, bucket_s))
+
+
+def first_model_wait(settings: Settings, symbol: str, stored: int, bucket_s: float) -> str:
+    """What the first forecast waits for and about how long: buckets for a first model
+    (:mod:`ccf.ml.first`), then the training loop and the predictor."""
+    need_first, need_full = needs(settings)
+    if settings.run.first_model:
+        need, what = need_first, "a first model (naive on a short history, `run.first_model`)"
+    else:
+        need, what = need_full, f"the first models ({', '.join(settings.run.train_models)})"
+    head = f"Waiting for the first forecast: {stored} buckets of {symbol.upper()} stored"
+    tail = (
+        " Then `ccf run`'s training loop fits and registers it (seconds) and the predictor "
+        f"loads it (within `serve.alias_check_s` = {settings.serve.alias_check_s:g} s)."
+    )
+    if stored < need:
+        left = (need - stored) * bucket_s
+        return f"{head}, {what} needs about {need}: about {left:.0f} s more.{tail}"
+    return f"{head}, enough for {what} (about {need}): training it now.{tail}"
 
 
 def _headline(symbol: str, price: dict | None, champ: pd.DataFrame, bucket_s: float) -> None:

@@ -12,7 +12,7 @@ import streamlit as st
 
 from ccf.config import Settings
 from ccf.ui import cache
-from ccf.ui.charts.market import candles, depth, gap_timeline, spread
+from ccf.ui.charts.market import basis, candles, depth, gap_timeline, spread
 from ccf.ui.common import header, reachable, symbol_picker, waiting, when
 from ccf.ui.common import settings as current_settings
 from ccf.ui.data.db import Store, exists
@@ -39,7 +39,9 @@ def _market(settings: Settings) -> None:
             "it with `ccf collect` or `ccf run`)."
         )
         return
+    st.caption(f"venue: {ex} (the records' exchange)")
     _book(settings, symbol)
+    _basis(settings, symbol)
     st.subheader("Candles")
     stored = cache.candles(db, ex, symbol)
     if stored.empty:
@@ -105,6 +107,41 @@ def _book(settings: Settings, symbol: str) -> None:
                 f"newest {len(sp):,} book records; now {sp['spread_bps'].iloc[-1]:.3f} bps, "
                 f"median {sp['spread_bps'].median():.3f} bps"
             )
+
+
+def perp_of(settings: Settings, symbol: str) -> tuple[str, str] | None:
+    """The (venue, symbol) of a configured perpetual on ``symbol``'s instrument, if any."""
+    from ccf.sources import venues
+
+    spot = venues.get(settings.exchange)
+    try:
+        want = spot.instrument(symbol) + "-perp"
+    except ValueError:
+        return None
+    for v in settings.venue_list():
+        venue = venues.get(v.name)
+        if venue.market == "perp":
+            for s in v.symbols:
+                if venue.instrument(s) == want:
+                    return v.name, s
+    return None
+
+
+def _basis(settings: Settings, symbol: str) -> None:
+    perp = perp_of(settings, symbol)
+    if perp is None:
+        return  # no perpetual collected for this instrument
+    db = Store(settings, "raw")
+    st.subheader("Perpetual-spot basis")
+    df = cache.basis(db, (settings.exchange, symbol), perp, 3000, settings.features.book_source)
+    if df.empty:
+        waiting(f"No books of both {settings.exchange} and {perp[0]} stored yet for {symbol}.")
+        return
+    st.plotly_chart(basis(df), key="market_basis")
+    st.caption(
+        f"{perp[0]} {perp[1]} against {settings.exchange} {symbol}: now "
+        f"{df['basis_bps'].iloc[-1]:.2f} bps, median {df['basis_bps'].median():.2f} bps"
+    )
 
 
 def _news(settings: Settings) -> None:
