@@ -392,7 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: list[tuple[str, int, float, float]] = []  # name, events, seconds, peak MiB
     engine_rows = {}
-    for label, fs in (("default set", full), ("log-ratio set", small)):
+    old_rule = feature_set(load_settings(["features.watermark=lateness"], environ={}).features)
+    variants = (
+        ("default set", full),
+        ("default set, old rule", old_rule),
+        ("log-ratio set", small),
+    )
+    for label, fs in variants:  # old rule: watermark=lateness, no per-stream watermark
         secs, engine_rows[label] = best_of(args.repeats, lambda fs=fs: run_engine(fs, events))
         mib = peak_mib(lambda fs=fs: run_engine(fs, events))
         results.append((f"ccf engine, {label} ({len(fs.columns)} cols)", len(events), secs, mib))

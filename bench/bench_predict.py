@@ -8,11 +8,14 @@ pytorch-forecasting's ``model.predict``.
 
 ``e2e`` runs the real parts as processes (replay exchange serving the recordings, the
 collector, features and the predictor) with a model trained beforehand on the same
-feature set and registered in MLflow. A bucket's forecast can be made once the
-watermark passes its end plus the allowed lateness: the *closing event* is the first
-book or trade event at or past that time, and the latency is the prediction's
-``made_at`` minus that event's receive time. Pipeline cost only: the allowed lateness
-itself (1 s by default) is a choice, not a cost, and is not in the figure.
+feature set and registered in MLflow, once per path, interleaved: ``old`` (fixed
+flush and poll intervals, the watermark a whole allowed lateness behind the newest
+event) and ``new`` (wake-ups, per-stream watermarks). Per run: the delay from each
+bucket's end to its stored champion forecast on the event clock (the store's
+``delay_s``), the delay from the receipt of the record that closed the bucket (found
+by running the same engine over the stored records in receive order) to the stored
+forecast, the forecasts stored after their target bucket closed, and the CPU seconds
+of each part process.
 
 ``serve`` drives the predictor in-process over the one-minute BTC and ETH candles (one
 new feature row per symbol per step, as the live feature part writes them), timing each
@@ -88,48 +91,80 @@ def _train_registry(work: Path, kinds: tuple[str, ...]) -> tuple[Settings, objec
     return s, reg, by_kind
 
 
-def _closing_latencies(
-    s: Settings, lateness_ns: int, steady_only: bool = True
-) -> dict[str, list[float]]:
-    """made_at - receive time of the event that closed the bucket, per symbol (s), for
-    the forecasts the model made (not the warm-up's flagged records)."""
-    raw = sqlite3.connect(f"file:{s.db_path}?mode=ro", uri=True)
+def _closing_recv(s: Settings, sym: str) -> dict[int, int]:
+    """Bucket start -> receive time of the record that closed it, found by running the
+    same engine over the stored records in receive order (live and batch decide alike, so
+    this is the record that closed it live)."""
+    from ccf.features.engine import FeatureEngine
+    from ccf.features.raw import RawReader
+
+    fs = feature_set(s.features)
+    con = sqlite3.connect(f"file:{s.db_path}?mode=ro", uri=True)
+    try:
+        engine = FeatureEngine(fs, [sym])
+        closed: dict[int, int] = {}
+        for rec in RawReader(con, fs, s.exchange).events(sym, None, None):
+            for row in engine.push(rec):
+                closed[row.ts] = rec.ts_recv
+    finally:
+        con.close()
+    return closed
+
+
+def _figures(s: Settings) -> dict[str, list[float] | dict[int, int]]:
+    """From a run's stores: per steady forecast (not the start-up backlog, which the
+    first store write after the predictor starts holds), the event-clock delay from the
+    bucket end to the stored champion forecast (ms), the delay from the receipt of the
+    closing record to the stored forecast (ms), and per horizon the forecasts stored
+    after their target bucket had closed."""
+    delay: list[float] = []
+    closing: list[float] = []
+    after: dict[int, int] = {}
+    if not s.predictions_path.exists():  # no forecast within the run (too short)
+        return {"delay": delay, "closing": closing, "after": after}
     preds = sqlite3.connect(f"file:{s.predictions_path}?mode=ro", uri=True)
-    out: dict[str, list[float]] = {}
-    for sym in s.symbols:
-        rows = preds.execute(
-            "SELECT ts, watermark, min(made_at) FROM predictions WHERE symbol = ? AND "
-            "role = 'champion' AND flag IS NULL GROUP BY ts ORDER BY ts",
-            (sym,),
-        ).fetchall()
-        events = raw.execute(
-            "SELECT ts_event, ts_recv FROM (SELECT ts_event, ts_recv FROM book WHERE symbol = ? "
-            "UNION ALL SELECT ts_event, ts_recv FROM trade WHERE symbol = ?) ORDER BY ts_event",
-            (sym, sym),
-        ).fetchall()
-        ev_ts = np.array([e[0] for e in events], dtype=np.int64)
-        ev_recv = np.array([e[1] for e in events], dtype=np.int64)
-        # the receive time of the first event at or past each time, as a running minimum
-        # from the end (events arrive slightly out of event-time order)
-        first_recv = np.minimum.accumulate(ev_recv[::-1])[::-1]
-        lat = []
-        # the first poll after the predictor starts forecasts the buckets that closed while
-        # it loaded its models, all at once: a start-up backlog, not the steady latency
-        first = rows[0][2] if rows else None
-        for _, watermark, made_at in rows:
-            i = np.searchsorted(ev_ts, watermark + lateness_ns)
-            if i < len(ev_ts) and (steady_only is False or made_at != first):
-                lat.append((made_at - first_recv[i]) / 1e9)
-        out[sym] = lat
-    raw.close()
-    preds.close()
-    return out
+    try:
+        for sym in s.symbols:
+            rows = preds.execute(
+                "SELECT ts, horizon, made_at, delay_s, horizon_left FROM predictions "
+                "WHERE symbol = ? AND role = 'champion' AND flag IS NULL ORDER BY made_at",
+                (sym,),
+            ).fetchall()
+            if not rows:
+                continue
+            first = rows[0][2]
+            closed = _closing_recv(s, sym)
+            seen: set[int] = set()
+            for ts, horizon, made_at, d, left in rows:
+                if made_at == first:
+                    continue
+                if left is not None and left <= 0:
+                    after[horizon] = after.get(horizon, 0) + 1
+                after.setdefault(horizon, 0)
+                if ts in seen:
+                    continue
+                seen.add(ts)
+                if d is not None:
+                    delay.append(d * 1e3)
+                if ts in closed:
+                    closing.append((made_at - closed[ts]) / 1e6)
+    finally:
+        preds.close()
+    return {"delay": delay, "closing": closing, "after": after}
+
+
+PATHS = {  # the old polling path and the new one, selectable by config
+    "old": ["storage.wake=poll", "features.watermark=lateness"],
+    "new": ["storage.wake=push", "features.watermark=streams"],
+}
 
 
 def _run_pipeline(
-    work: Path, trained: Settings, speed: float, seconds: float, port: int
-) -> Settings:
-    data = work / f"speed{speed:g}"
+    work: Path, trained: Settings, speed: float, seconds: float, port: int, path: str = "new"
+) -> tuple[Settings, dict[str, float]]:
+    """One ``ccf run`` for ``seconds``; returns its settings and the CPU seconds each part
+    process used (user + system)."""
+    data = work / f"speed{speed:g}-{path}"
     shutil.rmtree(data, ignore_errors=True)
     overrides = [
         f"data_dir={data}",
@@ -143,38 +178,81 @@ def _run_pipeline(
         "serve.first_start=oldest",
         "metrics.enabled=false",
         "log_level=WARNING",
+        *PATHS[path],
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "ccf", "run", *overrides],
         stdout=subprocess.DEVNULL,
-        stderr=open(work / f"run-{speed:g}.log", "w"),
+        stderr=open(work / f"run-{speed:g}-{path}.log", "w"),
     )
     time.sleep(seconds)
+    cpu: dict[str, float] = {}
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            argv = child.cmdline()
+            t = child.cpu_times()
+        except psutil.Error:
+            continue
+        if "-m" in argv and argv.index("-m") + 2 < len(argv):
+            part = argv[argv.index("-m") + 2]
+            cpu[part] = cpu.get(part, 0.0) + t.user + t.system
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
-    return load_settings(overrides, environ={})
+    return load_settings(overrides, environ={}), cpu
 
 
 def bench_e2e(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="ccf-bench-predict-"))
     kinds = tuple(args.models.split(","))
-    print(f"machine: {machine()}")
+    paths = args.paths.split(",")
+    print(f"machine: {machine()}; load average at start {os.getloadavg()[0]:.1f}")
     print(f"training {', '.join(kinds)} on the recorded feature rows ...")
     trained, reg, versions = _train_registry(work, kinds)
-    lateness = feature_set(trained.features).lateness_ns
-    head = ("model", "speed", "buckets", "p50 ms", "p90 ms", "p99 ms", "max ms")
-    print("\n" + f"{head[0]:<10}" + "".join(f" {h:>8}" for h in head[1:]))
+    head = (
+        "model",
+        "path",
+        "speed",
+        "rep",
+        "load",
+        "buckets",
+        "end p50",
+        "end p99",
+        "recv p50",
+        "recv p99",
+        "after target",
+    )
+    print("\nend: bucket end -> stored champion forecast (event clock, ms); recv: receipt of")
+    print("the record that closed the bucket -> stored (ms); after target: forecasts stored")
+    print("after their target bucket closed, per horizon (steady state, not the start-up)")
+    print(f"{head[0]:<9}" + "".join(f" {h:>8}" for h in head[1:-1]) + f"  {head[-1]}")
+    cpu_rows = []
     for kind in kinds:
         reg.set_alias("champion", versions[kind], f"bench: serve {kind}")
         for speed in args.speeds:
-            s = _run_pipeline(work, trained, speed, args.seconds, args.port)
-            lat = [x * 1e3 for v in _closing_latencies(s, lateness).values() for x in v]
-            print(
-                f"{kind:<10} {('flat' if speed == 0 else f'{speed:g}x'):>6} {len(lat):>8} "
-                f"{pct(lat, 50):>8.0f} {pct(lat, 90):>8.0f} {pct(lat, 99):>8.0f} "
-                f"{(max(lat) if lat else float('nan')):>8.0f}"
-            )
-    print(f"\n(work dir {work})")
+            for rep in range(args.repeats):
+                for path in paths:  # interleaved: the machine's load hits both alike
+                    load = os.getloadavg()[0]
+                    s, cpu = _run_pipeline(work, trained, speed, args.seconds, args.port, path)
+                    f = _figures(s)
+                    d, c, after = f["delay"], f["closing"], f["after"]
+                    assert isinstance(d, list) and isinstance(c, list) and isinstance(after, dict)
+                    late = " ".join(f"h{h}:{n}" for h, n in sorted(after.items()))
+                    print(
+                        f"{kind:<9} {path:>8} {('flat' if speed == 0 else f'{speed:g}x'):>8} "
+                        f"{rep:>8} {load:>8.1f} {len(d):>8} {pct(d, 50):>8.0f} "
+                        f"{pct(d, 99):>8.0f} {pct(c, 50):>8.1f} {pct(c, 99):>8.1f}  {late}",
+                        flush=True,
+                    )
+                    cpu_rows.append((kind, path, speed, rep, cpu))
+    print(f"\nCPU seconds per part over {args.seconds:g} s (user + system)")
+    parts = ("exchange", "collect", "features", "predict")
+    print(f"{'model':<9} {'path':>5} {'speed':>6} {'rep':>4}" + "".join(f" {p:>9}" for p in parts))
+    for kind, path, speed, rep, cpu in cpu_rows:
+        print(
+            f"{kind:<9} {path:>5} {('flat' if speed == 0 else f'{speed:g}x'):>6} {rep:>4}"
+            + "".join(f" {cpu.get(p, float('nan')):>9.1f}" for p in parts)
+        )
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f} (work dir {work})")
 
 
 # -- serve ----------------------------------------------------------------------------------------
@@ -385,8 +463,10 @@ def main() -> None:
     sub = ap.add_subparsers(dest="what", required=True)
     e = sub.add_parser("e2e")
     e.add_argument("--models", default="naive,lightgbm")
-    e.add_argument("--speeds", type=float, nargs="+", default=[1.0, 0.0])
-    e.add_argument("--seconds", type=float, default=90)
+    e.add_argument("--speeds", type=float, nargs="+", default=[1.0])
+    e.add_argument("--seconds", type=float, default=300)  # the first forecast takes ~160 s
+    e.add_argument("--paths", default="old,new", help="old: polling + lateness; new: push")
+    e.add_argument("--repeats", type=int, default=1)
     e.add_argument("--port", type=int, default=18811)
     v = sub.add_parser("serve")
     v.add_argument("--models", default="naive,lightgbm,tft")

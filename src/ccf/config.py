@@ -82,6 +82,14 @@ class StorageConfig(_Section):
     batch_rows: int = Field(5000, gt=0, description="rows per write transaction at most")
     flush_interval_s: float = Field(0.25, gt=0, description="longest a record waits in memory")
     postgres: PostgresConfig = PostgresConfig()
+    wake: Literal["push", "poll"] = Field(
+        "push",
+        description="push: writers commit when their queue drains and wake the parts that "
+        "follow the store (loopback UDP); poll: fixed flush and poll intervals (the old path)",
+    )
+    wake_fallback_s: float = Field(
+        1.0, gt=0, description="with push: a follower reads the store this often without a wake-up"
+    )
 
 
 class KafkaConfig(_Section):
@@ -372,6 +380,14 @@ class FeaturesConfig(_Section):
     print_every_s: float = Field(5.0, ge=0, description="progress line interval; 0 = quiet")
     checkpoint_every: Duration = Field(
         "5s", description="event time between feature-state checkpoints; 0s = every write"
+    )
+    watermark: Literal["streams", "lateness"] = Field(
+        "streams",
+        description="streams: a bucket closes once every stream passed its end (or went idle); "
+        "lateness: only allowed_lateness after the newest event (the old rule)",
+    )
+    idle_timeout: Duration = Field(
+        "150ms", description="receive-clock silence after which a stream no longer holds buckets"
     )
 
     @field_validator("features")

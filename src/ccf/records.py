@@ -258,6 +258,11 @@ class Prediction(NamedTuple):
     levels: tuple[float, ...]
     quantiles: tuple[float, ...]
     flag: str | None
+    # lead time on the event clock (:mod:`ccf.serving.lead`): seconds after the origin
+    # bucket's end when it was stored, and the share of the horizon still ahead then
+    # (<= 0: stored after its target bucket closed); NaN where unknown
+    delay_s: float = float("nan")
+    horizon_left: float = float("nan")
 
 
 class Score(NamedTuple):

@@ -166,6 +166,24 @@ def gather_status(settings: Settings) -> dict[str, Any]:
         store.close()
 
 
+def lead_lines(detail: dict[str, Any]) -> list[str]:
+    """A predictor's lead times from its heartbeat: event-clock delay from the origin
+    bucket's end to the stored forecast, and forecasts stored after their target closed."""
+    out = []
+    for sym, d in (detail.get("symbols") or {}).items():
+        lead = d.get("lead") if isinstance(d, dict) else None
+        if not lead or not lead.get("n"):
+            continue
+        after = sum(lead["after_target"].values())
+        out.append(
+            f"    {sym:<10} lead: stored {lead['delay_p50_s']:.3f} s (p50) / "
+            f"{lead['delay_p99_s']:.3f} s (p99) after the origin bucket's end (event clock, "
+            f"last {lead['n']}); {after} stored after their target closed; least horizon "
+            f"left {lead['horizon_left_min']:.0%}"
+        )
+    return out
+
+
 def format_status(status: dict[str, Any]) -> str:
     if status.get("error"):
         return f"store {status['store']}: unreachable: {status['error']}"
@@ -199,6 +217,7 @@ def format_status(status: dict[str, Any]) -> str:
             f"  {p['part']:<10} {p['state']:<15} pid {p['pid']} since {p['since']} "
             f"(heartbeat {p['heartbeat']})"
         )
+        lines += lead_lines(p.get("detail") or {})
     for f in status.get("features", []):
         lines.append(
             f"features {f['set']}@{f['version']} {f['symbol']:<10} {f['rows']:>9,} rows, "

@@ -64,11 +64,13 @@ _register()
 
 
 def tiny_set(**overrides: Any) -> FeatureSet:
-    """A feature set of the tiny kinds; ``overrides`` are features.* keys."""
+    """A feature set of the tiny kinds; ``overrides`` are features.* keys. The watermark
+    is the lateness rule unless asked (its tests are in test_watermark.py)."""
     items = {
         "features.features": "[{kind: t_mid}, {kind: t_rows}]",
         "features.book_depth": "2",
         "features.allowed_lateness": "500ms",
+        "features.watermark": "lateness",
         **{f"features.{k}": str(v) for k, v in overrides.items()},
     }
     return feature_set(load_settings([f"{k}={v}" for k, v in items.items()], environ={}).features)

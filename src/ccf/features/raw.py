@@ -6,6 +6,13 @@ key order (update id, trade id, open time), which is also their event-time
 order per symbol; news by ``ingested_at``. The live tail reads every table
 in one read transaction, so it sees the collector's commits whole: books
 and trades written together arrive together.
+
+Both hand the engine a symbol's streams merged in *receive* order: by each
+stream's running maximum of ``ts_recv`` (so every stream stays in its key
+order), then stream, then id. The engine's per-stream watermark decides on
+that order, so live and batch decide alike. Trades fetched over REST into a
+gap (``backfilled``) are not part of the trade stream: they come at their own
+receive time (live: when the gap is marked filled), usually late.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import heapq
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,30 +144,37 @@ class RawReader:
         if self.fs.source == "candle":
             cn = _candle_ns(self.fs)
             streams.append(
-                (c.open_time + cn - 1, 2, c.open_time, c)
-                for c in self._paged(self.candles, symbol, "open_time", lo - cn + 1, hi - cn + 1)
+                by_receipt(
+                    2,
+                    "open_time",
+                    self._paged(self.candles, symbol, "open_time", lo - cn + 1, hi - cn + 1),
+                )
             )
         else:
             streams.append(
-                (b.ts_event, 0, b.update_id, b)
-                for b in self._paged(self.books, symbol, "update_id", lo, hi)
+                by_receipt(0, "update_id", self._paged(self.books, symbol, "update_id", lo, hi))
             )
-            streams.append(
-                (t.ts_event, 1, t.trade_id, t)
-                for t in self._paged(self.trades, symbol, "trade_id", lo, hi)
+            live = self._paged(self.trades, symbol, "trade_id", lo, hi, LIVE_TRADES)
+            streams.append(by_receipt(1, "trade_id", live))
+            filled = self.trades(
+                symbol, "backfilled = 1 AND ts_event >= ? AND ts_event < ?", (lo, hi)
             )
+            filled.sort(key=lambda t: (t.ts_recv, t.trade_id))
+            streams.append((t.ts_recv, 1, t.trade_id, t) for t in filled)
         streams.append((n.ingested_at, 3, n.item_id, n) for n in self.news(lo, hi))
         for item in heapq.merge(*streams):
             yield item[3]
 
-    def _paged(self, read: Any, symbol: str, key: str, lo: int, hi: int) -> Iterator[Any]:
+    def _paged(
+        self, read: Any, symbol: str, key: str, lo: int, hi: int, extra: str = "1"
+    ) -> Iterator[Any]:
         time_col = "open_time" if key == "open_time" else "ts_event"
         last = None
         while True:
             if last is None:
-                where, params = f"{time_col} >= ? AND {time_col} < ?", (lo, hi)
+                where, params = f"{extra} AND {time_col} >= ? AND {time_col} < ?", (lo, hi)
             else:
-                where, params = f"{key} > ? AND {time_col} < ?", (last, hi)
+                where, params = f"{extra} AND {key} > ? AND {time_col} < ?", (last, hi)
             page = read(symbol, where, params, PAGE)
             yield from page
             if len(page) < PAGE:
@@ -169,6 +183,18 @@ class RawReader:
 
 
 PAGE = 50_000
+LIVE_TRADES = "backfilled = 0"  # the trade stream as received; REST fills come on their own
+
+
+def by_receipt(
+    stream: int, key: str, records: Iterable[Any], top: int = -_FAR
+) -> Iterator[tuple[Any, ...]]:
+    """Merge keys for one stream in key order: (running max of ts_recv, stream, id, rec);
+    ``top`` carries the running max over from an earlier read."""
+    for r in records:
+        if r.ts_recv > top:
+            top = r.ts_recv
+        yield (top, stream, getattr(r, key), r)
 
 
 def _candle_ns(fs: FeatureSet) -> int:
@@ -183,6 +209,7 @@ def _candle_ns(fs: FeatureSet) -> int:
 @dataclass
 class _Cursor:
     key: int | None = None  # last id read
+    recv: int = -_FAR  # the stream's running max of ts_recv at that record
     floor: int | None = None  # before the first read: event-time floor (None: from the start)
 
 
@@ -285,7 +312,8 @@ class RawTail:
         for table, recs in zip(self.tables, lists, strict=True):
             kept = [k for k in recs if k[0] < horizon] if horizon < _FAR else recs
             if kept:
-                self.cursors[(s, table)].key = kept[-1][2]
+                cur = self.cursors[(s, table)]
+                cur.key, cur.recv = kept[-1][2], kept[-1][0]
         for item in heapq.merge(*lists):
             if item[0] >= horizon:
                 break
@@ -306,13 +334,11 @@ class RawTail:
         else:
             where, params = "1", ()
         if table == "book":
-            return [(b.ts_event, 0, b.update_id, b) for b in self.r.books(s, where, params, n)]
+            return list(by_receipt(0, "update_id", self.r.books(s, where, params, n), cur.recv))
         if table == "trade":
-            return [(t.ts_event, 1, t.trade_id, t) for t in self.r.trades(s, where, params, n)]
-        cn = _candle_ns(self.r.fs)
-        return [
-            (c.open_time + cn - 1, 2, c.open_time, c) for c in self.r.candles(s, where, params, n)
-        ]
+            where = f"{LIVE_TRADES} AND {where}"
+            return list(by_receipt(1, "trade_id", self.r.trades(s, where, params, n), cur.recv))
+        return list(by_receipt(2, "open_time", self.r.candles(s, where, params, n), cur.recv))
 
     def advance_gap_window(self, since_ns: int) -> None:
         """Gaps ending before ``since_ns`` no longer matter to the open buckets."""

@@ -39,9 +39,16 @@ from ccf.features.spec import FeatureSet, feature_set
 from ccf.features.store import FeatureStore
 from ccf.monitoring.metrics import PartMetrics
 from ccf.storage import SqliteStore
-from ccf.storage.backends import open_feature_store, open_raw_store, uses_kafka, uses_postgres
+from ccf.storage.backends import (
+    open_feature_store,
+    open_raw_store,
+    pushes,
+    uses_kafka,
+    uses_postgres,
+)
 from ccf.storage.postgres.connect import describe
 from ccf.storage.sqlite import connect
+from ccf.storage.wake import Waker, Wakeups
 
 if TYPE_CHECKING:
     from ccf.storage.postgres.raw import PgRawStore
@@ -75,8 +82,10 @@ def warn_late(symbols: dict[str, dict[str, Any]], logged: Counter[str], lateness
         late = d["late"] + d["late_gaps"]
         if late > logged[sym]:
             log.warning(
-                "part=features symbol=%s late=%d late_gaps=%d: events older than the allowed "
-                "lateness (%s) were dropped; raise features.allowed_lateness if this repeats",
+                "part=features symbol=%s late=%d late_gaps=%d: events that came after their "
+                "bucket closed were dropped (their stream had gone idle, or they trailed by "
+                "more than the allowed lateness, %s); raise features.idle_timeout or "
+                "features.allowed_lateness if this repeats",
                 sym,
                 d["late"],
                 d["late_gaps"],
@@ -117,6 +126,8 @@ class FeatureRunner:
         self.caught_up = False  # the last poll read everything the store had
         self._late_logged: Counter[str] = Counter()
         self.started_at = time.time_ns()
+        self._waker: Waker | None = None  # wakes the feature store's followers
+        self.wakeups = (0, 0)  # (woken, fell back to polling) over the last run
 
     # -- one poll, in a worker thread -------------------------------------------------------
 
@@ -130,9 +141,8 @@ class FeatureRunner:
             engine.push(g)
         for n in poll.news:  # before market events, which move the watermark past them
             engine.push(n)
-        for t in poll.late_trades:
-            if t.ts_event < engine.frontier(t.symbol):  # newer ones come through the tail
-                engine.push(t)
+        for t in poll.late_trades:  # filled over REST: not in the tail's trade stream
+            engine.push(t)
         push = engine.push
         for recs in poll.market.values():
             for r in recs:
@@ -143,6 +153,8 @@ class FeatureRunner:
         rows = [r for r in rows if (resume.get(r.symbol) or r.ts) <= r.ts]
         if rows:
             store.write(rows, self._due_checkpoints(rows))
+            if self._waker is not None:
+                self._waker.wake()  # the predictor reads them now
         now = time.time_ns()
         observe = self.metrics.observe_lag
         for r in rows:
@@ -262,7 +274,12 @@ class FeatureRunner:
             s.features_path,
         )
         next_beat = 0.0
+        push = pushes(s)
+        wake = Wakeups(s.db_path, PART) if push else None
+        self._waker = Waker(s.features_path, PART) if push else None
         try:
+            if wake is not None:
+                await wake.__aenter__()  # before the first read: no commit goes unseen
             while not stop.is_set():
                 rows, full = await asyncio.to_thread(self._step, tail, store)
                 self.online.add(rows)  # in the loop's thread: readers never see half a row
@@ -271,11 +288,20 @@ class FeatureRunner:
                     next_beat = time.monotonic() + (s.features.print_every_s or HEARTBEAT_S)
                     self._heartbeat(raw, "running")
                     self._forget_old_gaps(tail)
-                if not full:
+                if full:
+                    continue
+                if wake is not None:  # the collector's commit, or the fallback interval
+                    await wake.wait(stop, s.storage.wake_fallback_s)
+                else:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), s.features.poll_interval_s)
             self._final_checkpoints(store)
         finally:
+            if wake is not None:
+                self.wakeups = (wake.received, wake.fallbacks)
+                wake.close()
+            if self._waker is not None:
+                self._waker.close()
             self._heartbeat(raw, "stopped")
             raw.close()
             store.close()

@@ -61,6 +61,8 @@ class FeatureSet:
     bucket_ns: int
     lateness_ns: int
     warmup_ns: int
+    watermark: str
+    idle_ns: int
     source: str
     candle_interval: str
     book_depth: int
@@ -129,6 +131,10 @@ def feature_set(cfg: FeaturesConfig) -> FeatureSet:
         columns, make = build(cfg.features, base_columns(cfg.book_depth))
     except ValueError as e:
         raise ConfigError(f"features.{e}") from None
+    if cfg.watermark == "streams" and parse_duration(cfg.idle_timeout) <= 0:
+        raise ConfigError(
+            "features.idle_timeout: must be longer than 0 with watermark=streams, e.g. 150ms"
+        )
     canon = canonical_form(cfg)
     version, text = version_of(canon)
     return FeatureSet(
@@ -138,6 +144,8 @@ def feature_set(cfg: FeaturesConfig) -> FeatureSet:
         bucket_ns=bucket,
         lateness_ns=parse_duration(cfg.allowed_lateness),
         warmup_ns=parse_duration(cfg.warmup),
+        watermark=cfg.watermark,
+        idle_ns=parse_duration(cfg.idle_timeout),
         source=cfg.source,
         candle_interval=cfg.candle_interval,
         book_depth=cfg.book_depth,

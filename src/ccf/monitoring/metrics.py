@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 # exchange time -> receive is milliseconds; -> feature about the lateness; a backlog, minutes
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800)
 STAGES = ("receive", "feature", "prediction", "score")
+LEAD_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.12, 0.15, 0.2, 0.25, 0.4, 0.6, 1, 2, 5, 10)
+LEFT_BUCKETS = (-1.0, 0.0, 0.25, 0.5, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 1.0)
 _SKIP_SUFFIXES = ("_bucket", "_created")
 
 
@@ -171,6 +173,8 @@ class PartMetrics:
         self._totals: dict[tuple[int, tuple[str, ...]], float] = {}
         self._lock = threading.Lock()  # advance() runs in the scrape thread too
         self._hooks: list[Callable[[], None]] = []
+        self._lead: Histogram | None = None  # made on the first forecast (observe_lead)
+        self._left: Histogram | None = None
         r = self.registry = CollectorRegistry(auto_describe=True)
         self._exposed = _Refreshed(r, self._hooks)
         info = Gauge("ccf_part_info", "The part this endpoint belongs to", ["part"], registry=r)
@@ -234,6 +238,33 @@ class PartMetrics:
         child = self.lag.labels(stage, symbol)
         for s in seconds:
             child.observe(s)
+
+    def observe_lead(self, symbol: str, horizon: int, delay_s: float, left: float) -> None:
+        """A stored forecast's lead time (:mod:`ccf.serving.lead`): the delay after its
+        origin bucket's end on the event clock, and the share of its horizon left."""
+        if self._lead is None:
+            r = self.registry
+            self._lead = Histogram(
+                "ccf_forecast_delay_seconds",
+                "Event-clock delay from the origin bucket's end to the stored forecast "
+                "(exchange seconds: right at any replay speed)",
+                ["symbol", "horizon"],
+                buckets=LEAD_BUCKETS,
+                registry=r,
+            )
+            self._left = Histogram(
+                "ccf_forecast_horizon_left_ratio",
+                "Share of the horizon still ahead when the forecast was stored (<= 0: stored "
+                "after its target bucket closed)",
+                ["symbol", "horizon"],
+                buckets=LEFT_BUCKETS,
+                registry=r,
+            )
+            self._base |= {"ccf_forecast_delay_seconds", "ccf_forecast_horizon_left_ratio"}
+        h = str(horizon)
+        self._lead.labels(symbol, h).observe(delay_s)
+        assert self._left is not None
+        self._left.labels(symbol, h).observe(left)
 
     def advance(self, counter: Counter, total: float, *labels: str) -> None:
         """Bring a counter up to a running total the part keeps itself (a restart of that

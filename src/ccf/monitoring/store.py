@@ -35,7 +35,7 @@ MAX_INTERVALS = 8  # central intervals kept per score (17 quantiles); more are n
 _KEY = "symbol, target, ts, horizon, role"
 _INSIDE = [f"in_{i}" for i in range(MAX_INTERVALS)]
 _SCORE_COLS = (*Score._fields, "target_ts", "flag", "nominal", *_INSIDE)
-_PRED_COLS = Prediction._fields
+_PRED_COLS = Prediction._fields[:16]  # pending forecasts keep no lead times
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS progress (name TEXT PRIMARY KEY, value INTEGER)",
     "CREATE TABLE IF NOT EXISTS pending (exchange TEXT, symbol TEXT, target TEXT, ts INTEGER, "

@@ -35,7 +35,7 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,7 @@ from ccf.ml.models.naive import Naive
 from ccf.monitoring.metrics import PartMetrics
 from ccf.records import Prediction
 from ccf.serving.calibration import OnlineCalibration
+from ccf.serving.lead import EventClock, lead, lead_summary
 from ccf.serving.store import ServingInfo
 from ccf.sinks import open_influx
 from ccf.storage.backends import (
@@ -61,9 +62,11 @@ from ccf.storage.backends import (
     open_feature_store,
     open_prediction_store,
     open_raw_store,
+    pushes,
     uses_postgres,
 )
 from ccf.storage.postgres.connect import describe
+from ccf.storage.wake import Wakeups
 
 if TYPE_CHECKING:
     # the interfaces, named by their embedded classes; storage.backend=postgres hands
@@ -76,6 +79,7 @@ log = logging.getLogger(__name__)
 
 PART = "predict"
 MAX_ORIGINS = 5_000  # per symbol and poll while catching up
+LEAD_KEPT = 1000  # recent lead times per symbol behind the heartbeat's percentiles
 HEARTBEAT_S = 5.0
 
 
@@ -102,7 +106,12 @@ class _SymbolState:
     origins: int = 0
     flagged: Counter[str] = field(default_factory=Counter)
     last_origin: int | None = None
-    last_lag_s: float | None = None  # wall clock at the forecast minus the input watermark
+    last_lag_s: float | None = None  # event clock at the store minus the input watermark
+    # lead times of the last forecasts stored (champion): seconds after the origin's end,
+    # and how many were stored after their target bucket had closed, per horizon
+    delays: deque[float] = field(default_factory=lambda: deque(maxlen=LEAD_KEPT))
+    late: Counter[int] = field(default_factory=Counter)
+    left_min: float | None = None
 
 
 def window_flags(
@@ -171,6 +180,8 @@ class Predictor:
         self._range_warned: set[tuple[str, str, str, str, str]] = set()
         self.started_at = time.time_ns()
         self.written = 0
+        self.wakeups = (0, 0)  # (woken, fell back to polling) over the last run
+        self.clock: EventClock | None = None  # set by run(): lead times need the raw store
         self._max_age_ns = (
             parse_duration(settings.serve.max_model_age) if settings.serve.max_model_age else None
         )
@@ -387,10 +398,12 @@ class Predictor:
                         st.flagged[f] += 1
                 if n_out := sum(f is not None for f in out_of_range):
                     st.flagged[ranges.FLAG] += n_out
+
+        rows, event_now = self._with_lead(sym, rows, st)
         n = preds.write(rows, raws)
         if self.influx is not None:
             self.influx.predictions(rows)
-        done = time.time_ns()
+        done = time.time_ns() if event_now is None else event_now
         self.metrics.count_in(sym, len(t))
         self.metrics.count_out(sym, n)
         self.metrics.observe_lags("prediction", ((done - watermark) / 1e9).tolist(), sym)
@@ -424,6 +437,30 @@ class Predictor:
                     ranges.FLAG,
                 )
 
+    def _with_lead(
+        self, sym: str, rows: list[Prediction], st: _SymbolState
+    ) -> tuple[list[Prediction], int | None]:
+        """The rows with their lead time on the event clock, read just before the write
+        (:mod:`ccf.serving.lead`); unchanged (NaN) where the clock is unknown."""
+        event_now = self.clock.now(sym) if self.clock is not None else None
+        if event_now is None or not rows:
+            return rows, event_now
+        bucket = self.bucket
+        out = []
+        observe = self.metrics.observe_lead
+        first_h = min(r.horizon for r in rows)
+        for r in rows:
+            delay, left = lead(event_now, r.ts + bucket, r.horizon * bucket)
+            out.append(r._replace(delay_s=delay, horizon_left=left))
+            if r.role == "champion":
+                observe(sym, r.horizon, delay, left)
+                if r.horizon == first_h:  # one per origin
+                    st.delays.append(delay)
+                if left <= 0:
+                    st.late[r.horizon] += 1
+                st.left_min = left if st.left_min is None else min(st.left_min, left)
+        return out, event_now
+
     def _stale(self, m: Forecaster, now: int) -> bool:
         saved = getattr(m, "saved_at", None)
         return self._max_age_ns is not None and saved is not None and now - saved > self._max_age_ns
@@ -436,9 +473,14 @@ class Predictor:
             return
         features = open_feature_store(s, self.fs, readonly=True)
         preds = open_prediction_store(s)
-        raw = open_raw_store(s)  # heartbeats
+        raw = open_raw_store(s)  # heartbeats; the event clock for lead times
+        self.clock = EventClock(s, raw)
         next_alias = next_beat = 0.0
+        # the feature runner's commits wake it; without push (or a lost wake-up) it polls
+        wake = Wakeups(s.features_path, "predict") if pushes(s) else None
         try:
+            if wake is not None:
+                await wake.__aenter__()
             if not await self._first_models(features, preds, stop):
                 return
             self._resume(features, preds)
@@ -456,10 +498,15 @@ class Predictor:
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + (s.serve.print_every_s or HEARTBEAT_S)
                     self._heartbeat(raw, "running")
-                if n == 0:
+                if n == 0 and wake is not None:
+                    await wake.wait(stop, s.storage.wake_fallback_s)
+                elif n == 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), s.serve.poll_interval_s)
         finally:
+            if wake is not None:
+                self.wakeups = (wake.received, wake.fallbacks)
+                wake.close()
             self._heartbeat(raw, "stopped")
             raw.close()
             preds.close()
@@ -523,6 +570,7 @@ class Predictor:
                     "last_origin": st.last_origin,
                     "lag_s": st.last_lag_s,
                     "flagged": dict(st.flagged),
+                    "lead": lead_summary(st.delays, st.late, st.left_min),
                 }
                 for sym, st in self.state.items()
                 if sym in self.owned

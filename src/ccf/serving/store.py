@@ -4,7 +4,9 @@ Keyed by (symbol, target, origin bucket, horizon, role) and written with
 ``INSERT OR IGNORE``: a restarted predictor, or one that switches models
 between two buckets, can never forecast a bucket twice. Quantiles are packed
 as a little-endian float64 blob. Rows also get a rowid, so a follower (the
-monitor, the dashboard) reads what is new with one indexed range read.
+monitor, the dashboard) reads what is new with one indexed range read. Each row
+carries its lead time (``delay_s``, ``horizon_left``: :mod:`ccf.serving.lead`);
+a store made before those columns gets them added, NULL (NaN) in the old rows.
 
 ``quantiles`` are the ones served (calibrated, :mod:`ccf.ml.calibration`, when
 ``serve.calibration.method`` is not ``none``), what every reader scores and shows;
@@ -32,7 +34,7 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS predictions (exchange TEXT, symbol TEXT, target TEXT, "
     "ts INTEGER, horizon INTEGER, target_ts INTEGER, role TEXT, model TEXT, version TEXT, "
     "made_at INTEGER, watermark INTEGER, last_value REAL, point REAL, levels BLOB, "
-    "quantiles BLOB, flag TEXT)",
+    "quantiles BLOB, flag TEXT, delay_s REAL, horizon_left REAL)",
     "CREATE UNIQUE INDEX IF NOT EXISTS predictions_key "
     "ON predictions (symbol, target, ts, horizon, role)",
     "CREATE INDEX IF NOT EXISTS predictions_target_ts ON predictions (target_ts)",
@@ -41,6 +43,7 @@ _SCHEMA = (
     "spec TEXT)",
 )
 COLUMNS = Prediction._fields
+LEAD_COLUMNS = ("delay_s", "horizon_left")  # the last two; NaN is stored as NULL
 RAW = "raw_quantiles"  # the model's own quantiles, beside the served (calibrated) ones
 Kind = Literal["calibrated", "raw"]  # which quantiles a reader wants
 
@@ -89,6 +92,14 @@ class PredictionStore:
         if not readonly:
             for sql in _SCHEMA:
                 self._con.execute(sql)
+            have = {r[1] for r in self._con.execute("PRAGMA table_info(predictions)")}
+            for col in LEAD_COLUMNS:
+                if col not in have:  # a store from before lead times
+                    try:
+                        self._con.execute(f"ALTER TABLE predictions ADD COLUMN {col} REAL")
+                    except sqlite3.OperationalError as e:  # another writer added it just now
+                        if "duplicate column" not in str(e):
+                            raise
             if not self._has_raw():  # a store made before calibration: add the column
                 try:
                     self._con.execute(f"ALTER TABLE predictions ADD COLUMN {RAW} BLOB")
@@ -102,6 +113,8 @@ class PredictionStore:
             self._con.close()
             raise FileNotFoundError(f"no predictions in {self.path} yet: `ccf predict` is starting")
         self._raw = self._has_raw()
+        have = {r[1] for r in self._con.execute("PRAGMA table_info(predictions)")}
+        self._lead = all(c in have for c in LEAD_COLUMNS)  # a reader of an older file: NaN
         self._insert = (
             f"INSERT OR IGNORE INTO predictions ({', '.join(COLUMNS)}, {RAW}) "
             f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})"
@@ -116,6 +129,9 @@ class PredictionStore:
         cols = list(COLUMNS)
         if kind == "raw" and self._raw:
             cols[COLUMNS.index("quantiles")] = f"coalesce({RAW}, quantiles)"
+        if not self._lead:
+            for c in LEAD_COLUMNS:
+                cols[COLUMNS.index(c)] = "NULL"
         return ", ".join(cols)
 
     def write(
@@ -139,6 +155,8 @@ class PredictionStore:
                         _pack(r.levels),
                         _pack(r.quantiles),
                         r.flag,
+                        r[16],
+                        r[17],
                         _pack(r.quantiles if raw is None else raw[i]),
                     )
                     for i, r in enumerate(rows)
@@ -181,7 +199,7 @@ class PredictionStore:
     def since(self, rowid: int, limit: int = 100_000) -> tuple[list[Prediction], int]:
         """Rows stored after ``rowid`` (oldest first) and the last rowid read."""
         rows = self._con.execute(
-            f"SELECT rowid, {', '.join(COLUMNS)} FROM predictions WHERE rowid > ? "
+            f"SELECT rowid, {self._select('calibrated')} FROM predictions WHERE rowid > ? "
             "ORDER BY rowid LIMIT ?",
             (rowid, limit),
         ).fetchall()
@@ -222,8 +240,8 @@ def predictions_frame(recs: Sequence[Prediction]) -> pd.DataFrame:
     import pandas as pd
 
     df = pd.DataFrame(
-        [r[:13] + (r.flag,) for r in recs],
-        columns=[*COLUMNS[:13], "flag"],
+        [r[:13] + (r.flag, r[16], r[17]) for r in recs],
+        columns=[*COLUMNS[:13], "flag", *LEAD_COLUMNS],
     )
     if recs:
         levels = recs[0].levels
@@ -240,4 +258,6 @@ def _record(r: Sequence) -> Prediction:
     """A row back as a record; SQLite keeps NaN as NULL, so NULL floats are NaN again."""
     point = _NAN if r[12] is None else r[12]
     last = _NAN if r[11] is None else r[11]
-    return Prediction(*r[:11], last, point, _unpack(r[13]), _unpack(r[14]), r[15])
+    delay = _NAN if r[16] is None else r[16]
+    left = _NAN if r[17] is None else r[17]
+    return Prediction(*r[:11], last, point, _unpack(r[13]), _unpack(r[14]), r[15], delay, left)

@@ -36,7 +36,7 @@ from ccf.sources.binance.rest import RestError
 from ccf.sources.recorder import Recorder
 from ccf.sources.venues.base import FeedCallbacks, RestClient
 from ccf.storage import StoreWriter
-from ccf.storage.backends import open_raw_store, open_record_sink, uses_postgres
+from ccf.storage.backends import open_raw_store, record_writer, uses_postgres
 from ccf.storage.postgres.connect import describe
 
 if TYPE_CHECKING:
@@ -383,11 +383,7 @@ class Collector:
         cfg = s.collect
         store = open_raw_store(s)  # heartbeats, and where to resume from
         self._resume_from_store(store)
-        self.writer = StoreWriter(
-            lambda: open_record_sink(s),
-            batch_rows=s.storage.batch_rows,
-            flush_interval_s=s.storage.flush_interval_s,
-        )
+        self.writer = record_writer(s)
         ws_url, rest_url = s.venue_urls(self.venue_cfg)
         log.info(
             "part=collect exchange=%s source=%s ws=%s rest=%s symbols=%s streams=%s store=%s",

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ccf.features.spec import FeatureSet
     from ccf.features.store import StoredSet
     from ccf.storage.base import RawStore
+    from ccf.storage.writer import StoreWriter
 
 
 def uses_postgres(settings: Settings) -> bool:
@@ -122,3 +123,28 @@ def open_monitor_store(settings: Settings, *, readonly: bool = False) -> Any:
     from ccf.monitoring.store import MonitorStore
 
     return MonitorStore(settings.monitor_path, readonly=readonly)
+
+
+def pushes(settings: Settings) -> bool:
+    """Commits to the embedded stores wake their followers (``storage.wake=push``); on
+    Kafka the topics carry the records and the consumers block on them instead."""
+    return settings.storage.wake == "push" and not uses_postgres(settings)
+
+
+def record_writer(settings: Settings, part: str = "collect") -> StoreWriter:
+    """A writer thread in front of :func:`open_record_sink`: with ``storage.wake=push`` it
+    commits whenever its queue runs dry and wakes the raw store's followers; with
+    ``poll`` every ``storage.flush_interval_s``."""
+    from ccf.storage.wake import Waker
+    from ccf.storage.writer import StoreWriter
+
+    push = settings.storage.wake == "push"
+    waker = Waker(settings.db_path, part) if pushes(settings) and not uses_kafka(settings) else None
+    return StoreWriter(
+        lambda: open_record_sink(settings),
+        batch_rows=settings.storage.batch_rows,
+        flush_interval_s=settings.storage.flush_interval_s,
+        part=part,
+        group_commit=push,
+        waker=waker,
+    )

@@ -1,10 +1,15 @@
 """A writer thread in front of a store, so the event loop never waits on disk.
 
 Producers hand over whole lists of records (``submit``); the thread writes
-them in transactions of up to ``batch_rows`` rows, at least every
-``flush_interval_s``. ``close`` drains everything before it returns: a clean
-stop loses nothing. A write error stops the writer and is raised again by
-the next ``submit``/``close``, so a broken store is never silent.
+them in transactions of up to ``batch_rows`` rows. With ``group_commit`` (the
+default, ``storage.wake=push``) it commits as soon as its queue is empty: one
+record waits only for the transaction before it, and under load what queued
+up meanwhile goes into the next one (group commit). Without it, it commits at
+least every ``flush_interval_s`` (the old polling path). After each commit
+``waker`` wakes the store's followers (:mod:`ccf.storage.wake`). ``close`` drains
+everything before it returns: a clean stop loses nothing. A write error stops
+the writer and is raised again by the next ``submit``/``close``, so a broken
+store is never silent.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from ccf.records import Record
 from ccf.storage.base import RawStore
+from ccf.storage.wake import Waker
 
 log = logging.getLogger(__name__)
 _STOP = None
@@ -30,7 +36,12 @@ class StoreWriter:
         batch_rows: int = 5000,
         flush_interval_s: float = 0.25,
         part: str = "collect",
+        group_commit: bool = False,
+        waker: Waker | None = None,
     ) -> None:
+        self._group = group_commit
+        self._waker = waker
+        self.commits = 0
         self._open_store = open_store
         self._batch_rows = batch_rows
         self._interval = flush_interval_s
@@ -71,35 +82,68 @@ class StoreWriter:
             self._ready.set()
             return
         self._ready.set()
-        batch: list[Record] = []
-        deadline = time.monotonic() + self._interval
-        stopping = False
         try:
-            while not stopping:
-                timeout = max(0.0, deadline - time.monotonic())
-                try:
-                    item = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    item = []
-                if item is _STOP:
-                    stopping = True
-                else:
-                    batch.extend(item)
-                if batch and (
-                    stopping or len(batch) >= self._batch_rows or time.monotonic() >= deadline
-                ):
-                    self._write(store, batch)
-                    batch = []
-                if time.monotonic() >= deadline:
-                    deadline = time.monotonic() + self._interval
+            if self._group:
+                self._run_group(store)
+            else:
+                self._run_interval(store)
         except BaseException as e:  # reported to the producer by _raise_if_failed
             log.error("part=%s store writer failed: %s", self._part, e)
             self._error = e
         finally:
             store.close()
+            if self._waker is not None:
+                self._waker.close()
+
+    def _run_group(self, store: RawStore) -> None:
+        """Commit whatever is queued the moment the queue runs dry."""
+        q = self._queue
+        while True:
+            item = q.get()
+            if item is _STOP:
+                return
+            batch = list(item)
+            stopping = False
+            while len(batch) < self._batch_rows:
+                try:
+                    more = q.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stopping = True
+                    break
+                batch.extend(more)
+            self._write(store, batch)
+            if stopping:
+                return
+
+    def _run_interval(self, store: RawStore) -> None:
+        batch: list[Record] = []
+        deadline = time.monotonic() + self._interval
+        stopping = False
+        while not stopping:
+            timeout = max(0.0, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = []
+            if item is _STOP:
+                stopping = True
+            else:
+                batch.extend(item)
+            if batch and (
+                stopping or len(batch) >= self._batch_rows or time.monotonic() >= deadline
+            ):
+                self._write(store, batch)
+                batch = []
+            if time.monotonic() >= deadline:
+                deadline = time.monotonic() + self._interval
 
     def _write(self, store: RawStore, batch: list[Record]) -> None:
         for i in range(0, len(batch), self._batch_rows):
             chunk = batch[i : i + self._batch_rows]
             store.write(chunk)
             self.rows_written += len(chunk)
+        self.commits += 1
+        if self._waker is not None:
+            self._waker.wake()

@@ -33,8 +33,7 @@ from ccf.sources.news.health import (
 )
 from ccf.sources.news.parse import parse_feed
 from ccf.sources.news.poller import FetchError, fetch_feed
-from ccf.storage import StoreWriter
-from ccf.storage.backends import open_raw_store, open_record_sink, uses_postgres
+from ccf.storage.backends import open_raw_store, record_writer, uses_postgres
 from ccf.storage.postgres.connect import describe
 
 if TYPE_CHECKING:
@@ -58,12 +57,7 @@ class Writer(Protocol):
 
 def store_writer(settings: Settings) -> Writer:
     """The default writer: a writer thread of its own on the settings' store."""
-    return StoreWriter(
-        lambda: open_record_sink(settings),
-        batch_rows=settings.storage.batch_rows,
-        flush_interval_s=settings.storage.flush_interval_s,
-        part="news",
-    )
+    return record_writer(settings, part="news")
 
 
 def news_wanted(settings: Settings) -> bool:

@@ -34,7 +34,7 @@ from ccf.monitoring.store import (
     unscored_row,
 )
 from ccf.records import Prediction, Score
-from ccf.serving.store import RAW
+from ccf.serving.store import LEAD_COLUMNS, RAW
 from ccf.storage.postgres.connect import describe
 from ccf.storage.postgres.predictions import (
     PREDICTIONS,
@@ -61,8 +61,13 @@ def _cols(spec: str) -> tuple[Col, ...]:
 
 
 PROGRESS = Table("progress", _cols("name text, value int"), key=("name",))
-# a pending prediction is scored on its served quantiles: the raw ones stay behind
-PENDING = Table("pending", tuple(c for c in PREDICTIONS.columns if c.name != RAW), key=_KEY)
+# a pending prediction is scored on its served quantiles: the raw ones and the lead times
+# stay behind
+PENDING = Table(
+    "pending",
+    tuple(c for c in PREDICTIONS.columns if c.name != RAW and c.name not in LEAD_COLUMNS),
+    key=_KEY,
+)
 SCORES = Table(
     "scores",
     _cols(
@@ -204,7 +209,7 @@ class PgMonitorStore:
                     "%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[]))",
                     [list(col) for col in zip(*(_key(p) for p in resolved), strict=True)],
                 )
-            copy_insert(cur, PENDING, waiting)
+            copy_insert(cur, PENDING, [p[:16] for p in waiting])
             cur.execute(
                 "INSERT INTO progress VALUES ('rowid', %s) "
                 "ON CONFLICT (name) DO UPDATE SET value = excluded.value",

@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ccf.config import PostgresConfig
 from ccf.records import Prediction
-from ccf.serving.store import COLUMNS, RAW, Kind, Resolved, ServingInfo, predictions_frame
+from ccf.serving.store import (
+    COLUMNS,
+    LEAD_COLUMNS,
+    RAW,
+    Kind,
+    Resolved,
+    ServingInfo,
+    predictions_frame,
+)
 from ccf.storage.postgres.connect import connect, describe, symbol_time_filter
 
 if TYPE_CHECKING:
@@ -252,6 +260,7 @@ PREDICTIONS = Table(
                 *("real",) * 2,  # last_value, point
                 *("reals",) * 2,  # levels, quantiles
                 "text",  # flag
+                *("real",) * 2,  # delay_s, horizon_left (lead time)
             ),
             strict=True,
         )
@@ -260,7 +269,7 @@ PREDICTIONS = Table(
     key=("symbol", "target", "ts", "horizon", "role"),
     identity="id",
     indexes=(("symbol", "ts"), ("target_ts",)),
-    added=(RAW,),
+    added=(RAW, *LEAD_COLUMNS),
 )
 SERVING = Table(
     "serving",
@@ -281,7 +290,9 @@ def _record(r: Sequence[Any]) -> Prediction:
     """A row back as a record: NULL scalars are NaN again, arrays become tuples."""
     last = _NAN if r[11] is None else r[11]
     point = _NAN if r[12] is None else r[12]
-    return Prediction(*r[:11], last, point, tuple(r[13]), tuple(r[14]), r[15])
+    delay = _NAN if r[16] is None else r[16]
+    left = _NAN if r[17] is None else r[17]
+    return Prediction(*r[:11], last, point, tuple(r[13]), tuple(r[14]), r[15], delay, left)
 
 
 class PgPredictionStore:

@@ -81,6 +81,33 @@ def part_figures(beats: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def leads(beats: pd.DataFrame) -> pd.DataFrame:
+    """Lead time of the stored forecasts per part, stage and symbol, from the heartbeats:
+    event-clock delay after the origin bucket's end (p50/p99), forecasts stored after
+    their target bucket closed, and the least share of a horizon left."""
+    rows = []
+    for _, b in beats.iterrows():
+        detail = b["detail"] if isinstance(b["detail"], dict) else {}
+        for sym, d in (detail.get("symbols") or {}).items():
+            lead = d.get("lead") if isinstance(d, dict) else None
+            if not lead or not lead.get("n"):
+                continue
+            rows.append(
+                {
+                    "part": b["part"],
+                    "stage": "forecast stored",
+                    "symbol": sym,
+                    "delay_p50": readable_s(lead["delay_p50_s"]),
+                    "delay_p99": readable_s(lead["delay_p99_s"]),
+                    "after_target": sum(lead["after_target"].values()),
+                    "horizon_left_min": lead["horizon_left_min"],
+                    "n": lead["n"],
+                }
+            )
+    cols = ["part", "stage", "symbol", "delay_p50", "delay_p99", "after_target"]
+    return pd.DataFrame(rows, columns=[*cols, "horizon_left_min", "n"])
+
+
 def lags(beats: pd.DataFrame) -> pd.DataFrame:
     """Mean delay from exchange time to each stage, per part, stage and symbol (s)."""
     sums: dict[tuple[str, str, str], list[float]] = {}

@@ -16,7 +16,7 @@ from ccf.ui.charts.health import drift_columns, resources
 from ccf.ui.common import header, reachable, waiting, when
 from ccf.ui.common import settings as current_settings
 from ccf.ui.data.db import Store
-from ccf.ui.data.parts import lags, part_figures
+from ccf.ui.data.parts import lags, leads, part_figures
 
 
 def render(settings: Settings) -> None:
@@ -104,6 +104,18 @@ def _parts(beats: pd.DataFrame) -> None:
                     "Lags of hours or days: the rows carry old exchange times (recordings "
                     "not rebased to now, `replay.rebase_time=false`, or a backfill)."
                 )
+    lead = leads(beats)
+    st.markdown("**Lead time of the stored forecasts** (exchange clock)")
+    if lead.empty:
+        waiting("No forecast stored yet.")
+    else:
+        st.dataframe(lead, hide_index=True, width="stretch")
+        st.caption(
+            "Delay from the origin bucket's end to the stored forecast, on the exchange "
+            "clock (right at any replay speed); after_target: forecasts stored after their "
+            "target bucket had closed (should be 0); horizon_left_min: the least share of "
+            "a horizon still ahead when a forecast was stored."
+        )
 
 
 def _drift(settings: Settings) -> None:
