@@ -66,6 +66,10 @@ def args_for(data_dir: Path, bootstrap: str, partitions: int) -> list[str]:
         f"features.features={FEATURES}",
         "features.warmup=45s",
         "features.print_every_s=0.5",
+        # The Kafka workers merge their topics by event time (transport/align.py), which is
+        # what the lateness rule assumes; the per-stream rule decides in receive order, and
+        # on the Kafka path that is not wired yet (issue 12): both sides use the lateness rule.
+        "features.watermark=lateness",
     ]
 
 
