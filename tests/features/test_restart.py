@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import ccf
 from ccf.features.runner import FeatureRunner
 from ccf.features.spec import feature_set
 from ccf.features.store import FeatureStore
@@ -35,6 +36,7 @@ from tests.features.test_runner import (
     table,
 )
 
+CCF_ROOT = str(Path(ccf.__file__).resolve().parents[1])  # the folder holding ccf
 WARMUP = "features.warmup=60s"
 
 
@@ -155,7 +157,9 @@ def test_kill_9_of_a_real_features_process_then_restart_equals_batch(tmp_path: P
         "features.poll_interval_s=0.05",
         "log_level=INFO",
     ]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # the ccf this test imported first: sys.path may also hold a partial copy (a pyfunc
+    # model loaded earlier in the session adds its code_paths folder)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([CCF_ROOT, *sys.path])}
     log = tmp_path / "features.log"
     with open(log, "wb") as out:
         # small polls: it is still catching up (writing rows) when it is killed

@@ -14,12 +14,14 @@ import sys
 import time
 from pathlib import Path
 
+import ccf
 from ccf.features.runner import FeatureRunner
 from ccf.storage import SqliteStore
 from ccf.storage.backends import record_writer
 from ccf.storage.wake import Waker, Wakeups, wake_dir
 from tests.features.test_runner import recorded_records, settings_for
 
+CCF_ROOT = str(Path(ccf.__file__).resolve().parents[1])  # the folder holding ccf
 LONG = 60.0  # a fallback interval no wait in these tests should reach
 
 
@@ -96,7 +98,9 @@ asyncio.run(main())
 
 def test_a_follower_killed_by_kill_9_is_forgotten(tmp_path: Path) -> None:
     store = tmp_path / "ccf.sqlite"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # the ccf this test imported first: sys.path may also hold a partial copy (a pyfunc
+    # model loaded earlier in the session adds its code_paths folder)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([CCF_ROOT, *sys.path])}
     proc = subprocess.Popen(
         [sys.executable, "-c", FOLLOWER, str(store)], stdout=subprocess.PIPE, env=env, text=True
     )
