@@ -53,6 +53,7 @@ import msgspec
 from ccf.records import NS_PER_MS, Book, Candle, DeadLetter, Gap, GapReason, Quote, Record, Trade
 from ccf.sources.binance import schemas as wire
 from ccf.sources.binance.book import OrderBook
+from ccf.sources.gaps import GapLedger
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ class SymbolState:
         self.held_trades: list[tuple[wire.TradeMsg, int]] = []
 
 
-class BinanceFeed:
+class BinanceFeed(GapLedger):
     """Turns Binance combined-stream frames into records for a set of symbols.
 
     A Binance-protocol venue with other payloads or another diff rule (USD-M
@@ -598,40 +599,6 @@ class BinanceFeed:
             self._request_snapshot(symbol)
 
     # -- gaps -------------------------------------------------------------------------------
-
-    def open_gap(
-        self,
-        symbol: str,
-        kind: str,
-        reason: GapReason,
-        detail: str,
-        start_ts: int,
-        ts_recv: int,
-        out: list[Record],
-    ) -> None:
-        key = (symbol, kind)
-        if key in self.open_gaps:  # one outage, one gap: keep its first cause
-            return
-        gap = Gap(self.exchange, symbol, kind, start_ts, None, reason, detail, ts_recv)
-        self.open_gaps[key] = gap
-        self.stats["gaps"] += 1
-        out.append(gap)
-
-    def close_gap(
-        self, symbol: str, kind: str, end_ts: int, ts_recv: int, out: list[Record], detail: str = ""
-    ) -> Gap:
-        gap = self.open_gaps.pop((symbol, kind))
-        text = f"{gap.detail}; {detail}" if detail else gap.detail
-        closed = gap._replace(end_ts=max(end_ts, gap.start_ts), detail=text, ts_recv=ts_recv)
-        out.append(closed)
-        log.info(
-            "part=collect exchange=%s symbol=%s stream=%s gap closed after %.3f s",
-            self.exchange,
-            symbol,
-            kind,
-            (end_ts - gap.start_ts) / 1e9,
-        )
-        return closed
 
     def on_disconnect(
         self,

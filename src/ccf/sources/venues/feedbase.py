@@ -17,6 +17,7 @@ from collections import Counter
 import msgspec
 
 from ccf.records import DeadLetter, Gap, GapReason, Record
+from ccf.sources.gaps import GapLedger
 from ccf.sources.venues.base import SnapshotOutcome
 from ccf.sources.venues.strbook import StrBook
 
@@ -63,7 +64,7 @@ class Instrument:
         return uid
 
 
-class VenueFeedBase:
+class VenueFeedBase(GapLedger):
     """Gap, dead letter and resync bookkeeping; subclasses parse their venue's frames."""
 
     exchange = ""
@@ -128,38 +129,6 @@ class VenueFeedBase:
             self.close_gap(inst.symbol, "book", ts_event, ts_recv, out, "snapshot")
 
     # -- gaps -------------------------------------------------------------------------------
-
-    def open_gap(
-        self,
-        symbol: str,
-        stream: str,
-        reason: GapReason,
-        detail: str,
-        start_ts: int,
-        ts_recv: int,
-        out: list[Record],
-    ) -> None:
-        key = (symbol, stream)
-        if key in self.open_gaps:  # one outage, one gap: keep its first cause
-            return
-        gap = Gap(self.exchange, symbol, stream, start_ts, None, reason, detail, ts_recv)
-        self.open_gaps[key] = gap
-        self.stats["gaps"] += 1
-        out.append(gap)
-
-    def close_gap(
-        self, symbol: str, stream: str, end_ts: int, ts_recv: int, out: list[Record], detail: str
-    ) -> None:
-        gap = self.open_gaps.pop((symbol, stream))
-        text = f"{gap.detail}; {detail}" if detail else gap.detail
-        out.append(gap._replace(end_ts=max(end_ts, gap.start_ts), detail=text, ts_recv=ts_recv))
-        log.info(
-            "part=collect exchange=%s symbol=%s stream=%s gap closed after %.3f s",
-            self.exchange,
-            symbol,
-            stream,
-            (end_ts - gap.start_ts) / 1e9,
-        )
 
     def on_disconnect(
         self,
